@@ -1,2 +1,59 @@
-"""uwcache: uWSGI's caching framework as a standalone library (placeholder while the engine lands)."""
-from .errors import *  # noqa: F401,F403
+"""uwcache: uWSGI's caching framework as a standalone library.
+
+A very fast, all-in-memory, shared-memory key-value store that every process of a machine
+reads and writes directly, with many named caches configured with uWSGI's ``cache2``
+options::
+
+    import uwcache
+
+    caching = uwcache.Caching().add_cache("pages", max_items=1000, block_size=4096)
+    with caching.start() as node:
+        pages = node.cache("pages")
+        pages.set("home", b"<html>...</html>", expires=60)
+        assert pages.get("home") == b"<html>...</html>"
+"""
+
+from .errors import (
+    CacheClosed,
+    CacheError,
+    CacheFull,
+    ConfigError,
+    CorruptStore,
+    EmptyValue,
+    KeyTooLong,
+    NotAnInteger,
+    RegionMismatch,
+    UnknownCache,
+    ValueTooLarge,
+)
+from .config import CacheOptions, Caching, PreloadFile, PreloadItem, format_cache2, parse_cache2
+from .cache import Cache, attach, list_caches, open_cache
+from .node import Node
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Cache",
+    "CacheClosed",
+    "CacheError",
+    "CacheFull",
+    "CacheOptions",
+    "Caching",
+    "ConfigError",
+    "CorruptStore",
+    "EmptyValue",
+    "KeyTooLong",
+    "Node",
+    "NotAnInteger",
+    "PreloadFile",
+    "PreloadItem",
+    "RegionMismatch",
+    "UnknownCache",
+    "ValueTooLarge",
+    "attach",
+    "format_cache2",
+    "list_caches",
+    "open_cache",
+    "parse_cache2",
+    "__version__",
+]

@@ -1,0 +1,1311 @@
+/* uwcache engine: see cache.h for the model. Behaviour follows uWSGI's cache2 (the
+ * project's reference, sections 2-4) except where uWSGI has a documented bug we fix:
+ * expired items are never returned, the bitmap and LRU are rebuilt on load, math ops
+ * keep their counter in bitmap mode, and a dead lock holder is recovered from. */
+#define _GNU_SOURCE
+#include "cache.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <time.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ---- item record access (uWSGI layout, host order, possibly unaligned) ---- */
+
+enum {
+    F_FLAGS = 0, F_KEYSIZE = 8, F_HASH = 16, F_VALSIZE = 24, F_FIRST = 32, F_EXPIRES = 40,
+    F_HITS = 48, F_PREV = 56, F_NEXT = 64, F_LRU_PREV = 72, F_LRU_NEXT = 80, F_KEY = 88,
+};
+
+typedef uint64_t __attribute__((aligned(1), may_alias)) u64u;
+
+static inline uint8_t *rec(const uwc_cache *c, uint64_t slot) { return c->items + slot * c->rec_size; }
+static inline uint64_t rd(const uint8_t *r, int off) { return *(const u64u *)(r + off); }
+static inline void wr(uint8_t *r, int off, uint64_t v) { *(u64u *)(r + off) = v; }
+/* optimistic readers may race with a writer: force exactly one load per field */
+static inline uint64_t vrd(const uint8_t *r, int off) { return *(const volatile u64u *)(r + off); }
+
+#define SLOT(c, s) rec((c), (s))
+
+static inline uint64_t blocks_for(const uwc_cache *c, uint64_t len) {
+    return (len + c->p.block_size - 1) / c->p.block_size;
+}
+static inline int is_bitmap(const uwc_cache *c) { return (c->p.options & UWC_OPT_BITMAP) != 0; }
+static inline int is_lru(const uwc_cache *c) { return (c->p.options & UWC_OPT_LRU) != 0; }
+
+/* ---- sequence counter (seqlock) ---- */
+
+static inline void seq_begin(uwc_cache *c) {
+    uint64_t s = __atomic_load_n(&c->h->seq, __ATOMIC_RELAXED);
+    __atomic_store_n(&c->h->seq, s + 1, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+}
+static inline void seq_end(uwc_cache *c) {
+    uint64_t s = __atomic_load_n(&c->h->seq, __ATOMIC_RELAXED);
+    __atomic_store_n(&c->h->seq, s + 1, __ATOMIC_RELEASE);
+}
+static inline uint64_t seq_read_begin(const uwc_cache *c) { return __atomic_load_n(&c->h->seq, __ATOMIC_ACQUIRE); }
+static inline int seq_read_retry(const uwc_cache *c, uint64_t s) {
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    return __atomic_load_n(&c->h->seq, __ATOMIC_RELAXED) != s;
+}
+
+#define OPTIMISTIC_TRIES 16
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* ---- lock ---- */
+
+static void rebuild(uwc_cache *c, uint64_t now, uint64_t *dropped);
+
+static int lock_acquired(uwc_cache *c, int r) {
+    if (r == 0) return UWC_OK;
+    if (r == EOWNERDEAD) {
+        /* The previous holder died mid-change: make the structure whole again. */
+        uint64_t dropped = 0;
+        rebuild(c, (uint64_t)time(NULL), &dropped);
+        c->h->repairs++;
+        pthread_mutex_consistent(&c->h->lock);
+        return UWC_OK;
+    }
+    return UWC_ELOCK;
+}
+
+#define SPIN_ROUNDS 256
+
+int uwc_lock(uwc_cache *c) {
+    /* Critical sections are short (no syscalls, no Python): spin a little before sleeping. */
+    for (int i = 0; i < SPIN_ROUNDS; i++) {
+        int r = pthread_mutex_trylock(&c->h->lock);
+        if (r != EBUSY) return lock_acquired(c, r);
+#ifdef __GLIBC__
+        for (int j = 0; j < 16 && __atomic_load_n(&c->h->lock.__data.__lock, __ATOMIC_RELAXED) != 0; j++)
+            cpu_relax();
+#else
+        cpu_relax();
+#endif
+    }
+    return lock_acquired(c, pthread_mutex_lock(&c->h->lock));
+}
+
+void uwc_unlock(uwc_cache *c) { pthread_mutex_unlock(&c->h->lock); }
+
+/* ---- geometry ---- */
+
+static inline uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
+
+int uwc_params_check(const uwc_params *p, const char **why) {
+    const char *w = NULL;
+    if (p->max_items < 2) w = "max_items must be at least 2";
+    else if (p->max_items > (1ull << 32)) w = "max_items must be at most 2**32";
+    else if (p->key_size < 1 || p->key_size > 65535) w = "key_size must be 1..65535";
+    else if (p->block_size < 1 || p->block_size > (1ull << 40)) w = "block_size must be 1..2**40";
+    else if (p->blocks < p->max_items) w = "blocks must be at least max_items";
+    else if (p->blocks > (1ull << 40)) w = "blocks must be at most 2**40";
+    else if (p->hash_size < 1 || p->hash_size > 0xFFFFFFFFull) w = "hash_size must be 1..2**32-1";
+    else if (p->hash_algo > UWC_HASH_MURMUR2) w = "unknown hash algorithm";
+    else {
+        uint64_t size;
+        if (uwc_region_size(p, &size) != UWC_OK) w = "the cache would need more than 2**46 bytes";
+    }
+    if (why) *why = w;
+    return w ? UWC_EPARAMS : UWC_OK;
+}
+
+typedef struct layout { uint64_t items_off, data_off, table_off, stack_off, bitmap_off, total; } layout;
+
+static int compute_layout(const uwc_params *p, layout *l) {
+    uint64_t rs = UWC_ITEM_HEADER + p->key_size, items_size, data_size, t;
+    if (__builtin_mul_overflow(rs, p->max_items, &items_size)) return UWC_EPARAMS;
+    if (__builtin_mul_overflow(p->block_size, p->blocks, &data_size)) return UWC_EPARAMS;
+    l->items_off = UWC_HEADER_SIZE;
+    l->data_off = align_up(l->items_off + items_size, 64);
+    if (__builtin_add_overflow(l->data_off, data_size, &t)) return UWC_EPARAMS;
+    l->table_off = align_up(t, 64);
+    l->stack_off = align_up(l->table_off + 8 * p->hash_size, 64);
+    l->bitmap_off = align_up(l->stack_off + 8 * p->max_items, 64);
+    uint64_t bm = (p->options & UWC_OPT_BITMAP) ? (p->blocks + 7) / 8 : 0;
+    l->total = align_up(l->bitmap_off + bm, 4096);
+    if (l->total > (1ull << 46)) return UWC_EPARAMS;
+    return UWC_OK;
+}
+
+int uwc_region_size(const uwc_params *p, uint64_t *size) {
+    layout l;
+    if (p->max_items < 1 || p->block_size < 1 || p->blocks < 1) return UWC_EPARAMS;
+    if (compute_layout(p, &l) != UWC_OK) return UWC_EPARAMS;
+    *size = l.total;
+    return UWC_OK;
+}
+
+static void bind_handle(uwc_cache *c, void *mem, uint64_t size, const uwc_params *p) {
+    layout l;
+    compute_layout(p, &l);
+    c->base = mem;
+    c->size = size;
+    c->h = mem;
+    c->p = *p;
+    c->items = c->base + l.items_off;
+    c->data = c->base + l.data_off;
+    c->table = (uint64_t *)(c->base + l.table_off);
+    c->stack = (uint64_t *)(c->base + l.stack_off);
+    c->bitmap = (p->options & UWC_OPT_BITMAP) ? c->base + l.bitmap_off : NULL;
+    c->rec_size = UWC_ITEM_HEADER + p->key_size;
+    c->max_item_size = (p->options & UWC_OPT_BITMAP) ? p->block_size * p->blocks : p->block_size;
+    c->bitmap_bytes = (p->options & UWC_OPT_BITMAP) ? (p->blocks + 7) / 8 : 0;
+}
+
+uint32_t uwc_hash(const uwc_cache *c, const uint8_t *key, uint64_t len) {
+    return c->p.hash_algo == UWC_HASH_MURMUR2 ? uwc_murmur2(key, len) : uwc_djb33x(key, len);
+}
+
+uint64_t uwc_n_items(const uwc_cache *c) { return __atomic_load_n(&c->h->n_items, __ATOMIC_RELAXED); }
+
+/* ---- bitmap ---- */
+
+static inline int bm_used(const uwc_cache *c, uint64_t k) { return (c->bitmap[k >> 3] & (0x80u >> (k & 7))) != 0; }
+static inline void bm_set(uwc_cache *c, uint64_t k) { c->bitmap[k >> 3] |= (uint8_t)(0x80u >> (k & 7)); }
+static inline void bm_clr(uwc_cache *c, uint64_t k) { c->bitmap[k >> 3] &= (uint8_t)~(0x80u >> (k & 7)); }
+
+static void bm_mark(uwc_cache *c, uint64_t first, uint64_t n, int used) {
+    for (uint64_t k = first; k < first + n; k++) {
+        if (used) bm_set(c, k); else bm_clr(c, k);
+    }
+}
+
+static void bm_reset(uwc_cache *c) {
+    memset(c->bitmap, 0, c->bitmap_bytes);
+    /* the unused low bits of the last byte are never allocatable */
+    if (c->p.blocks % 8) c->bitmap[c->bitmap_bytes - 1] = (uint8_t)(0xFFu >> (c->p.blocks % 8));
+}
+
+/* uWSGI's first-fit from the hint, including its blind spot: a run never spans the end
+ * of the bitmap, and after wrapping the scan stops at the end of the starting byte. */
+static int64_t bm_find(uwc_cache *c, uint64_t needed) {
+    uint64_t nbytes = c->bitmap_bytes;
+    uint64_t pos = c->h->bitmap_pos;
+    if (pos >= c->p.blocks) pos = 0;
+    uint64_t start_byte = pos / 8, start_bit = pos % 8;
+    uint64_t budget = nbytes + (start_bit ? 1 : 0);
+    uint64_t j = start_byte, bit0 = start_bit, run = 0;
+    int64_t base = -1;
+    while (budget) {
+        for (uint64_t bit = (j == start_byte ? bit0 : 0); bit < 8; bit++) {
+            uint64_t k = j * 8 + bit;
+            if (c->bitmap[j] & (0x80u >> bit)) {
+                run = 0;
+                base = -1;
+            } else {
+                if (base < 0) base = (int64_t)k;
+                if (++run == needed) return base;
+            }
+        }
+        j++;
+        budget--;
+        if (j >= nbytes) { j = 0; run = 0; base = -1; bit0 = 0; }
+    }
+    return -1;
+}
+
+static int64_t bm_alloc(uwc_cache *c, uint64_t needed) {
+    int64_t f = bm_find(c, needed);
+    if (f < 0) return -1;
+    bm_mark(c, (uint64_t)f, needed, 1);
+    uint64_t pos = (uint64_t)f + needed;
+    c->h->bitmap_pos = pos >= c->p.blocks ? 0 : pos;
+    return f;
+}
+
+/* ---- free-slot stack ---- */
+
+static void stack_push(uwc_cache *c, uint64_t slot) { c->stack[c->h->stack_top++] = slot; }
+static uint64_t stack_pop(uwc_cache *c) { return c->h->stack_top ? c->stack[--c->h->stack_top] : 0; }
+
+static void stack_reset(uwc_cache *c) {
+    c->h->stack_top = 0;
+    for (uint64_t s = 1; s < c->p.max_items; s++) stack_push(c, s);
+}
+
+/* ---- LRU ---- */
+
+static void lru_append(uwc_cache *c, uint64_t s) {
+    uint8_t *r = SLOT(c, s);
+    wr(r, F_LRU_NEXT, 0);
+    wr(r, F_LRU_PREV, c->h->lru_tail);
+    if (c->h->lru_tail) wr(SLOT(c, c->h->lru_tail), F_LRU_NEXT, s);
+    else c->h->lru_head = s;
+    c->h->lru_tail = s;
+}
+
+static void lru_remove(uwc_cache *c, uint64_t s) {
+    uint8_t *r = SLOT(c, s);
+    uint64_t prev = rd(r, F_LRU_PREV), next = rd(r, F_LRU_NEXT);
+    if (prev) wr(SLOT(c, prev), F_LRU_NEXT, next); else c->h->lru_head = next;
+    if (next) wr(SLOT(c, next), F_LRU_PREV, prev); else c->h->lru_tail = prev;
+    wr(r, F_LRU_PREV, 0);
+    wr(r, F_LRU_NEXT, 0);
+}
+
+static void lru_touch(uwc_cache *c, uint64_t s) {
+    if (c->h->lru_tail == s) return;
+    lru_remove(c, s);
+    lru_append(c, s);
+}
+
+/* ---- lookup under the lock ---- */
+
+static inline int expired(uint64_t expires, uint64_t now) { return expires && expires <= now; }
+
+static uint64_t lookup_locked(const uwc_cache *c, const uint8_t *key, uint64_t klen, uint32_t h) {
+    uint64_t b = h % c->p.hash_size;
+    uint64_t s = c->table[b], steps = 0;
+    while (s && s < c->p.max_items && steps++ < c->p.max_items) {
+        const uint8_t *r = SLOT(c, s);
+        if (rd(r, F_HASH) == h && rd(r, F_KEYSIZE) == klen && memcmp(r + F_KEY, key, klen) == 0) return s;
+        s = rd(r, F_NEXT);
+    }
+    return 0;
+}
+
+static void chain_append(uwc_cache *c, uint64_t s, uint32_t h) {
+    uint64_t b = h % c->p.hash_size, cur = c->table[b];
+    uint8_t *r = SLOT(c, s);
+    wr(r, F_NEXT, 0);
+    if (!cur) {
+        wr(r, F_PREV, 0);
+        c->table[b] = s;
+        return;
+    }
+    uint64_t steps = 0;
+    for (;;) {
+        uint64_t n = rd(SLOT(c, cur), F_NEXT);
+        if (!n || ++steps > c->p.max_items) break;
+        cur = n;
+    }
+    wr(SLOT(c, cur), F_NEXT, s);
+    wr(r, F_PREV, cur);
+}
+
+static void chain_unlink(uwc_cache *c, uint64_t s) {
+    uint8_t *r = SLOT(c, s);
+    uint64_t prev = rd(r, F_PREV), next = rd(r, F_NEXT);
+    if (prev) wr(SLOT(c, prev), F_NEXT, next);
+    else c->table[rd(r, F_HASH) % c->p.hash_size] = next;
+    if (next) wr(SLOT(c, next), F_PREV, prev);
+}
+
+static inline void lower_next_scan(uwc_cache *c, uint64_t expires) {
+    if (expires && (c->h->next_scan == 0 || c->h->next_scan > expires)) c->h->next_scan = expires;
+}
+
+/* Free a live slot. Caller holds the lock and is inside seq_begin/seq_end. */
+static void delete_slot(uwc_cache *c, uint64_t s) {
+    uint8_t *r = SLOT(c, s);
+    if (!rd(r, F_KEYSIZE)) return;
+    chain_unlink(c, s);
+    if (is_bitmap(c)) {
+        uint64_t vs = rd(r, F_VALSIZE);
+        if (vs) bm_mark(c, rd(r, F_FIRST), blocks_for(c, vs), 0);
+    }
+    if (is_lru(c)) lru_remove(c, s);
+    wr(r, F_KEYSIZE, 0);
+    wr(r, F_VALSIZE, 0);
+    wr(r, F_HASH, 0);
+    wr(r, F_PREV, 0);
+    wr(r, F_NEXT, 0);
+    wr(r, F_EXPIRES, 0);
+    stack_push(c, s);
+    c->h->n_items--;
+}
+
+/* Free every expired item; returns how many. Optionally records their keys. */
+static uint64_t sweep_locked(uwc_cache *c, uint64_t now, uwc_keybuf *kb) {
+    uint64_t freed = 0;
+    c->h->next_scan = 0;
+    for (uint64_t s = 1; s < c->p.max_items; s++) {
+        uint8_t *r = SLOT(c, s);
+        uint64_t ks = rd(r, F_KEYSIZE), ex = rd(r, F_EXPIRES);
+        if (!ks || !ex) continue;
+        if (ex <= now) {
+            if (kb) {
+                if (kb->len + 8 + ks > kb->cap) {
+                    uint64_t ncap = (kb->cap ? kb->cap * 2 : 4096) + 8 + ks;
+                    uint8_t *nb = realloc(kb->buf, ncap);
+                    if (nb) { kb->buf = nb; kb->cap = ncap; }
+                }
+                if (kb->len + 8 + ks <= kb->cap) {
+                    memcpy(kb->buf + kb->len, &ks, 8);
+                    memcpy(kb->buf + kb->len + 8, r + F_KEY, ks);
+                    kb->len += 8 + ks;
+                    kb->count++;
+                }
+            }
+            delete_slot(c, s);
+            freed++;
+        } else {
+            lower_next_scan(c, ex);
+        }
+    }
+    c->h->expired_freed += freed;
+    return freed;
+}
+
+static void clear_locked(uwc_cache *c) {
+    for (uint64_t s = 1; s < c->p.max_items; s++) {
+        uint8_t *r = SLOT(c, s);
+        if (!rd(r, F_KEYSIZE)) continue;
+        wr(r, F_KEYSIZE, 0); wr(r, F_VALSIZE, 0); wr(r, F_HASH, 0);
+        wr(r, F_PREV, 0); wr(r, F_NEXT, 0); wr(r, F_EXPIRES, 0);
+        wr(r, F_LRU_PREV, 0); wr(r, F_LRU_NEXT, 0);
+    }
+    memset(c->table, 0, 8 * c->p.hash_size);
+    stack_reset(c);
+    if (is_bitmap(c)) bm_reset(c);
+    c->h->lru_head = c->h->lru_tail = 0;
+    c->h->n_items = 0;
+    c->h->next_scan = 0;
+}
+
+/* The "cache full" handler (reference 2.15). `protect` is a slot that must not be evicted
+ * (the item being updated). Returns nonzero if it freed anything. */
+static int full_handler(uwc_cache *c, uint64_t now, uint64_t protect, uwc_write *w) {
+    w->events |= UWC_EV_FULL;
+    c->h->full++;
+    c->h->last_full_at = now;
+    if (is_lru(c)) {
+        uint64_t victim = c->h->lru_head;
+        if (victim == protect && victim) victim = rd(SLOT(c, victim), F_LRU_NEXT);
+        if (victim) {
+            delete_slot(c, victim);
+            c->h->evictions++;
+            w->events |= UWC_EV_EVICTED;
+            return 1;
+        }
+    }
+    if (c->p.sweep_on_full) {
+        if (c->h->sweep_on_full_next <= now) {
+            c->h->sweep_on_full_next = now + c->p.sweep_on_full;
+            if (sweep_locked(c, now, NULL)) return 1;
+        }
+    }
+    if (c->p.options & UWC_OPT_CLEAR_ON_FULL) {
+        if (c->h->n_items) {
+            clear_locked(c);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Before declaring the cache full, reclaim items that have already expired: they are
+ * invisible to every reader anyway (uWSGI would fail the write until its sweeper ran). */
+static int reclaim_expired(uwc_cache *c, uint64_t now) {
+    if (c->h->next_scan && c->h->next_scan <= now) return sweep_locked(c, now, NULL) > 0;
+    return 0;
+}
+
+/* ---- math ---- */
+
+static int64_t math_apply(uint32_t flags, int64_t a, int64_t b) {
+    /* C int64 semantics without undefined behaviour: wrap, truncate toward zero,
+     * x/0 = 0, INT64_MIN/-1 = INT64_MIN (uWSGI traps there and hangs its cache). */
+    if (flags & UWC_F_INC) return (int64_t)((uint64_t)a + (uint64_t)b);
+    if (flags & UWC_F_DEC) return (int64_t)((uint64_t)a - (uint64_t)b);
+    if (flags & UWC_F_MUL) return (int64_t)((uint64_t)a * (uint64_t)b);
+    if (flags & UWC_F_DIV) {
+        if (b == 0) return 0;
+        if (a == INT64_MIN && b == -1) return INT64_MIN;
+        return a / b;
+    }
+    return a;
+}
+
+/* ---- set / update / math ---- */
+
+static int set_locked(uwc_cache *c, uwc_write *w, uint32_t h) {
+    uint64_t now = w->now;
+    uint64_t s = lookup_locked(c, w->key, w->key_len, h);
+    int is_math = (w->flags & UWC_F_MATH) != 0;
+    int64_t operand = 0;
+    if (is_math) memcpy(&operand, w->value, 8);
+
+    if (s && expired(rd(SLOT(c, s), F_EXPIRES), now)) {
+        /* an expired item is gone for every purpose, including set/add/math */
+        delete_slot(c, s);
+        c->h->expired_freed++;
+        s = 0;
+    }
+
+    uint64_t exp = w->expires;
+    if (exp && !(w->flags & UWC_F_ABSEXPIRE)) exp += now;
+
+    if (!s) {
+        /* create */
+        uint8_t vbuf[8];
+        const uint8_t *val = w->value;
+        uint64_t vlen = w->value_len;
+        if (is_math) {
+            int64_t r = math_apply(w->flags, c->p.math_initial, operand);
+            memcpy(vbuf, &r, 8);
+            val = vbuf;
+            vlen = 8;
+            w->math_result = r;
+        }
+        if (c->h->stack_top == 0) {
+            if (!reclaim_expired(c, now)) full_handler(c, now, 0, w);
+            if (c->h->stack_top == 0) return UWC_FULL;
+        }
+        /* Bitmap mode: find the blocks before taking the slot, so a failure leaves the
+         * free stack untouched (eviction or clear_on_full may have changed it). */
+        int64_t first = -1;
+        if (is_bitmap(c)) {
+            uint64_t need = blocks_for(c, vlen);
+            first = bm_alloc(c, need);
+            if (first < 0 && reclaim_expired(c, now)) first = bm_alloc(c, need);
+            /* LRU caches evict until the run fits (uWSGI gives up after one eviction) */
+            while (first < 0 && full_handler(c, now, 0, w) && is_lru(c)) first = bm_alloc(c, need);
+            if (first < 0) return UWC_FULL;
+        }
+        s = stack_pop(c);
+        uint8_t *r = SLOT(c, s);
+        if (first < 0) first = (int64_t)s;
+        if (is_lru(c)) lru_append(c, s);
+        lower_next_scan(c, exp);
+        wr(r, F_EXPIRES, exp);
+        wr(r, F_HASH, h);
+        wr(r, F_HITS, 0);
+        wr(r, F_FLAGS, w->flags & UWC_F_STORED_MASK);
+        wr(r, F_FIRST, (uint64_t)first);
+        memcpy(r + F_KEY, w->key, w->key_len);
+        memcpy(c->data + (uint64_t)first * c->p.block_size, val, vlen);
+        wr(r, F_VALSIZE, vlen);
+        wr(r, F_KEYSIZE, w->key_len);
+        chain_append(c, s, h);
+        c->h->n_items++;
+        w->expires_abs = exp;
+        return UWC_OK;
+    }
+
+    /* the key exists */
+    uint8_t *r = SLOT(c, s);
+    if (!(w->flags & UWC_F_UPDATE)) return UWC_EXISTS;
+
+    uint8_t vbuf[8];
+    const uint8_t *val = w->value;
+    uint64_t vlen = w->value_len;
+    uint64_t old_first = rd(r, F_FIRST), old_len = rd(r, F_VALSIZE);
+    if (is_math) {
+        int64_t cur = 0;
+        if ((w->flags & UWC_F_STRICT_MATH) && old_len != 8) return UWC_ENOTINT;
+        if (is_bitmap(c)) {
+            /* the old value's bytes, zero-extended (uWSGI reads a fresh run: a bug) */
+            memcpy(&cur, c->data + old_first * c->p.block_size, old_len < 8 ? old_len : 8);
+        } else {
+            /* uWSGI reads the first 8 bytes of the block whatever the value's length */
+            memcpy(&cur, c->data + old_first * c->p.block_size, 8);
+        }
+        int64_t res = math_apply(w->flags, cur, operand);
+        memcpy(vbuf, &res, 8);
+        val = vbuf;
+        vlen = 8;
+        w->math_result = res;
+    }
+    uint64_t first = old_first;
+    if (is_bitmap(c)) {
+        uint64_t need = blocks_for(c, vlen);
+        if (is_math && need == blocks_for(c, old_len)) {
+            first = old_first;  /* same footprint: rewrite in place */
+        } else {
+            /* uWSGI allocates the new run while the old one is still held */
+            int64_t f = bm_alloc(c, need);
+            if (f < 0 && reclaim_expired(c, now)) f = bm_alloc(c, need);
+            while (f < 0 && full_handler(c, now, s, w) && is_lru(c)) f = bm_alloc(c, need);
+            if (f < 0 || !rd(r, F_KEYSIZE)) {
+                if (f >= 0) bm_mark(c, (uint64_t)f, need, 0);
+                return UWC_FULL;
+            }
+            bm_mark(c, old_first, blocks_for(c, old_len), 0);
+            first = (uint64_t)f;
+        }
+    }
+    if (!(w->flags & UWC_F_FIXEXPIRE)) {
+        if (is_lru(c)) lru_touch(c, s);
+        lower_next_scan(c, exp);
+        wr(r, F_EXPIRES, exp);  /* an update without expires removes the TTL (as uWSGI) */
+    }
+    memcpy(c->data + first * c->p.block_size, val, vlen);
+    wr(r, F_FIRST, first);
+    wr(r, F_VALSIZE, vlen);
+    w->expires_abs = rd(r, F_EXPIRES);
+    return UWC_OK;
+}
+
+int uwc_set(uwc_cache *c, uwc_write *w) {
+    w->events = 0;
+    w->expires_abs = 0;
+    if (w->key_len == 0) return UWC_EKEY_EMPTY;
+    if (w->key_len > c->p.key_size) return UWC_EKEY_LONG;
+    if (w->flags & UWC_F_MATH) {
+        if (w->value_len != 8) return UWC_EVAL_EMPTY;
+        if (c->max_item_size < 8) return UWC_EVAL_LARGE;
+    } else {
+        if (w->value_len == 0) return UWC_EVAL_EMPTY;
+        if (w->value_len > c->max_item_size) return UWC_EVAL_LARGE;
+    }
+    uint32_t h = uwc_hash(c, w->key, w->key_len);
+    int rc = uwc_lock(c);
+    if (rc) return rc;
+    seq_begin(c);
+    rc = set_locked(c, w, h);
+    if (rc == UWC_OK || rc == UWC_EXISTS) {
+        if (c->p.options & UWC_OPT_LASTMOD) c->h->last_modified_at = w->now;
+    }
+    if (rc == UWC_OK) c->h->writes++;
+    seq_end(c);
+    uwc_unlock(c);
+    return rc;
+}
+
+/* ---- get / exists ---- */
+
+/* One optimistic pass. Returns UWC_OK / UWC_NOTFOUND, or -1 when torn (retry). */
+static int get_optimistic(uwc_cache *c, const uint8_t *key, uint64_t klen, uint32_t h, uint64_t now,
+                          uwc_alloc_fn alloc, void *ctx, uint8_t **dst, uint64_t *dst_len,
+                          uint64_t *expires_out, int *lazy_hit) {
+    uint64_t seq = seq_read_begin(c);
+    if (seq & 1) return -1;
+    uint64_t s = c->table[h % c->p.hash_size], steps = 0;
+    __asm__ __volatile__("" ::: "memory");
+    while (s) {
+        if (s >= c->p.max_items || ++steps > c->p.max_items) return -1;
+        const uint8_t *r = SLOT(c, s);
+        if (vrd(r, F_HASH) == h && vrd(r, F_KEYSIZE) == klen && memcmp(r + F_KEY, key, klen) == 0) {
+            uint64_t vs = vrd(r, F_VALSIZE), first = vrd(r, F_FIRST), ex = vrd(r, F_EXPIRES);
+            if (vs == 0 || vs > c->max_item_size || first >= c->p.blocks ||
+                first * c->p.block_size + vs > c->p.block_size * c->p.blocks)
+                return -1;
+            if (expired(ex, now)) {
+                if (seq_read_retry(c, seq)) return -1;
+                *lazy_hit = 1;
+                return UWC_NOTFOUND;
+            }
+            if (alloc) {
+                if (*dst == NULL || *dst_len != vs) {
+                    *dst = alloc(ctx, vs);
+                    if (!*dst) return UWC_ENOMEM;
+                    *dst_len = vs;
+                }
+                memcpy(*dst, c->data + first * c->p.block_size, vs);
+            }
+            if (seq_read_retry(c, seq)) return -1;
+            if (expires_out) *expires_out = ex;
+            return UWC_OK;
+        }
+        s = vrd(r, F_NEXT);
+    }
+    if (seq_read_retry(c, seq)) return -1;
+    return UWC_NOTFOUND;
+}
+
+static inline void count(uwc_counter_slot *cs, int hit) {
+    if (!cs) return;
+    /* only this process writes its slot: a plain read-modify-write is enough */
+    uint64_t *p = hit ? &cs->hits : &cs->miss;
+    __atomic_store_n(p, __atomic_load_n(p, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
+}
+
+static int get_locked(uwc_cache *c, const uint8_t *key, uint64_t klen, uint32_t h, uint64_t now,
+                      uwc_alloc_fn alloc, void *ctx, uint64_t *expires_out) {
+    uint64_t s = lookup_locked(c, key, klen, h);
+    if (s && expired(rd(SLOT(c, s), F_EXPIRES), now)) {
+        seq_begin(c);
+        delete_slot(c, s);
+        c->h->expired_freed++;
+        seq_end(c);
+        s = 0;
+    }
+    if (!s) return UWC_NOTFOUND;
+    uint8_t *r = SLOT(c, s);
+    uint64_t vs = rd(r, F_VALSIZE);
+    if (alloc) {
+        uint8_t *dst = alloc(ctx, vs);
+        if (!dst) return UWC_ENOMEM;
+        memcpy(dst, c->data + rd(r, F_FIRST) * c->p.block_size, vs);
+    }
+    if (is_lru(c)) lru_touch(c, s);
+    wr(r, F_HITS, rd(r, F_HITS) + 1);
+    if (expires_out) *expires_out = rd(r, F_EXPIRES);
+    return UWC_OK;
+}
+
+int uwc_get(uwc_cache *c, const uint8_t *key, uint64_t klen, uint64_t now,
+            uwc_alloc_fn alloc, void *ctx, uint64_t *expires_out, uwc_counter_slot *counters) {
+    if (klen == 0) return UWC_EKEY_EMPTY;
+    if (klen > c->p.key_size) return UWC_EKEY_LONG;
+    uint32_t h = uwc_hash(c, key, klen);
+    if (!is_lru(c)) {
+        uint8_t *dst = NULL;
+        uint64_t dst_len = 0;
+        for (int i = 0; i < OPTIMISTIC_TRIES; i++) {
+            int lazy = 0;
+            int rc = get_optimistic(c, key, klen, h, now, alloc, ctx, &dst, &dst_len, expires_out, &lazy);
+            if (rc == -1) { cpu_relax(); continue; }
+            if (rc == UWC_NOTFOUND && lazy && (c->p.options & UWC_OPT_LAZY)) break; /* delete it under the lock */
+            if (rc == UWC_OK || rc == UWC_NOTFOUND) count(counters, rc == UWC_OK);
+            return rc;
+        }
+        /* Writers kept us out (or a holder died): fall back to the mutex. A buffer
+         * allocated above is reused by the binding's allocator. */
+    }
+    int rc = uwc_lock(c);
+    if (rc) return rc;
+    rc = get_locked(c, key, klen, h, now, alloc, ctx, expires_out);
+    uwc_unlock(c);
+    if (rc == UWC_OK || rc == UWC_NOTFOUND) count(counters, rc == UWC_OK);
+    return rc;
+}
+
+int uwc_exists(uwc_cache *c, const uint8_t *key, uint64_t klen, uint64_t now, uint64_t *expires_out) {
+    if (klen == 0) return UWC_EKEY_EMPTY;
+    if (klen > c->p.key_size) return UWC_EKEY_LONG;
+    uint32_t h = uwc_hash(c, key, klen);
+    for (int i = 0; i < OPTIMISTIC_TRIES; i++) {
+        int lazy = 0;
+        uint8_t *dst = NULL;
+        uint64_t dl = 0;
+        int rc = get_optimistic(c, key, klen, h, now, NULL, NULL, &dst, &dl, expires_out, &lazy);
+        if (rc != -1) return rc;
+        cpu_relax();
+    }
+    int rc = uwc_lock(c);
+    if (rc) return rc;
+    uint64_t s = lookup_locked(c, key, klen, h);
+    if (s && expired(rd(SLOT(c, s), F_EXPIRES), now)) s = 0;
+    if (s && expires_out) *expires_out = rd(SLOT(c, s), F_EXPIRES);
+    uwc_unlock(c);
+    return s ? UWC_OK : UWC_NOTFOUND;
+}
+
+/* ---- delete / clear / keys / sweep ---- */
+
+int uwc_delete(uwc_cache *c, const uint8_t *key, uint64_t klen, uint64_t now) {
+    if (klen == 0) return UWC_EKEY_EMPTY;
+    if (klen > c->p.key_size) return UWC_EKEY_LONG;
+    uint32_t h = uwc_hash(c, key, klen);
+    int rc = uwc_lock(c);
+    if (rc) return rc;
+    uint64_t s = lookup_locked(c, key, klen, h);
+    rc = UWC_NOTFOUND;
+    if (s) {
+        int was_expired = expired(rd(SLOT(c, s), F_EXPIRES), now);
+        seq_begin(c);
+        delete_slot(c, s);
+        if (was_expired) c->h->expired_freed++;
+        else c->h->writes++;
+        if (c->p.options & UWC_OPT_LASTMOD) c->h->last_modified_at = now;
+        seq_end(c);
+        rc = was_expired ? UWC_NOTFOUND : UWC_OK;
+    }
+    uwc_unlock(c);
+    return rc;
+}
+
+int uwc_clear(uwc_cache *c, uint64_t now) {
+    int rc = uwc_lock(c);
+    if (rc) return rc;
+    seq_begin(c);
+    clear_locked(c);
+    c->h->writes++;
+    if (c->p.options & UWC_OPT_LASTMOD) c->h->last_modified_at = now;
+    seq_end(c);
+    uwc_unlock(c);
+    return UWC_OK;
+}
+
+static int keybuf_add(uwc_keybuf *kb, const uint8_t *key, uint64_t ks) {
+    if (kb->len + 8 + ks > kb->cap) {
+        uint64_t ncap = (kb->cap ? kb->cap * 2 : 4096) + 8 + ks;
+        uint8_t *nb = realloc(kb->buf, ncap);
+        if (!nb) return UWC_ENOMEM;
+        kb->buf = nb;
+        kb->cap = ncap;
+    }
+    memcpy(kb->buf + kb->len, &ks, 8);
+    memcpy(kb->buf + kb->len + 8, key, ks);
+    kb->len += 8 + ks;
+    kb->count++;
+    return UWC_OK;
+}
+
+void uwc_keybuf_free(uwc_keybuf *kb) {
+    free(kb->buf);
+    kb->buf = NULL;
+    kb->len = kb->cap = kb->count = 0;
+}
+
+/* Keys in uWSGI's order: ascending bucket, then chain order. Expired items are left out. */
+int uwc_keys(uwc_cache *c, uint64_t now, uwc_keybuf *out) {
+    int rc = uwc_lock(c);
+    if (rc) return rc;
+    rc = UWC_OK;
+    for (uint64_t b = 0; b < c->p.hash_size && rc == UWC_OK; b++) {
+        uint64_t s = c->table[b], steps = 0;
+        while (s && s < c->p.max_items && steps++ < c->p.max_items) {
+            const uint8_t *r = SLOT(c, s);
+            if (!expired(rd(r, F_EXPIRES), now)) {
+                rc = keybuf_add(out, r + F_KEY, rd(r, F_KEYSIZE));
+                if (rc) break;
+            }
+            s = rd(r, F_NEXT);
+        }
+    }
+    uwc_unlock(c);
+    return rc;
+}
+
+int uwc_sweep(uwc_cache *c, uint64_t now, int force, uwc_keybuf *freed_keys, uint64_t *freed) {
+    *freed = 0;
+    uint64_t ns = __atomic_load_n(&c->h->next_scan, __ATOMIC_RELAXED);
+    if (!force && (ns == 0 || ns > now)) return UWC_OK;
+    int rc = uwc_lock(c);
+    if (rc) return rc;
+    seq_begin(c);
+    *freed = sweep_locked(c, now, freed_keys);
+    seq_end(c);
+    uwc_unlock(c);
+    return UWC_OK;
+}
+
+/* ---- sweeper lease: one process sweeps a cache at a time ---- */
+
+int uwc_sweeper_claim(uwc_cache *c, int32_t pid, uint64_t now, uint64_t lease) {
+    if (uwc_lock(c)) return 0;
+    int32_t owner = c->h->sweeper_pid;
+    int mine = 0;
+    if (owner == pid || owner == 0 || c->h->sweeper_lease_until < now ||
+        (kill(owner, 0) == -1 && errno == ESRCH)) {
+        c->h->sweeper_pid = pid;
+        c->h->sweeper_lease_until = now + lease;
+        mine = 1;
+    }
+    uwc_unlock(c);
+    return mine;
+}
+
+void uwc_sweeper_release(uwc_cache *c, int32_t pid) {
+    if (uwc_lock(c)) return;
+    if (c->h->sweeper_pid == pid) {
+        c->h->sweeper_pid = 0;
+        c->h->sweeper_lease_until = 0;
+    }
+    uwc_unlock(c);
+}
+
+/* ---- per-process counters ---- */
+
+uwc_counter_slot *uwc_counter_claim(uwc_cache *c, int32_t pid) {
+    for (int i = 0; i < UWC_COUNTER_SLOTS - 1; i++) {
+        int32_t expect = 0;
+        if (__atomic_compare_exchange_n(&c->h->counters[i].pid, &expect, pid, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+            return &c->h->counters[i];
+    }
+    /* all taken: reclaim the slot of a dead process, keeping its counts */
+    if (uwc_lock(c) == UWC_OK) {
+        for (int i = 0; i < UWC_COUNTER_SLOTS - 1; i++) {
+            uwc_counter_slot *cs = &c->h->counters[i];
+            int32_t owner = __atomic_load_n(&cs->pid, __ATOMIC_RELAXED);
+            if (owner && kill(owner, 0) == -1 && errno == ESRCH) {
+                c->h->retired_hits += cs->hits;
+                c->h->retired_miss += cs->miss;
+                cs->hits = cs->miss = 0;
+                __atomic_store_n(&cs->pid, pid, __ATOMIC_RELEASE);
+                uwc_unlock(c);
+                return cs;
+            }
+        }
+        uwc_unlock(c);
+    }
+    return NULL;  /* caller falls back to the shared overflow slot */
+}
+
+void uwc_counter_release(uwc_cache *c, uwc_counter_slot *cs) {
+    if (!cs || cs == &c->h->counters[UWC_COUNTER_SLOTS - 1]) return;
+    if (uwc_lock(c) != UWC_OK) return;
+    c->h->retired_hits += cs->hits;
+    c->h->retired_miss += cs->miss;
+    cs->hits = cs->miss = 0;
+    __atomic_store_n(&cs->pid, 0, __ATOMIC_RELEASE);
+    uwc_unlock(c);
+}
+
+/* ---- stats ---- */
+
+int uwc_stats_read(uwc_cache *c, uint64_t now, uwc_stats *st) {
+    memset(st, 0, sizeof *st);
+    int rc = uwc_lock(c);
+    if (rc) return rc;
+    uwc_header *h = c->h;
+    st->items = h->n_items;
+    st->hits = h->retired_hits;
+    st->miss = h->retired_miss;
+    for (int i = 0; i < UWC_COUNTER_SLOTS; i++) {
+        st->hits += __atomic_load_n(&h->counters[i].hits, __ATOMIC_RELAXED);
+        st->miss += __atomic_load_n(&h->counters[i].miss, __ATOMIC_RELAXED);
+    }
+    st->full = h->full;
+    st->last_modified_at = h->last_modified_at;
+    st->evictions = h->evictions;
+    st->expired_freed = h->expired_freed;
+    st->repairs = h->repairs;
+    st->writes = h->writes;
+    st->next_scan = h->next_scan;
+    st->seq = h->seq;
+    st->sweeper_pid = h->sweeper_pid;
+    st->sweeper_lease_until = h->sweeper_lease_until;
+    for (uint64_t s = 1; s < c->p.max_items; s++) {
+        const uint8_t *r = SLOT(c, s);
+        if (!rd(r, F_KEYSIZE)) continue;
+        uint64_t vs = rd(r, F_VALSIZE);
+        st->bytes_used += vs;
+        st->blocks_used += is_bitmap(c) ? blocks_for(c, vs) : 1;
+        if (expired(rd(r, F_EXPIRES), now)) st->expired_pending++;
+    }
+    if (is_bitmap(c)) {
+        uint64_t run = 0, best = 0;
+        for (uint64_t k = 0; k < c->p.blocks; k++) {
+            if (bm_used(c, k)) run = 0;
+            else if (++run > best) best = run;
+        }
+        st->largest_free_run = best;
+    } else {
+        st->largest_free_run = h->stack_top ? 1 : 0;
+    }
+    uwc_unlock(c);
+    return UWC_OK;
+}
+
+/* ---- structure check and rebuild ---- */
+
+static int item_valid(const uwc_cache *c, uint64_t s) {
+    const uint8_t *r = SLOT(c, s);
+    uint64_t ks = rd(r, F_KEYSIZE), vs = rd(r, F_VALSIZE), first = rd(r, F_FIRST);
+    if (ks == 0 || ks > c->p.key_size) return 0;
+    if (vs == 0 || vs > c->max_item_size) return 0;
+    if (rd(r, F_HASH) != uwc_hash(c, r + F_KEY, ks)) return 0;
+    if (is_bitmap(c)) {
+        if (first >= c->p.blocks || first + blocks_for(c, vs) > c->p.blocks) return 0;
+    } else if (first != s) {
+        return 0;
+    }
+    return 1;
+}
+
+static void zero_item(uwc_cache *c, uint64_t s) {
+    uint8_t *r = SLOT(c, s);
+    wr(r, F_KEYSIZE, 0); wr(r, F_VALSIZE, 0); wr(r, F_HASH, 0);
+    wr(r, F_PREV, 0); wr(r, F_NEXT, 0); wr(r, F_EXPIRES, 0);
+    wr(r, F_LRU_PREV, 0); wr(r, F_LRU_NEXT, 0);
+}
+
+/* Rebuild hash chains, free stack, bitmap, LRU and counters from the item records,
+ * keeping chain and LRU order wherever the stored links are consistent. Items that fail
+ * a bounds or hash check, or overlap another item's blocks, are dropped. */
+static void rebuild(uwc_cache *c, uint64_t now, uint64_t *dropped) {
+    uint64_t n = c->p.max_items;
+    uint8_t *live = calloc(n, 1);
+    uint8_t *seen = calloc(n, 1);
+    uint64_t drop = 0;
+    if (!live || !seen) {
+        /* without scratch memory the only safe state is an empty cache */
+        free(live); free(seen);
+        clear_locked(c);
+        c->h->seq += (c->h->seq & 1);
+        *dropped = 0;
+        return;
+    }
+    if (is_bitmap(c)) bm_reset(c);
+    for (uint64_t s = 1; s < n; s++) {
+        uint8_t *r = SLOT(c, s);
+        if (!rd(r, F_KEYSIZE)) continue;
+        int ok = item_valid(c, s);
+        if (ok && is_bitmap(c)) {
+            uint64_t first = rd(r, F_FIRST), nb = blocks_for(c, rd(r, F_VALSIZE));
+            for (uint64_t k = first; k < first + nb; k++) if (bm_used(c, k)) { ok = 0; break; }
+            if (ok) bm_mark(c, first, nb, 1);
+        }
+        if (ok) live[s] = 1;
+        else { zero_item(c, s); drop++; }
+    }
+
+    /* hash chains: while rebuilding, a head's F_PREV temporarily holds its chain tail */
+    memset(c->table, 0, 8 * c->p.hash_size);
+#define APPEND(s_) do {                                                          \
+        uint64_t s__ = (s_), b__ = rd(SLOT(c, s__), F_HASH) % c->p.hash_size;    \
+        uint64_t head__ = c->table[b__];                                         \
+        seen[s__] = 1;                                                           \
+        wr(SLOT(c, s__), F_NEXT, 0);                                             \
+        if (!head__) { c->table[b__] = s__; wr(SLOT(c, s__), F_PREV, s__); }      \
+        else {                                                                   \
+            uint64_t tail__ = rd(SLOT(c, head__), F_PREV);                       \
+            wr(SLOT(c, tail__), F_NEXT, s__);                                    \
+            wr(SLOT(c, s__), F_PREV, tail__);                                    \
+            wr(SLOT(c, head__), F_PREV, s__);                                    \
+        }                                                                        \
+    } while (0)
+    uint64_t *orig_next = malloc(n * 8), *orig_prev = malloc(n * 8);
+    if (orig_next && orig_prev) {
+        for (uint64_t s = 0; s < n; s++) {
+            orig_next[s] = live[s] ? rd(SLOT(c, s), F_NEXT) : 0;
+            orig_prev[s] = live[s] ? rd(SLOT(c, s), F_PREV) : 0;
+        }
+        for (uint64_t s = 1; s < n; s++) {
+            if (!live[s] || seen[s] || orig_prev[s] != 0) continue;
+            uint64_t cur = s, b = rd(SLOT(c, s), F_HASH) % c->p.hash_size;
+            while (cur) {
+                uint64_t nx = orig_next[cur];
+                APPEND(cur);
+                if (!nx || nx >= n || !live[nx] || seen[nx] || orig_prev[nx] != cur ||
+                    rd(SLOT(c, nx), F_HASH) % c->p.hash_size != b)
+                    break;
+                cur = nx;
+            }
+        }
+    }
+    for (uint64_t s = 1; s < n; s++) if (live[s] && !seen[s]) APPEND(s);
+#undef APPEND
+    for (uint64_t b = 0; b < c->p.hash_size; b++) if (c->table[b]) wr(SLOT(c, c->table[b]), F_PREV, 0);
+
+    /* LRU: follow the stored list from the stored head while it is consistent */
+    if (is_lru(c)) {
+        memset(seen, 0, n);
+        uint64_t cur = c->h->lru_head, prev = 0, steps = 0;
+        c->h->lru_head = c->h->lru_tail = 0;
+        if (orig_next && orig_prev) {
+            /* reuse the scratch arrays for the stored LRU links */
+            for (uint64_t s = 0; s < n; s++) {
+                orig_next[s] = live[s] ? rd(SLOT(c, s), F_LRU_NEXT) : 0;
+                orig_prev[s] = live[s] ? rd(SLOT(c, s), F_LRU_PREV) : 0;
+            }
+            while (cur && cur < n && live[cur] && !seen[cur] && orig_prev[cur] == prev && steps++ < n) {
+                uint64_t nx = orig_next[cur];
+                seen[cur] = 1;
+                lru_append(c, cur);
+                prev = cur;
+                cur = nx;
+            }
+        }
+        for (uint64_t s = 1; s < n; s++) if (live[s] && !seen[s]) lru_append(c, s);
+    }
+    free(orig_next);
+    free(orig_prev);
+
+    /* free stack in ascending order: the next allocation takes the highest free slot */
+    c->h->stack_top = 0;
+    uint64_t count = 0, min_exp = 0;
+    for (uint64_t s = 1; s < n; s++) {
+        if (!live[s]) { stack_push(c, s); continue; }
+        count++;
+        uint64_t ex = rd(SLOT(c, s), F_EXPIRES);
+        if (ex && (min_exp == 0 || ex < min_exp)) min_exp = ex;
+    }
+    c->h->n_items = count;
+    c->h->next_scan = min_exp;
+    if (c->h->bitmap_pos >= c->p.blocks) c->h->bitmap_pos = 0;
+    if (c->h->seq & 1) c->h->seq++;
+    free(live);
+    free(seen);
+    *dropped = drop;
+    (void)now;
+}
+
+int uwc_repair(uwc_cache *c, uint64_t now, uint64_t *dropped) {
+    int rc = uwc_lock(c);
+    if (rc) return rc;
+    seq_begin(c);
+    rebuild(c, now, dropped);
+    seq_end(c);
+    uwc_unlock(c);
+    return UWC_OK;
+}
+
+#define CHECK(cond, ...) do { if (!(cond)) { snprintf(msg, msglen, __VA_ARGS__); rc = UWC_ECORRUPT; goto out; } } while (0)
+
+
+int uwc_check(uwc_cache *c, char *msg, size_t msglen) {
+    uint64_t n = c->p.max_items;
+    uint8_t *seen = calloc(n, 1);
+    uint8_t *bm = NULL;
+    int rc = UWC_OK;
+    if (!seen) return UWC_ENOMEM;
+    if (is_bitmap(c)) {
+        bm = calloc(c->bitmap_bytes ? c->bitmap_bytes : 1, 1);
+        if (!bm) { free(seen); return UWC_ENOMEM; }
+    }
+    msg[0] = 0;
+    int lrc = uwc_lock(c);
+    if (lrc) { free(seen); free(bm); return lrc; }
+    CHECK((c->h->seq & 1) == 0, "sequence counter is odd outside a write");
+    uint64_t live = 0;
+    for (uint64_t s = 1; s < n; s++) {
+        if (!rd(SLOT(c, s), F_KEYSIZE)) continue;
+        live++;
+        CHECK(item_valid(c, s), "slot %llu fails its bounds or hash check", (unsigned long long)s);
+    }
+    CHECK(live == c->h->n_items, "n_items is %llu but %llu slots are live",
+          (unsigned long long)c->h->n_items, (unsigned long long)live);
+    uint64_t reached = 0;
+    for (uint64_t b = 0; b < c->p.hash_size; b++) {
+        uint64_t s = c->table[b], prev = 0;
+        while (s) {
+            CHECK(s < n, "bucket %llu points outside the items", (unsigned long long)b);
+            CHECK(!seen[s], "slot %llu is reached twice", (unsigned long long)s);
+            const uint8_t *r = SLOT(c, s);
+            CHECK(rd(r, F_KEYSIZE), "free slot %llu is in a chain", (unsigned long long)s);
+            CHECK(rd(r, F_HASH) % c->p.hash_size == b, "slot %llu is in the wrong bucket", (unsigned long long)s);
+            CHECK(rd(r, F_PREV) == prev, "slot %llu has a wrong prev link", (unsigned long long)s);
+            seen[s] = 1;
+            reached++;
+            prev = s;
+            s = rd(r, F_NEXT);
+        }
+    }
+    CHECK(reached == live, "%llu live slots but %llu reachable from the table",
+          (unsigned long long)live, (unsigned long long)reached);
+    CHECK(c->h->stack_top == n - 1 - live, "free stack holds %llu slots, expected %llu",
+          (unsigned long long)c->h->stack_top, (unsigned long long)(n - 1 - live));
+    for (uint64_t i = 0; i < c->h->stack_top; i++) {
+        uint64_t s = c->stack[i];
+        CHECK(s >= 1 && s < n && !seen[s], "free stack entry %llu is slot %llu (live or out of range)",
+              (unsigned long long)i, (unsigned long long)s);
+        seen[s] = 2;
+    }
+    if (is_bitmap(c)) {
+        if (c->p.blocks % 8) bm[c->bitmap_bytes - 1] = (uint8_t)(0xFFu >> (c->p.blocks % 8));
+        for (uint64_t s = 1; s < n; s++) {
+            const uint8_t *r = SLOT(c, s);
+            if (!rd(r, F_KEYSIZE)) continue;
+            uint64_t first = rd(r, F_FIRST), nb = blocks_for(c, rd(r, F_VALSIZE));
+            for (uint64_t k = first; k < first + nb; k++) {
+                CHECK(!(bm[k >> 3] & (0x80u >> (k & 7))), "block %llu is used by two items", (unsigned long long)k);
+                bm[k >> 3] |= (uint8_t)(0x80u >> (k & 7));
+            }
+        }
+        CHECK(memcmp(bm, c->bitmap, c->bitmap_bytes) == 0, "the bitmap does not match the items");
+    }
+    if (is_lru(c)) {
+        uint64_t s = c->h->lru_head, prev = 0, steps = 0;
+        while (s) {
+            CHECK(s < n && rd(SLOT(c, s), F_KEYSIZE), "LRU list reaches a free slot");
+            CHECK(rd(SLOT(c, s), F_LRU_PREV) == prev, "LRU slot %llu has a wrong prev link", (unsigned long long)s);
+            CHECK(++steps <= live, "LRU list has a loop");
+            prev = s;
+            s = rd(SLOT(c, s), F_LRU_NEXT);
+        }
+        CHECK(prev == c->h->lru_tail, "LRU tail is wrong");
+        CHECK(steps == live, "LRU list holds %llu of %llu items", (unsigned long long)steps, (unsigned long long)live);
+    }
+out:
+    uwc_unlock(c);
+    free(seen);
+    free(bm);
+    return rc;
+}
+
+/* ---- lifecycle ---- */
+
+static int init_mutex(pthread_mutex_t *m) {
+    pthread_mutexattr_t a;
+    if (pthread_mutexattr_init(&a)) return UWC_ELOCK;
+    int rc = pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED) ||
+             pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST) ||
+             pthread_mutex_init(m, &a);
+    pthread_mutexattr_destroy(&a);
+    return rc ? UWC_ELOCK : UWC_OK;
+}
+
+int uwc_create(uwc_cache *c, void *mem, uint64_t size, const uwc_params *p, const char *name, uint64_t now) {
+    uint64_t need;
+    if (uwc_params_check(p, NULL) || uwc_region_size(p, &need) || size < need) return UWC_EPARAMS;
+    layout l;
+    compute_layout(p, &l);
+    uwc_header *h = mem;
+    memset(h, 0, sizeof *h);
+    memcpy(h->magic, UWC_MAGIC, 8);
+    h->version = UWC_FORMAT_VERSION;
+    h->header_size = UWC_HEADER_SIZE;
+    h->byte_order = UWC_BYTE_ORDER_MARK;
+    h->params = *p;
+    h->items_off = l.items_off;
+    h->data_off = l.data_off;
+    h->table_off = l.table_off;
+    h->stack_off = l.stack_off;
+    h->bitmap_off = l.bitmap_off;
+    h->total_size = l.total;
+    h->created_at = now;
+    strncpy(h->name, name, UWC_NAME_MAX);
+    if (init_mutex(&h->lock)) return UWC_ELOCK;
+    bind_handle(c, mem, size, p);
+    memset(c->items, 0, c->rec_size * p->max_items);
+    memset(c->table, 0, 8 * p->hash_size);
+    stack_reset(c);
+    if (is_bitmap(c)) bm_reset(c);
+    __atomic_store_n(&h->state, UWC_STATE_READY, __ATOMIC_RELEASE);
+    return UWC_OK;
+}
+
+int uwc_header_peek(const void *mem, uint64_t size, uwc_params *out, char *name_out, const char **why) {
+    const uwc_header *h = mem;
+    const char *w = NULL;
+    if (size < UWC_HEADER_SIZE) w = "the region is smaller than a uwcache header";
+    else if (memcmp(h->magic, UWC_MAGIC, 8) != 0) w = "not a uwcache region (bad magic)";
+    else if (h->byte_order != UWC_BYTE_ORDER_MARK) w = "the region was written on a machine of another byte order";
+    else if (h->version != UWC_FORMAT_VERSION) w = "the region has another uwcache format version";
+    else if (h->header_size != UWC_HEADER_SIZE) w = "the region's header size differs";
+    else if (uwc_params_check(&h->params, NULL)) w = "the region's header holds invalid parameters";
+    else {
+        uint64_t need;
+        uwc_region_size(&h->params, &need);
+        if (need != h->total_size || size < need) w = "the region is truncated or its size does not match its header";
+    }
+    if (why) *why = w;
+    if (w) return UWC_ECORRUPT;
+    if (out) *out = h->params;
+    if (name_out) { memcpy(name_out, h->name, UWC_NAME_MAX); name_out[UWC_NAME_MAX] = 0; }
+    return UWC_OK;
+}
+
+int uwc_attach(uwc_cache *c, void *mem, uint64_t size, const uwc_params *expect, const char **why) {
+    uwc_params got;
+    int rc = uwc_header_peek(mem, size, &got, NULL, why);
+    if (rc) return rc;
+    if (expect) {
+        const char *w = NULL;
+        if (got.max_items != expect->max_items) w = "max_items";
+        else if (got.key_size != expect->key_size) w = "key_size";
+        else if (got.block_size != expect->block_size) w = "block_size";
+        else if (got.blocks != expect->blocks) w = "block_count";
+        else if (got.hash_size != expect->hash_size) w = "hash_size";
+        else if (got.hash_algo != expect->hash_algo) w = "hash_algo";
+        else if ((got.options ^ expect->options) & UWC_OPT_BITMAP) w = "mode_bitmap";
+        else if ((got.options ^ expect->options) & UWC_OPT_LRU) w = "full_purge_lru";
+        else if ((got.options ^ expect->options) & UWC_OPT_LAZY) w = "lazy_expire";
+        else if ((got.options ^ expect->options) & UWC_OPT_CLEAR_ON_FULL) w = "clear_on_full";
+        else if (got.math_initial != expect->math_initial) w = "math_initial";
+        else if (got.sweep_on_full != expect->sweep_on_full) w = "sweep_on_full";
+        if (w) {
+            if (why) *why = w;
+            return UWC_EMISMATCH;
+        }
+    }
+    /* Only structure and shared semantics must match; logging and sweeping choices are
+     * each process's own (this process's configuration wins for them). */
+    const uint32_t shared = UWC_OPT_BITMAP | UWC_OPT_LRU | UWC_OPT_LAZY | UWC_OPT_CLEAR_ON_FULL;
+    if (expect) got.options = (got.options & shared) | (expect->options & ~shared);
+    bind_handle(c, mem, size, &got);
+    return UWC_OK;
+}
+
+/* A region nobody is attached to (every user exited, or the machine restarted): its
+ * mutex may be held by a dead process or be garbage from another boot. Start a fresh
+ * mutex and rebuild every derived structure from the items. */
+int uwc_recover(uwc_cache *c, uint64_t now, uint64_t *dropped) {
+    if (init_mutex(&c->h->lock)) return UWC_ELOCK;
+    c->h->seq = 0;
+    rebuild(c, now, dropped);
+    c->h->full = 0;
+    c->h->sweeper_pid = 0;
+    c->h->sweeper_lease_until = 0;
+    c->h->sweep_on_full_next = 0;
+    for (int i = 0; i < UWC_COUNTER_SLOTS; i++) {
+        c->h->counters[i].pid = 0;
+        c->h->counters[i].hits = c->h->counters[i].miss = 0;
+    }
+    c->h->retired_hits = c->h->retired_miss = 0;
+    __atomic_store_n(&c->h->state, UWC_STATE_READY, __ATOMIC_RELEASE);
+    return UWC_OK;
+}
+
+/* ---- uWSGI raw image (dump / store file body) ---- */
+
+uint64_t uwc_image_size(const uwc_cache *c) {
+    return c->rec_size * c->p.max_items + c->p.block_size * c->p.blocks;
+}
+
+int uwc_export_image(uwc_cache *c, uint8_t *dst, uint64_t dst_len) {
+    uint64_t isz = c->rec_size * c->p.max_items, dsz = c->p.block_size * c->p.blocks;
+    if (dst_len < isz + dsz) return UWC_EPARAMS;
+    int rc = uwc_lock(c);
+    if (rc) return rc;
+    memcpy(dst, c->items, isz);
+    memcpy(dst + isz, c->data, dsz);
+    uwc_unlock(c);
+    return UWC_OK;
+}
+
+/* Load items from a uWSGI-layout image with geometry `sp` (may differ from ours: the items
+ * are translated one by one). Items that do not fit our limits are counted as dropped. */
+int uwc_import_image(uwc_cache *c, const uint8_t *src, uint64_t src_len, const uwc_params *sp,
+                     uint64_t now, uint64_t *loaded, uint64_t *dropped) {
+    *loaded = *dropped = 0;
+    uint64_t rs = UWC_ITEM_HEADER + sp->key_size, isz, dsz;
+    if (__builtin_mul_overflow(rs, sp->max_items, &isz) || __builtin_mul_overflow(sp->block_size, sp->blocks, &dsz) ||
+        isz + dsz > src_len)
+        return UWC_EPARAMS;
+    uint64_t src_max_item = (sp->options & UWC_OPT_BITMAP) ? sp->block_size * sp->blocks : sp->block_size;
+    for (uint64_t s = 1; s < sp->max_items; s++) {
+        const uint8_t *r = src + s * rs;
+        uint64_t ks = rd(r, F_KEYSIZE), vs = rd(r, F_VALSIZE), first = rd(r, F_FIRST), ex = rd(r, F_EXPIRES);
+        if (!ks) continue;
+        if (ks > sp->key_size || vs == 0 || vs > src_max_item || first >= sp->blocks ||
+            first * sp->block_size + vs > dsz) {
+            (*dropped)++;
+            continue;
+        }
+        if (expired(ex, now)) continue;
+        uwc_write w = {0};
+        w.key = r + F_KEY;
+        w.key_len = ks;
+        w.value = src + isz + first * sp->block_size;
+        w.value_len = vs;
+        w.expires = ex;
+        w.flags = UWC_F_UPDATE | UWC_F_ABSEXPIRE;
+        w.now = now;
+        int rc = uwc_set(c, &w);
+        if (rc == UWC_OK) (*loaded)++;
+        else if (rc == UWC_ELOCK) return rc;
+        else (*dropped)++;
+    }
+    return UWC_OK;
+}
+
+/* ---- test hook: die while holding the lock, halfway through a change ---- */
+
+void uwc_debug_crash_in_lock(uwc_cache *c, int stage) {
+    if (uwc_lock(c)) return;
+    seq_begin(c);
+    if (stage >= 1 && c->h->stack_top) {
+        /* half an insert: a slot taken from the stack, key written, not linked, not counted */
+        uint64_t s = stack_pop(c);
+        uint8_t *r = SLOT(c, s);
+        wr(r, F_HASH, uwc_hash(c, (const uint8_t *)"half", 4));
+        memcpy(r + F_KEY, "half", 4);
+        wr(r, F_FIRST, is_bitmap(c) ? 0 : s);
+        wr(r, F_VALSIZE, 0);  /* invalid: a value was never written */
+        wr(r, F_KEYSIZE, 4);
+    }
+    if (stage >= 2 && c->h->n_items) {
+        /* and a corrupted counter and chain head */
+        c->h->n_items += 7;
+        c->table[0] = c->p.max_items + 5;
+    }
+    raise(SIGKILL);
+}

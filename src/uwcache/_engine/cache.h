@@ -1,0 +1,234 @@
+/* uwcache engine: one cache as a data structure inside one mapped region.
+ *
+ * The engine knows nothing of Python, sockets or files: it is handed a pointer to a
+ * shared mapping and works inside it. Item records use uWSGI's exact layout (88-byte
+ * record header + key buffer) so dumps and store translation stay byte-compatible.
+ *
+ * Concurrency: writers take one robust, process-shared mutex in the header and bump a
+ * sequence counter (odd while inside) around structural changes. Readers of caches
+ * without LRU look up and copy optimistically, without writing shared memory, and
+ * validate the counter afterwards. A process that dies holding the mutex is detected by
+ * the next locker (EOWNERDEAD), which rebuilds every derived structure from the items.
+ */
+#ifndef UWCACHE_ENGINE_CACHE_H
+#define UWCACHE_ENGINE_CACHE_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <pthread.h>
+
+#define UWC_MAGIC "UWCACHE"          /* 8 bytes with the NUL */
+#define UWC_FORMAT_VERSION 1u
+#define UWC_HEADER_SIZE 16384u
+#define UWC_ITEM_HEADER 88u
+#define UWC_COUNTER_SLOTS 160
+#define UWC_NET_COUNTERS 16
+#define UWC_BYTE_ORDER_MARK 0x01020304u
+#define UWC_NAME_MAX 255
+
+enum uwc_hash_algo { UWC_HASH_DJB33X = 0, UWC_HASH_MURMUR2 = 1 };
+
+/* Behaviour options stored in the header: every attached process must agree on them. */
+#define UWC_OPT_BITMAP        0x01u
+#define UWC_OPT_LRU           0x02u
+#define UWC_OPT_LAZY          0x04u
+#define UWC_OPT_NO_EXPIRE     0x08u
+#define UWC_OPT_LASTMOD       0x10u
+#define UWC_OPT_CLEAR_ON_FULL 0x20u
+#define UWC_OPT_FULL_SILENT   0x40u
+
+typedef struct uwc_params {
+    uint64_t max_items;     /* slots including the reserved slot 0 */
+    uint64_t key_size;
+    uint64_t block_size;
+    uint64_t blocks;
+    uint64_t hash_size;     /* buckets */
+    uint32_t hash_algo;
+    uint32_t options;
+    int64_t math_initial;
+    uint64_t sweep_on_full; /* seconds, 0 = off */
+} uwc_params;
+
+enum uwc_status {
+    UWC_OK = 0,
+    UWC_NOTFOUND,
+    UWC_EXISTS,
+    UWC_FULL,
+    UWC_EKEY_EMPTY,
+    UWC_EKEY_LONG,
+    UWC_EVAL_EMPTY,
+    UWC_EVAL_LARGE,
+    UWC_ENOTINT,
+    UWC_ENOMEM,
+    UWC_ELOCK,
+    UWC_EPARAMS,
+    UWC_EMISMATCH,
+    UWC_ECORRUPT,
+};
+
+/* Write flags: uWSGI's bit values where uWSGI has the flag (they end up in item records). */
+#define UWC_F_UPDATE      0x002u
+#define UWC_F_LOCAL       0x004u
+#define UWC_F_ABSEXPIRE   0x008u
+#define UWC_F_MATH        0x010u
+#define UWC_F_INC         0x020u
+#define UWC_F_DEC         0x040u
+#define UWC_F_MUL         0x080u
+#define UWC_F_DIV         0x100u
+#define UWC_F_FIXEXPIRE   0x200u
+#define UWC_F_STORED_MASK 0x3FFu
+/* ours, never stored: math requires an existing value of exactly 8 bytes */
+#define UWC_F_STRICT_MATH 0x10000u
+
+/* Events a write may report back so the binding can log (outside the lock). */
+#define UWC_EV_FULL    0x1u   /* no room, the write failed or something had to be evicted */
+#define UWC_EV_EVICTED 0x2u   /* an LRU item was purged to make room */
+
+/* Per-process hit/miss counters, one cache line each, so readers never share a line. */
+typedef struct uwc_counter_slot {
+    _Alignas(64) int32_t pid;
+    uint32_t pad0;
+    uint64_t hits;
+    uint64_t miss;
+    uint8_t pad[40];
+} uwc_counter_slot;
+
+typedef struct uwc_header {
+    char magic[8];
+    uint32_t version;
+    uint32_t header_size;
+    uint32_t byte_order;
+    uint32_t state;            /* UWC_STATE_READY once initialised */
+    uwc_params params;
+    uint64_t items_off, data_off, table_off, stack_off, bitmap_off, total_size;
+    uint64_t created_at;
+    char name[UWC_NAME_MAX + 1];
+
+    _Alignas(64) pthread_mutex_t lock;
+    _Alignas(64) uint64_t seq;  /* odd while a writer changes the structure */
+
+    _Alignas(64) uint64_t n_items;
+    uint64_t full;
+    uint64_t lru_head, lru_tail;
+    uint64_t next_scan;         /* earliest known expiry, 0 = nothing to sweep */
+    uint64_t bitmap_pos;        /* first-fit hint */
+    uint64_t last_modified_at;
+    uint64_t stack_top;
+    uint64_t evictions;
+    uint64_t expired_freed;
+    uint64_t repairs;
+    uint64_t writes;
+    uint64_t last_full_at;      /* for "full" events per second in monitors */
+    uint64_t sweep_on_full_next;
+
+    _Alignas(64) int32_t sweeper_pid;
+    uint32_t pad1;
+    uint64_t sweeper_lease_until;
+
+    _Alignas(64) uint64_t retired_hits;
+    uint64_t retired_miss;
+    uint64_t net[UWC_NET_COUNTERS];  /* replication counters, owned by the network layer */
+
+    uwc_counter_slot counters[UWC_COUNTER_SLOTS];
+} uwc_header;
+
+#define UWC_STATE_READY 0x52454459u  /* "REDY" */
+
+/* A process-local handle. The geometry is copied out of the header at attach time and
+ * never re-read from shared memory, so a damaged header cannot send us out of bounds. */
+typedef struct uwc_cache {
+    uint8_t *base;
+    uint64_t size;
+    uwc_header *h;
+    uwc_params p;
+    uint8_t *items;
+    uint8_t *data;
+    uint64_t *table;
+    uint64_t *stack;
+    uint8_t *bitmap;
+    uint64_t rec_size;
+    uint64_t max_item_size;
+    uint64_t bitmap_bytes;
+} uwc_cache;
+
+typedef struct uwc_write {
+    const uint8_t *key;
+    uint64_t key_len;
+    const uint8_t *value;
+    uint64_t value_len;
+    uint64_t expires;      /* relative seconds unless UWC_F_ABSEXPIRE; 0 = never */
+    uint32_t flags;
+    uint64_t now;
+    /* outputs */
+    int64_t math_result;
+    uint64_t expires_abs;  /* expiry actually stored (absolute), 0 = none */
+    uint32_t events;
+} uwc_write;
+
+typedef struct uwc_stats {
+    uint64_t items, hits, miss, full, last_modified_at;
+    uint64_t evictions, expired_freed, repairs, writes, next_scan;
+    uint64_t blocks_used, bytes_used, expired_pending;
+    uint64_t largest_free_run;   /* bitmap mode: longest run of free blocks */
+    uint64_t seq;
+    int32_t sweeper_pid;
+    uint64_t sweeper_lease_until;
+} uwc_stats;
+
+/* Growable list of keys handed back by keys()/sweep(): [u64 len][bytes]... */
+typedef struct uwc_keybuf {
+    uint8_t *buf;
+    uint64_t len, cap, count;
+} uwc_keybuf;
+
+typedef void *(*uwc_alloc_fn)(void *ctx, uint64_t size);
+
+/* hash.c */
+uint32_t uwc_djb33x(const uint8_t *key, uint64_t len);
+uint32_t uwc_murmur2(const uint8_t *key, uint64_t len);
+
+/* geometry */
+int uwc_params_check(const uwc_params *p, const char **why);
+int uwc_region_size(const uwc_params *p, uint64_t *size);
+
+/* lifecycle: create a fresh region, attach to a live one, or recover a cold one */
+int uwc_create(uwc_cache *c, void *mem, uint64_t size, const uwc_params *p, const char *name, uint64_t now);
+int uwc_attach(uwc_cache *c, void *mem, uint64_t size, const uwc_params *expect, const char **why);
+int uwc_recover(uwc_cache *c, uint64_t now, uint64_t *dropped);
+int uwc_header_peek(const void *mem, uint64_t size, uwc_params *out, char *name_out, const char **why);
+
+/* operations */
+uint32_t uwc_hash(const uwc_cache *c, const uint8_t *key, uint64_t len);
+int uwc_get(uwc_cache *c, const uint8_t *key, uint64_t klen, uint64_t now,
+            uwc_alloc_fn alloc, void *ctx, uint64_t *expires_out, uwc_counter_slot *counters);
+int uwc_exists(uwc_cache *c, const uint8_t *key, uint64_t klen, uint64_t now, uint64_t *expires_out);
+int uwc_set(uwc_cache *c, uwc_write *w);
+int uwc_delete(uwc_cache *c, const uint8_t *key, uint64_t klen, uint64_t now);
+int uwc_clear(uwc_cache *c, uint64_t now);
+int uwc_keys(uwc_cache *c, uint64_t now, uwc_keybuf *out);
+int uwc_sweep(uwc_cache *c, uint64_t now, int force, uwc_keybuf *freed_keys, uint64_t *freed);
+int uwc_stats_read(uwc_cache *c, uint64_t now, uwc_stats *s);
+int uwc_check(uwc_cache *c, char *msg, size_t msglen);
+int uwc_repair(uwc_cache *c, uint64_t now, uint64_t *dropped);
+int uwc_sweeper_claim(uwc_cache *c, int32_t pid, uint64_t now, uint64_t lease);
+void uwc_sweeper_release(uwc_cache *c, int32_t pid);
+uint64_t uwc_n_items(const uwc_cache *c);
+
+/* raw image (uWSGI dump layout: items area then data area) */
+uint64_t uwc_image_size(const uwc_cache *c);
+int uwc_export_image(uwc_cache *c, uint8_t *dst, uint64_t dst_len);
+int uwc_import_image(uwc_cache *c, const uint8_t *src, uint64_t src_len, const uwc_params *src_params,
+                     uint64_t now, uint64_t *loaded, uint64_t *dropped);
+
+/* per-process counters */
+uwc_counter_slot *uwc_counter_claim(uwc_cache *c, int32_t pid);
+void uwc_counter_release(uwc_cache *c, uwc_counter_slot *slot);
+
+/* lock (exposed for the crash tests and the network layer's dump) */
+int uwc_lock(uwc_cache *c);
+void uwc_unlock(uwc_cache *c);
+void uwc_debug_crash_in_lock(uwc_cache *c, int stage);
+
+void uwc_keybuf_free(uwc_keybuf *kb);
+
+#endif

@@ -1,0 +1,1296 @@
+/* Thin CPython binding over the engine: the CacheBase type whose hot methods go straight
+ * from the Python call to the engine, and uWSGI's cache_* functions with uWSGI's
+ * argument conversions and return conventions. Nothing here runs Python code while the
+ * engine's lock is held (the only thing done under it is allocating the result bytes). */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+
+#include <pthread.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cache.h"
+
+_Static_assert(sizeof(uwc_header) <= UWC_HEADER_SIZE, "header does not fit");
+
+/* ---- module state (single-phase init: one interpreter) ---- */
+
+static PyObject *ErrCache, *ErrKeyTooLong, *ErrValueTooLarge, *ErrEmptyValue, *ErrCacheFull,
+    *ErrNotAnInteger, *ErrRegionMismatch, *ErrCorruptStore, *ErrCacheClosed;
+static PyObject *compat_registry;   /* dict: name -> CacheBase, first = default cache */
+static PyObject *compat_remote;     /* callable for "name@host:port", or None */
+static unsigned long fork_generation = 1;
+
+static void after_fork_child(void) { fork_generation++; }
+
+typedef struct {
+    PyObject_HEAD
+    uwc_cache c;
+    int open;
+    Py_buffer view;
+    PyObject *name;
+    uwc_counter_slot *counters;
+    unsigned long counter_gen;
+    PyObject *on_write;
+    PyObject *on_full;
+    int full_silent;
+    time_t last_full_call;
+    uint64_t recovered_dropped;
+    PyObject *weakreflist;
+} CacheObject;
+
+static PyTypeObject CacheType;
+
+#define OP_SET 1
+#define OP_DELETE 2
+#define OP_CLEAR 3
+
+static inline uint64_t now_s(void) { return (uint64_t)time(NULL); }
+
+/* ---- argument helpers ---- */
+
+typedef struct { const char *p; Py_ssize_t n; Py_buffer view; int has_view; } sbuf;
+
+static int sbuf_get(PyObject *o, sbuf *b, const char *what) {
+    b->has_view = 0;
+    if (PyBytes_Check(o)) {
+        b->p = PyBytes_AS_STRING(o);
+        b->n = PyBytes_GET_SIZE(o);
+        return 0;
+    }
+    if (PyUnicode_Check(o)) {
+        b->p = PyUnicode_AsUTF8AndSize(o, &b->n);
+        return b->p ? 0 : -1;
+    }
+    if (PyObject_CheckBuffer(o)) {
+        if (PyObject_GetBuffer(o, &b->view, PyBUF_SIMPLE) < 0) return -1;
+        b->has_view = 1;
+        b->p = b->view.buf;
+        b->n = b->view.len;
+        return 0;
+    }
+    PyErr_Format(PyExc_TypeError, "%s must be bytes or str, not %.100s", what, Py_TYPE(o)->tp_name);
+    return -1;
+}
+
+static inline void sbuf_release(sbuf *b) {
+    if (b->has_view) PyBuffer_Release(&b->view);
+}
+
+/* Minimal fast-call keyword parsing: names[i] for positions, nreq required. */
+static int parse_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, const char *fname,
+                      const char *const *names, int nmax, int nreq, PyObject **out) {
+    for (int i = 0; i < nmax; i++) out[i] = NULL;
+    if (nargs > nmax) {
+        PyErr_Format(PyExc_TypeError, "%s() takes at most %d arguments (%zd given)", fname, nmax, nargs);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < nargs; i++) out[i] = args[i];
+    if (kwnames) {
+        Py_ssize_t nk = PyTuple_GET_SIZE(kwnames);
+        for (Py_ssize_t k = 0; k < nk; k++) {
+            const char *kn = PyUnicode_AsUTF8(PyTuple_GET_ITEM(kwnames, k));
+            if (!kn) return -1;
+            int found = 0;
+            for (int i = 0; i < nmax; i++) {
+                if (strcmp(kn, names[i]) == 0) {
+                    if (out[i]) {
+                        PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'", fname, kn);
+                        return -1;
+                    }
+                    out[i] = args[nargs + k];
+                    found = 1;
+                    break;
+                }
+            }
+            if (!found) {
+                PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%s'", fname, kn);
+                return -1;
+            }
+        }
+    }
+    for (int i = 0; i < nreq; i++) {
+        if (!out[i]) {
+            PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'", fname, names[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int get_expires(PyObject *o, uint64_t *out) {
+    if (!o || o == Py_None) { *out = 0; return 0; }
+    if (!PyLong_Check(o)) {
+        PyErr_Format(PyExc_TypeError, "expires must be an int (seconds), not %.100s", Py_TYPE(o)->tp_name);
+        return -1;
+    }
+    long long v = PyLong_AsLongLong(o);
+    if (v == -1 && PyErr_Occurred()) return -1;
+    if (v < 0) {
+        PyErr_SetString(PyExc_ValueError, "expires must be >= 0 seconds (0 means never)");
+        return -1;
+    }
+    if ((unsigned long long)v > (1ull << 40)) {
+        PyErr_SetString(PyExc_ValueError, "expires is too far in the future (at most 2**40 seconds)");
+        return -1;
+    }
+    *out = (uint64_t)v;
+    return 0;
+}
+
+/* ---- errors ---- */
+
+static const char *cname(CacheObject *self) {
+    const char *n = PyUnicode_AsUTF8(self->name);
+    if (!n) { PyErr_Clear(); n = "?"; }
+    return n;
+}
+
+static PyObject *raise_status(CacheObject *self, int rc, Py_ssize_t klen, Py_ssize_t vlen) {
+    const uwc_params *p = &self->c.p;
+    int bitmap = (p->options & UWC_OPT_BITMAP) != 0;
+    switch (rc) {
+    case UWC_EKEY_EMPTY:
+        PyErr_SetString(ErrEmptyValue, "keys must not be empty");
+        break;
+    case UWC_EKEY_LONG:
+        PyErr_Format(ErrKeyTooLong, "key of %zd bytes is longer than the %llu bytes allowed by key_size of cache '%s'",
+                     klen, (unsigned long long)p->key_size, cname(self));
+        break;
+    case UWC_EVAL_EMPTY:
+        PyErr_SetString(ErrEmptyValue, "values must not be empty (uWSGI's cache cannot store an empty value)");
+        break;
+    case UWC_EVAL_LARGE:
+        if (bitmap)
+            PyErr_Format(ErrValueTooLarge,
+                         "value of %zd bytes is larger than the %llu bytes one item can hold in cache '%s' "
+                         "(block_size=%llu * block_count=%llu)",
+                         vlen, (unsigned long long)self->c.max_item_size, cname(self),
+                         (unsigned long long)p->block_size, (unsigned long long)p->blocks);
+        else
+            PyErr_Format(ErrValueTooLarge,
+                         "value of %zd bytes is larger than the %llu bytes one item can hold in cache '%s' "
+                         "(block_size; or use mode_bitmap to let values span blocks)",
+                         vlen, (unsigned long long)self->c.max_item_size, cname(self));
+        break;
+    case UWC_FULL:
+        if (uwc_n_items(&self->c) >= p->max_items - 1)
+            PyErr_Format(ErrCacheFull,
+                         "cache '%s' is full: all %llu items are in use (max_items=%llu, one slot is reserved); "
+                         "raise max_items or enable full_purge_lru",
+                         cname(self), (unsigned long long)(p->max_items - 1), (unsigned long long)p->max_items);
+        else
+            PyErr_Format(ErrCacheFull,
+                         "cache '%s' is full: no run of %llu free blocks of %llu bytes for a %zd-byte value "
+                         "(block_count=%llu); raise block_count or enable full_purge_lru",
+                         cname(self), (unsigned long long)((vlen + p->block_size - 1) / p->block_size),
+                         (unsigned long long)p->block_size, vlen, (unsigned long long)p->blocks);
+        break;
+    case UWC_ENOTINT:
+        PyErr_Format(ErrNotAnInteger, "the value stored in cache '%s' is not an 8-byte integer", cname(self));
+        break;
+    case UWC_ENOMEM:
+        if (!PyErr_Occurred()) PyErr_NoMemory();
+        break;
+    case UWC_ELOCK:
+        PyErr_Format(ErrCache, "the lock of cache '%s' is unusable (not recoverable)", cname(self));
+        break;
+    default:
+        PyErr_Format(ErrCache, "cache '%s': engine error %d", cname(self), rc);
+    }
+    return NULL;
+}
+
+static inline int check_open(CacheObject *self) {
+    if (!self->open) {
+        PyErr_SetString(ErrCacheClosed, "the cache is closed in this process");
+        return -1;
+    }
+    return 0;
+}
+
+static inline uwc_counter_slot *counters(CacheObject *self) {
+    if (self->counter_gen != fork_generation) {
+        /* first use, or a forked child: take a slot of our own */
+        self->counters = uwc_counter_claim(&self->c, (int32_t)getpid());
+        if (!self->counters) self->counters = &self->c.h->counters[UWC_COUNTER_SLOTS - 1];
+        self->counter_gen = fork_generation;
+    }
+    return self->counters;
+}
+
+/* ---- hooks called after the lock is released ---- */
+
+static void fire_write(CacheObject *self, int op, const char *key, Py_ssize_t klen, const void *val,
+                       Py_ssize_t vlen, uint64_t expires) {
+    if (!self->on_write) return;
+    PyObject *r = PyObject_CallFunction(self->on_write, "iy#y#K", op, key, klen, (const char *)val, vlen,
+                                        (unsigned long long)expires);
+    if (!r) PyErr_WriteUnraisable(self->on_write);
+    Py_XDECREF(r);
+}
+
+static void fire_full(CacheObject *self, uint32_t events) {
+    if (!(events & UWC_EV_FULL) || self->full_silent || !self->on_full) return;
+    time_t t = time(NULL);
+    if (t == self->last_full_call) return;  /* at most one warning per second per process */
+    self->last_full_call = t;
+    PyObject *r = PyObject_CallFunction(self->on_full, "OO", self->name, (events & UWC_EV_EVICTED) ? Py_True : Py_False);
+    if (!r) PyErr_WriteUnraisable(self->on_full);
+    Py_XDECREF(r);
+}
+
+/* ---- get ---- */
+
+typedef struct { PyObject *obj; } alloc_ctx;
+
+static void *alloc_bytes(void *vctx, uint64_t size) {
+    alloc_ctx *ctx = vctx;
+    Py_CLEAR(ctx->obj);
+    if (size > PY_SSIZE_T_MAX) return NULL;
+    ctx->obj = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)size);
+    return ctx->obj ? PyBytes_AS_STRING(ctx->obj) : NULL;
+}
+
+/* returns new ref to bytes, or NULL with *rc set (UWC_NOTFOUND without exception) */
+static PyObject *do_get(CacheObject *self, const char *k, Py_ssize_t kl, int *rc, uint64_t *expires) {
+    alloc_ctx ctx = {NULL};
+    *rc = uwc_get(&self->c, (const uint8_t *)k, (uint64_t)kl, now_s(), alloc_bytes, &ctx, expires, counters(self));
+    if (*rc != UWC_OK) {
+        Py_CLEAR(ctx.obj);
+        return NULL;
+    }
+    return ctx.obj;
+}
+
+static PyObject *Cache_get(CacheObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    static const char *const names[] = {"key", "default"};
+    PyObject *a[2];
+    if (check_open(self) || parse_args(args, nargs, kwnames, "get", names, 2, 1, a)) return NULL;
+    sbuf k;
+    if (sbuf_get(a[0], &k, "key")) return NULL;
+    int rc;
+    PyObject *v = do_get(self, k.p, k.n, &rc, NULL);
+    sbuf_release(&k);
+    if (v) return v;
+    if (rc == UWC_NOTFOUND) {
+        PyObject *d = a[1] ? a[1] : Py_None;
+        Py_INCREF(d);
+        return d;
+    }
+    return raise_status(self, rc, k.n, 0);
+}
+
+static PyObject *Cache_subscript(CacheObject *self, PyObject *key) {
+    if (check_open(self)) return NULL;
+    sbuf k;
+    if (sbuf_get(key, &k, "key")) return NULL;
+    int rc;
+    PyObject *v = do_get(self, k.p, k.n, &rc, NULL);
+    sbuf_release(&k);
+    if (v) return v;
+    if (rc == UWC_NOTFOUND) {
+        PyErr_SetObject(PyExc_KeyError, key);
+        return NULL;
+    }
+    return raise_status(self, rc, k.n, 0);
+}
+
+/* ---- set / add ---- */
+
+static int do_write(CacheObject *self, PyObject *key, PyObject *value, uint64_t expires, uint32_t flags,
+                    int fire) {
+    sbuf k, v;
+    if (sbuf_get(key, &k, "key")) return -1;
+    if (sbuf_get(value, &v, "value")) { sbuf_release(&k); return -1; }
+    uwc_write w = {0};
+    w.key = (const uint8_t *)k.p;
+    w.key_len = (uint64_t)k.n;
+    w.value = (const uint8_t *)v.p;
+    w.value_len = (uint64_t)v.n;
+    w.expires = expires;
+    w.flags = flags;
+    w.now = now_s();
+    int rc = uwc_set(&self->c, &w);
+    fire_full(self, w.events);
+    int ret;
+    if (rc == UWC_OK) {
+        if (fire) fire_write(self, OP_SET, k.p, k.n, v.p, v.n, w.expires_abs);
+        ret = 1;
+    } else if (rc == UWC_EXISTS) {
+        ret = 0;
+    } else {
+        raise_status(self, rc, k.n, v.n);
+        ret = -1;
+    }
+    sbuf_release(&k);
+    sbuf_release(&v);
+    return ret;
+}
+
+static PyObject *Cache_set(CacheObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    static const char *const names[] = {"key", "value", "expires"};
+    PyObject *a[3];
+    uint64_t ex;
+    if (check_open(self) || parse_args(args, nargs, kwnames, "set", names, 3, 2, a) || get_expires(a[2], &ex))
+        return NULL;
+    if (do_write(self, a[0], a[1], ex, UWC_F_UPDATE, 1) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Cache_add(CacheObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    static const char *const names[] = {"key", "value", "expires"};
+    PyObject *a[3];
+    uint64_t ex;
+    if (check_open(self) || parse_args(args, nargs, kwnames, "add", names, 3, 2, a) || get_expires(a[2], &ex))
+        return NULL;
+    int r = do_write(self, a[0], a[1], ex, 0, 1);
+    if (r < 0) return NULL;
+    return PyBool_FromLong(r);
+}
+
+/* ---- delete / contains / len / keys / clear ---- */
+
+static int do_delete(CacheObject *self, PyObject *key, int fire) {
+    sbuf k;
+    if (sbuf_get(key, &k, "key")) return -1;
+    int rc = uwc_delete(&self->c, (const uint8_t *)k.p, (uint64_t)k.n, now_s());
+    int ret = rc == UWC_OK ? 1 : 0;
+    if (rc == UWC_OK && fire) fire_write(self, OP_DELETE, k.p, k.n, "", 0, 0);
+    if (rc != UWC_OK && rc != UWC_NOTFOUND) {
+        raise_status(self, rc, k.n, 0);
+        ret = -1;
+    }
+    sbuf_release(&k);
+    return ret;
+}
+
+static PyObject *Cache_delete(CacheObject *self, PyObject *key) {
+    if (check_open(self)) return NULL;
+    int r = do_delete(self, key, 1);
+    if (r < 0) return NULL;
+    return PyBool_FromLong(r);
+}
+
+static int Cache_ass_subscript(CacheObject *self, PyObject *key, PyObject *value) {
+    if (check_open(self)) return -1;
+    if (value) return do_write(self, key, value, 0, UWC_F_UPDATE, 1) < 0 ? -1 : 0;
+    int r = do_delete(self, key, 1);
+    if (r == 0) PyErr_SetObject(PyExc_KeyError, key);
+    return r == 1 ? 0 : -1;
+}
+
+static int Cache_contains(CacheObject *self, PyObject *key) {
+    if (check_open(self)) return -1;
+    sbuf k;
+    if (sbuf_get(key, &k, "key")) return -1;
+    int rc = uwc_exists(&self->c, (const uint8_t *)k.p, (uint64_t)k.n, now_s(), NULL);
+    sbuf_release(&k);
+    if (rc == UWC_OK) return 1;
+    if (rc == UWC_NOTFOUND) return 0;
+    raise_status(self, rc, k.n, 0);
+    return -1;
+}
+
+static Py_ssize_t Cache_len(CacheObject *self) {
+    if (check_open(self)) return -1;
+    return (Py_ssize_t)uwc_n_items(&self->c);
+}
+
+static PyObject *keybuf_to_list(uwc_keybuf *kb) {
+    PyObject *list = PyList_New((Py_ssize_t)kb->count);
+    if (!list) return NULL;
+    uint64_t off = 0;
+    for (uint64_t i = 0; i < kb->count; i++) {
+        uint64_t n;
+        memcpy(&n, kb->buf + off, 8);
+        PyObject *b = PyBytes_FromStringAndSize((const char *)kb->buf + off + 8, (Py_ssize_t)n);
+        if (!b) { Py_DECREF(list); return NULL; }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, b);
+        off += 8 + n;
+    }
+    return list;
+}
+
+static PyObject *Cache_keys(CacheObject *self, PyObject *unused) {
+    if (check_open(self)) return NULL;
+    uwc_keybuf kb = {0};
+    int rc = uwc_keys(&self->c, now_s(), &kb);
+    if (rc) { uwc_keybuf_free(&kb); return raise_status(self, rc, 0, 0); }
+    PyObject *list = keybuf_to_list(&kb);
+    uwc_keybuf_free(&kb);
+    return list;
+}
+
+static PyObject *Cache_iter(CacheObject *self) {
+    PyObject *keys = Cache_keys(self, NULL);
+    if (!keys) return NULL;
+    PyObject *it = PyObject_GetIter(keys);
+    Py_DECREF(keys);
+    return it;
+}
+
+static PyObject *Cache_clear(CacheObject *self, PyObject *unused) {
+    if (check_open(self)) return NULL;
+    int rc = uwc_clear(&self->c, now_s());
+    if (rc) return raise_status(self, rc, 0, 0);
+    fire_write(self, OP_CLEAR, "", 0, "", 0, 0);
+    Py_RETURN_NONE;
+}
+
+/* ---- math ---- */
+
+static PyObject *do_math(CacheObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                         const char *fname, uint32_t op) {
+    static const char *const names[] = {"key", "n", "expires"};
+    PyObject *a[3];
+    uint64_t ex;
+    if (check_open(self) || parse_args(args, nargs, kwnames, fname, names, 3, 1, a) || get_expires(a[2], &ex))
+        return NULL;
+    long long n = 1;
+    if (a[1]) {
+        if (!PyLong_Check(a[1])) {
+            PyErr_Format(PyExc_TypeError, "%s(): n must be an int, not %.100s", fname, Py_TYPE(a[1])->tp_name);
+            return NULL;
+        }
+        n = PyLong_AsLongLong(a[1]);
+        if (n == -1 && PyErr_Occurred()) {
+            if (PyErr_ExceptionMatches(PyExc_OverflowError)) {
+                PyErr_Clear();
+                PyErr_Format(PyExc_OverflowError, "%s(): n must fit in a signed 64-bit integer", fname);
+            }
+            return NULL;
+        }
+    }
+    sbuf k;
+    if (sbuf_get(a[0], &k, "key")) return NULL;
+    int64_t operand = (int64_t)n;
+    uwc_write w = {0};
+    w.key = (const uint8_t *)k.p;
+    w.key_len = (uint64_t)k.n;
+    w.value = (const uint8_t *)&operand;
+    w.value_len = 8;
+    w.expires = ex;
+    w.flags = UWC_F_UPDATE | UWC_F_MATH | UWC_F_FIXEXPIRE | UWC_F_STRICT_MATH | op;
+    w.now = now_s();
+    int rc = uwc_set(&self->c, &w);
+    fire_full(self, w.events);
+    if (rc != UWC_OK) {
+        raise_status(self, rc, k.n, 8);
+        sbuf_release(&k);
+        return NULL;
+    }
+    /* replicate the result, not the operand (uWSGI's replicas end up holding the delta) */
+    int64_t res = w.math_result;
+    fire_write(self, OP_SET, k.p, k.n, &res, 8, w.expires_abs);
+    sbuf_release(&k);
+    return PyLong_FromLongLong(res);
+}
+
+static PyObject *Cache_incr(CacheObject *s, PyObject *const *a, Py_ssize_t n, PyObject *kw) { return do_math(s, a, n, kw, "incr", UWC_F_INC); }
+static PyObject *Cache_decr(CacheObject *s, PyObject *const *a, Py_ssize_t n, PyObject *kw) { return do_math(s, a, n, kw, "decr", UWC_F_DEC); }
+static PyObject *Cache_mul(CacheObject *s, PyObject *const *a, Py_ssize_t n, PyObject *kw) { return do_math(s, a, n, kw, "mul", UWC_F_MUL); }
+static PyObject *Cache_div(CacheObject *s, PyObject *const *a, Py_ssize_t n, PyObject *kw) { return do_math(s, a, n, kw, "div", UWC_F_DIV); }
+
+static PyObject *Cache_get_int(CacheObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    static const char *const names[] = {"key", "default"};
+    PyObject *a[2];
+    if (check_open(self) || parse_args(args, nargs, kwnames, "get_int", names, 2, 1, a)) return NULL;
+    sbuf k;
+    if (sbuf_get(a[0], &k, "key")) return NULL;
+    int rc;
+    PyObject *v = do_get(self, k.p, k.n, &rc, NULL);
+    sbuf_release(&k);
+    if (!v) {
+        if (rc == UWC_NOTFOUND) {
+            PyObject *d = a[1] ? a[1] : Py_None;
+            Py_INCREF(d);
+            return d;
+        }
+        return raise_status(self, rc, k.n, 0);
+    }
+    if (PyBytes_GET_SIZE(v) != 8) {
+        Py_ssize_t n = PyBytes_GET_SIZE(v);
+        Py_DECREF(v);
+        PyErr_Format(ErrNotAnInteger, "the value of that key in cache '%s' is %zd bytes, not an 8-byte integer",
+                     cname(self), n);
+        return NULL;
+    }
+    int64_t x;
+    memcpy(&x, PyBytes_AS_STRING(v), 8);
+    Py_DECREF(v);
+    return PyLong_FromLongLong(x);
+}
+
+static PyObject *Cache_ttl(CacheObject *self, PyObject *key) {
+    if (check_open(self)) return NULL;
+    sbuf k;
+    if (sbuf_get(key, &k, "key")) return NULL;
+    uint64_t ex = 0, now = now_s();
+    int rc = uwc_exists(&self->c, (const uint8_t *)k.p, (uint64_t)k.n, now, &ex);
+    sbuf_release(&k);
+    if (rc == UWC_NOTFOUND) {
+        PyErr_SetObject(PyExc_KeyError, key);
+        return NULL;
+    }
+    if (rc) return raise_status(self, rc, k.n, 0);
+    if (!ex) Py_RETURN_NONE;
+    return PyLong_FromUnsignedLongLong(ex > now ? ex - now : 0);
+}
+
+/* ---- internal methods for the Python layer (node, network, tests) ---- */
+
+static PyObject *Cache_set_raw(CacheObject *self, PyObject *args) {
+    /* _set_raw(key, value, expires, flags): uWSGI-flag write without firing the write hook
+     * (replication receivers, preloads); returns True/False/raises like set/add */
+    PyObject *key, *value;
+    unsigned long long ex;
+    unsigned int flags;
+    if (check_open(self) || !PyArg_ParseTuple(args, "OOKI:_set_raw", &key, &value, &ex, &flags)) return NULL;
+    int r = do_write(self, key, value, (uint64_t)ex, flags & (UWC_F_UPDATE | UWC_F_ABSEXPIRE), 0);
+    if (r < 0) return NULL;
+    return PyBool_FromLong(r);
+}
+
+static PyObject *Cache_delete_local(CacheObject *self, PyObject *key) {
+    if (check_open(self)) return NULL;
+    int r = do_delete(self, key, 0);
+    if (r < 0) return NULL;
+    return PyBool_FromLong(r);
+}
+
+static PyObject *Cache_get_with_expiry(CacheObject *self, PyObject *key) {
+    if (check_open(self)) return NULL;
+    sbuf k;
+    if (sbuf_get(key, &k, "key")) return NULL;
+    int rc;
+    uint64_t ex = 0;
+    PyObject *v = do_get(self, k.p, k.n, &rc, &ex);
+    sbuf_release(&k);
+    if (!v) {
+        if (rc == UWC_NOTFOUND) Py_RETURN_NONE;
+        return raise_status(self, rc, k.n, 0);
+    }
+    return Py_BuildValue("NK", v, (unsigned long long)ex);
+}
+
+static PyObject *Cache_stats_raw(CacheObject *self, PyObject *unused) {
+    if (check_open(self)) return NULL;
+    uwc_stats st;
+    int rc = uwc_stats_read(&self->c, now_s(), &st);
+    if (rc) return raise_status(self, rc, 0, 0);
+    return Py_BuildValue(
+        "{sKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsisK}", "items", (unsigned long long)st.items, "hits",
+        (unsigned long long)st.hits, "miss", (unsigned long long)st.miss, "full", (unsigned long long)st.full,
+        "last_modified_at", (unsigned long long)st.last_modified_at, "evictions", (unsigned long long)st.evictions,
+        "expired_freed", (unsigned long long)st.expired_freed, "repairs", (unsigned long long)st.repairs, "writes",
+        (unsigned long long)st.writes, "next_scan", (unsigned long long)st.next_scan, "blocks_used",
+        (unsigned long long)st.blocks_used, "bytes_used", (unsigned long long)st.bytes_used, "expired_pending",
+        (unsigned long long)st.expired_pending, "largest_free_run", (unsigned long long)st.largest_free_run, "seq",
+        (unsigned long long)st.seq, "sweeper_pid", (int)st.sweeper_pid, "sweeper_lease_until",
+        (unsigned long long)st.sweeper_lease_until);
+}
+
+static PyObject *Cache_check(CacheObject *self, PyObject *unused) {
+    if (check_open(self)) return NULL;
+    char msg[256];
+    int rc = uwc_check(&self->c, msg, sizeof msg);
+    if (rc == UWC_OK) Py_RETURN_NONE;
+    if (rc == UWC_ECORRUPT) return PyUnicode_FromString(msg);
+    return raise_status(self, rc, 0, 0);
+}
+
+static PyObject *Cache_repair(CacheObject *self, PyObject *unused) {
+    if (check_open(self)) return NULL;
+    uint64_t dropped = 0;
+    int rc = uwc_repair(&self->c, now_s(), &dropped);
+    if (rc) return raise_status(self, rc, 0, 0);
+    return PyLong_FromUnsignedLongLong(dropped);
+}
+
+static PyObject *Cache_sweep(CacheObject *self, PyObject *args, PyObject *kw) {
+    static char *names[] = {"force", "report", "now", NULL};
+    int force = 0, report = 0;
+    unsigned long long now = 0;
+    if (check_open(self) || !PyArg_ParseTupleAndKeywords(args, kw, "|ppK:_sweep", names, &force, &report, &now))
+        return NULL;
+    uwc_keybuf kb = {0};
+    uint64_t freed = 0;
+    int rc;
+    uint64_t t = now ? now : now_s();
+    /* a sweep is O(max_items): let other threads run meanwhile */
+    Py_BEGIN_ALLOW_THREADS
+    rc = uwc_sweep(&self->c, t, force, report ? &kb : NULL, &freed);
+    Py_END_ALLOW_THREADS
+    if (rc) { uwc_keybuf_free(&kb); return raise_status(self, rc, 0, 0); }
+    PyObject *keys = report ? keybuf_to_list(&kb) : (Py_INCREF(Py_None), Py_None);
+    uwc_keybuf_free(&kb);
+    if (!keys) return NULL;
+    return Py_BuildValue("KN", (unsigned long long)freed, keys);
+}
+
+static PyObject *Cache_sweeper_claim(CacheObject *self, PyObject *args) {
+    int pid;
+    unsigned long long lease;
+    if (check_open(self) || !PyArg_ParseTuple(args, "iK:_sweeper_claim", &pid, &lease)) return NULL;
+    return PyBool_FromLong(uwc_sweeper_claim(&self->c, pid, now_s(), lease));
+}
+
+static PyObject *Cache_sweeper_release(CacheObject *self, PyObject *args) {
+    int pid;
+    if (check_open(self) || !PyArg_ParseTuple(args, "i:_sweeper_release", &pid)) return NULL;
+    uwc_sweeper_release(&self->c, pid);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Cache_export_image(CacheObject *self, PyObject *unused) {
+    if (check_open(self)) return NULL;
+    uint64_t n = uwc_image_size(&self->c);
+    PyObject *b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)n);
+    if (!b) return NULL;
+    int rc = uwc_export_image(&self->c, (uint8_t *)PyBytes_AS_STRING(b), n);
+    if (rc) { Py_DECREF(b); return raise_status(self, rc, 0, 0); }
+    return b;
+}
+
+static PyObject *Cache_import_image(CacheObject *self, PyObject *args) {
+    Py_buffer img;
+    unsigned long long max_items, key_size, block_size, blocks;
+    int bitmap;
+    if (check_open(self) ||
+        !PyArg_ParseTuple(args, "y*KKKKp:_import_image", &img, &max_items, &key_size, &block_size, &blocks, &bitmap))
+        return NULL;
+    uwc_params sp = {0};
+    sp.max_items = max_items;
+    sp.key_size = key_size;
+    sp.block_size = block_size;
+    sp.blocks = blocks;
+    sp.options = bitmap ? UWC_OPT_BITMAP : 0;
+    uint64_t loaded = 0, dropped = 0;
+    int rc = UWC_EPARAMS;
+    if (max_items >= 1 && key_size <= 65535 && block_size >= 1 && blocks >= 1)
+        rc = uwc_import_image(&self->c, img.buf, (uint64_t)img.len, &sp, now_s(), &loaded, &dropped);
+    PyBuffer_Release(&img);
+    if (rc == UWC_EPARAMS) {
+        PyErr_SetString(ErrCorruptStore, "the image is shorter than its geometry says, or the geometry is invalid");
+        return NULL;
+    }
+    if (rc) return raise_status(self, rc, 0, 0);
+    return Py_BuildValue("KK", (unsigned long long)loaded, (unsigned long long)dropped);
+}
+
+static PyObject *Cache_debug_crash_in_lock(CacheObject *self, PyObject *arg) {
+    if (check_open(self)) return NULL;
+    long stage = PyLong_AsLong(arg);
+    if (stage == -1 && PyErr_Occurred()) return NULL;
+    uwc_debug_crash_in_lock(&self->c, (int)stage);
+    Py_RETURN_NONE;  /* not reached */
+}
+
+static PyObject *Cache_net_counter(CacheObject *self, PyObject *args) {
+    /* _net_counter(index, add=0) -> value after adding: replication counters shared by every process */
+    int idx;
+    unsigned long long add = 0;
+    if (check_open(self) || !PyArg_ParseTuple(args, "i|K:_net_counter", &idx, &add)) return NULL;
+    if (idx < 0 || idx >= UWC_NET_COUNTERS) {
+        PyErr_SetString(PyExc_IndexError, "network counter index out of range");
+        return NULL;
+    }
+    uint64_t v = add ? __atomic_add_fetch(&self->c.h->net[idx], add, __ATOMIC_RELAXED)
+                     : __atomic_load_n(&self->c.h->net[idx], __ATOMIC_RELAXED);
+    return PyLong_FromUnsignedLongLong(v);
+}
+
+static void release_region(CacheObject *self) {
+    if (!self->open) return;
+    if (self->counter_gen == fork_generation && self->counters &&
+        self->counters != &self->c.h->counters[UWC_COUNTER_SLOTS - 1])
+        uwc_counter_release(&self->c, self->counters);
+    self->counters = NULL;
+    self->counter_gen = 0;
+    self->open = 0;
+    PyBuffer_Release(&self->view);
+}
+
+static PyObject *Cache_close(CacheObject *self, PyObject *unused) {
+    release_region(self);
+    Py_RETURN_NONE;
+}
+
+/* ---- construction ---- */
+
+static int parse_params(PyObject *t, uwc_params *p) {
+    unsigned long long mi, ks, bs, bl, hs, ms;
+    unsigned int ha, opt;
+    long long init;
+    if (!PyArg_ParseTuple(t, "KKKKKIILK;params must be (max_items, key_size, block_size, blocks, hash_size, "
+                             "hash_algo, options, math_initial, sweep_on_full)",
+                          &mi, &ks, &bs, &bl, &hs, &ha, &opt, &init, &ms))
+        return -1;
+    memset(p, 0, sizeof *p);
+    p->max_items = mi; p->key_size = ks; p->block_size = bs; p->blocks = bl; p->hash_size = hs;
+    p->hash_algo = ha; p->options = opt; p->math_initial = init; p->sweep_on_full = ms;
+    const char *why = NULL;
+    if (uwc_params_check(p, &why)) {
+        PyErr_Format(PyExc_ValueError, "invalid cache geometry: %s", why);
+        return -1;
+    }
+    return 0;
+}
+
+static int Cache_init(CacheObject *self, PyObject *args, PyObject *kw) {
+    static char *names[] = {"buffer", "name", "params", "mode", NULL};
+    PyObject *buffer, *name, *params;
+    const char *mode;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OUOs:CacheBase", names, &buffer, &name, &params, &mode)) return -1;
+    if (self->open) {
+        PyErr_SetString(PyExc_RuntimeError, "CacheBase is already initialised");
+        return -1;
+    }
+    uwc_params p;
+    if (parse_params(params, &p)) return -1;
+    Py_buffer view;
+    if (PyObject_GetBuffer(buffer, &view, PyBUF_WRITABLE) < 0) return -1;
+    const char *why = NULL;
+    int rc;
+    uint64_t now = now_s();
+    const char *cn = PyUnicode_AsUTF8(name);
+    if (!cn) { PyBuffer_Release(&view); return -1; }
+    if (strcmp(mode, "create") == 0) {
+        rc = uwc_create(&self->c, view.buf, (uint64_t)view.len, &p, cn, now);
+        if (rc) why = "the buffer is too small for this geometry";
+    } else if (strcmp(mode, "attach") == 0 || strcmp(mode, "recover") == 0) {
+        rc = uwc_attach(&self->c, view.buf, (uint64_t)view.len, &p, &why);
+        if (rc == UWC_OK && mode[0] == 'r') rc = uwc_recover(&self->c, now, &self->recovered_dropped);
+    } else {
+        PyBuffer_Release(&view);
+        PyErr_Format(PyExc_ValueError, "mode must be 'create', 'attach' or 'recover', not '%s'", mode);
+        return -1;
+    }
+    if (rc) {
+        PyBuffer_Release(&view);
+        if (rc == UWC_EMISMATCH)
+            PyErr_Format(ErrRegionMismatch, "the existing region of cache '%s' was created with another %s", cn, why);
+        else if (rc == UWC_ECORRUPT)
+            PyErr_Format(ErrCorruptStore, "cache '%s': %s", cn, why ? why : "corrupt region");
+        else
+            PyErr_Format(ErrCache, "cache '%s': %s (engine error %d)", cn, why ? why : "cannot open", rc);
+        return -1;
+    }
+    self->view = view;
+    self->open = 1;
+    Py_INCREF(name);
+    Py_XSETREF(self->name, name);
+    self->full_silent = (p.options & UWC_OPT_FULL_SILENT) != 0;
+    self->counter_gen = 0;
+    return 0;
+}
+
+static void Cache_dealloc(CacheObject *self) {
+    PyObject_GC_UnTrack(self);
+    if (self->weakreflist) PyObject_ClearWeakRefs((PyObject *)self);
+    release_region(self);
+    Py_CLEAR(self->name);
+    Py_CLEAR(self->on_write);
+    Py_CLEAR(self->on_full);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int Cache_traverse(CacheObject *self, visitproc visit, void *arg) {
+    Py_VISIT(self->on_write);
+    Py_VISIT(self->on_full);
+    Py_VISIT(Py_TYPE(self));
+    return 0;
+}
+
+static int Cache_tp_clear(CacheObject *self) {
+    Py_CLEAR(self->on_write);
+    Py_CLEAR(self->on_full);
+    return 0;
+}
+
+/* ---- properties ---- */
+
+static PyObject *Cache_get_name(CacheObject *self, void *c) {
+    if (!self->name) Py_RETURN_NONE;
+    Py_INCREF(self->name);
+    return self->name;
+}
+
+#define GEOM_GETTER(fname, expr)                                                   \
+    static PyObject *Cache_get_##fname(CacheObject *self, void *unused) {          \
+        if (check_open(self)) return NULL;                                         \
+        return PyLong_FromUnsignedLongLong((unsigned long long)(expr));            \
+    }
+GEOM_GETTER(max_items, self->c.p.max_items)
+GEOM_GETTER(key_size, self->c.p.key_size)
+GEOM_GETTER(block_size, self->c.p.block_size)
+GEOM_GETTER(blocks, self->c.p.blocks)
+GEOM_GETTER(hash_size, self->c.p.hash_size)
+GEOM_GETTER(max_item_size, self->c.max_item_size)
+GEOM_GETTER(capacity, self->c.p.max_items - 1)
+GEOM_GETTER(region_size, self->c.size)
+GEOM_GETTER(options_bits, self->c.p.options)
+
+static PyObject *Cache_get_closed(CacheObject *self, void *unused) { return PyBool_FromLong(!self->open); }
+static PyObject *Cache_get_hash_algo(CacheObject *self, void *unused) {
+    if (check_open(self)) return NULL;
+    return PyUnicode_FromString(self->c.p.hash_algo == UWC_HASH_MURMUR2 ? "murmur2" : "djb33x");
+}
+static PyObject *Cache_get_math_initial(CacheObject *self, void *unused) {
+    if (check_open(self)) return NULL;
+    return PyLong_FromLongLong(self->c.p.math_initial);
+}
+static PyObject *Cache_get_recovered_dropped(CacheObject *self, void *unused) {
+    return PyLong_FromUnsignedLongLong(self->recovered_dropped);
+}
+
+static PyGetSetDef Cache_getset[] = {
+    {"name", (getter)Cache_get_name, NULL, "The cache's name.", NULL},
+    {"max_items", (getter)Cache_get_max_items, NULL, "Item slots including the reserved slot 0.", NULL},
+    {"capacity", (getter)Cache_get_capacity, NULL, "How many items fit: max_items - 1.", NULL},
+    {"key_size", (getter)Cache_get_key_size, NULL, "Longest key, in bytes.", NULL},
+    {"block_size", (getter)Cache_get_block_size, NULL, "Bytes per data block.", NULL},
+    {"blocks", (getter)Cache_get_blocks, NULL, "Number of data blocks.", NULL},
+    {"hash_size", (getter)Cache_get_hash_size, NULL, "Number of hash buckets.", NULL},
+    {"hash_algo", (getter)Cache_get_hash_algo, NULL, "djb33x or murmur2.", NULL},
+    {"math_initial", (getter)Cache_get_math_initial, NULL, "Start value of math ops on a missing key.", NULL},
+    {"max_item_size", (getter)Cache_get_max_item_size, NULL, "Largest value one item can hold, in bytes.", NULL},
+    {"region_size", (getter)Cache_get_region_size, NULL, "Bytes of shared memory the cache maps.", NULL},
+    {"_options_bits", (getter)Cache_get_options_bits, NULL, NULL, NULL},
+    {"_recovered_dropped", (getter)Cache_get_recovered_dropped, NULL, NULL, NULL},
+    {"closed", (getter)Cache_get_closed, NULL, "True once close() was called in this process.", NULL},
+    {NULL},
+};
+
+static PyMemberDef Cache_members[] = {
+    {"_on_write", T_OBJECT, offsetof(CacheObject, on_write), 0, NULL},
+    {"_on_full", T_OBJECT, offsetof(CacheObject, on_full), 0, NULL},
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(CacheObject, weakreflist), READONLY, NULL},
+    {NULL},
+};
+
+#define FASTKW (METH_FASTCALL | METH_KEYWORDS)
+static PyMethodDef Cache_methods[] = {
+    {"get", (PyCFunction)(void (*)(void))Cache_get, FASTKW,
+     "get(key, default=None) -> bytes: the value, or default when the key is missing or expired."},
+    {"set", (PyCFunction)(void (*)(void))Cache_set, FASTKW,
+     "set(key, value, expires=0): create or overwrite; expires in seconds, 0 = never."},
+    {"add", (PyCFunction)(void (*)(void))Cache_add, FASTKW,
+     "add(key, value, expires=0) -> bool: store only if the key is absent; False if present."},
+    {"delete", (PyCFunction)Cache_delete, METH_O, "delete(key) -> bool: True if the key was there."},
+    {"keys", (PyCFunction)Cache_keys, METH_NOARGS, "keys() -> list of bytes (live keys, uWSGI's order)."},
+    {"clear", (PyCFunction)Cache_clear, METH_NOARGS, "clear(): delete every item."},
+    {"incr", (PyCFunction)(void (*)(void))Cache_incr, FASTKW,
+     "incr(key, n=1, expires=0) -> int: add n to a signed 64-bit counter (created at math_initial)."},
+    {"decr", (PyCFunction)(void (*)(void))Cache_decr, FASTKW, "decr(key, n=1, expires=0) -> int: subtract n."},
+    {"mul", (PyCFunction)(void (*)(void))Cache_mul, FASTKW, "mul(key, n=1, expires=0) -> int: multiply by n."},
+    {"div", (PyCFunction)(void (*)(void))Cache_div, FASTKW,
+     "div(key, n=1, expires=0) -> int: divide by n, truncating toward zero (x/0 = 0)."},
+    {"get_int", (PyCFunction)(void (*)(void))Cache_get_int, FASTKW,
+     "get_int(key, default=None) -> int: the 8-byte counter stored at key."},
+    {"ttl", (PyCFunction)Cache_ttl, METH_O,
+     "ttl(key) -> int | None: seconds left, None if the item never expires; KeyError if missing."},
+    {"close", (PyCFunction)Cache_close, METH_NOARGS, "close(): detach this process from the cache."},
+    {"_set_raw", (PyCFunction)Cache_set_raw, METH_VARARGS, NULL},
+    {"_delete_local", (PyCFunction)Cache_delete_local, METH_O, NULL},
+    {"_get_with_expiry", (PyCFunction)Cache_get_with_expiry, METH_O, NULL},
+    {"_stats_raw", (PyCFunction)Cache_stats_raw, METH_NOARGS, NULL},
+    {"_check", (PyCFunction)Cache_check, METH_NOARGS, NULL},
+    {"_repair", (PyCFunction)Cache_repair, METH_NOARGS, NULL},
+    {"_sweep", (PyCFunction)(void (*)(void))Cache_sweep, METH_VARARGS | METH_KEYWORDS, NULL},
+    {"_sweeper_claim", (PyCFunction)Cache_sweeper_claim, METH_VARARGS, NULL},
+    {"_sweeper_release", (PyCFunction)Cache_sweeper_release, METH_VARARGS, NULL},
+    {"_export_image", (PyCFunction)Cache_export_image, METH_NOARGS, NULL},
+    {"_import_image", (PyCFunction)Cache_import_image, METH_VARARGS, NULL},
+    {"_debug_crash_in_lock", (PyCFunction)Cache_debug_crash_in_lock, METH_O, NULL},
+    {"_net_counter", (PyCFunction)Cache_net_counter, METH_VARARGS, NULL},
+    {NULL},
+};
+
+static PySequenceMethods Cache_as_sequence = {
+    .sq_length = (lenfunc)Cache_len,
+    .sq_contains = (objobjproc)Cache_contains,
+};
+
+static PyMappingMethods Cache_as_mapping = {
+    .mp_length = (lenfunc)Cache_len,
+    .mp_subscript = (binaryfunc)Cache_subscript,
+    .mp_ass_subscript = (objobjargproc)Cache_ass_subscript,
+};
+
+static PyTypeObject CacheType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "uwcache._engine.CacheBase",
+    .tp_basicsize = sizeof(CacheObject),
+    .tp_dealloc = (destructor)Cache_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "One shared-memory cache mapped into this process (use uwcache.Cache).",
+    .tp_traverse = (traverseproc)Cache_traverse,
+    .tp_clear = (inquiry)Cache_tp_clear,
+    .tp_weaklistoffset = offsetof(CacheObject, weakreflist),
+    .tp_iter = (getiterfunc)Cache_iter,
+    .tp_methods = Cache_methods,
+    .tp_members = Cache_members,
+    .tp_getset = Cache_getset,
+    .tp_init = (initproc)Cache_init,
+    .tp_new = PyType_GenericNew,
+    .tp_as_sequence = &Cache_as_sequence,
+    .tp_as_mapping = &Cache_as_mapping,
+};
+
+/* ---- uWSGI-compatible functions ---- */
+
+static CacheObject *compat_default(void) {
+    Py_ssize_t pos = 0;
+    PyObject *k, *v;
+    if (compat_registry && PyDict_Next(compat_registry, &pos, &k, &v)) return (CacheObject *)v;
+    return NULL;
+}
+
+/* Resolve a cache argument: NULL/"" -> default; "name@addr" -> remote (returns NULL, *remote=1);
+ * unknown -> NULL. Only open caches are returned. */
+static CacheObject *compat_resolve(const char *name, int *remote) {
+    *remote = 0;
+    CacheObject *c;
+    if (!name || !*name) {
+        c = compat_default();
+    } else {
+        if (strchr(name, '@')) { *remote = 1; return NULL; }
+        c = compat_registry ? (CacheObject *)PyDict_GetItemString(compat_registry, name) : NULL;
+    }
+    return (c && c->open) ? c : NULL;
+}
+
+static PyObject *compat_call_remote(const char *op, PyObject *args) {
+    if (!compat_remote || compat_remote == Py_None) Py_RETURN_NONE;
+    return PyObject_CallFunction(compat_remote, "sO", op, args);
+}
+
+#define RET_TRUE_OR_NONE(cond) do { if (cond) Py_RETURN_TRUE; Py_RETURN_NONE; } while (0)
+
+static PyObject *compat_cache_get(PyObject *m, PyObject *args) {
+    const char *key, *cache = NULL;
+    Py_ssize_t kl;
+    if (!PyArg_ParseTuple(args, "s#|s:cache_get", &key, &kl, &cache)) return NULL;
+    int remote;
+    CacheObject *c = compat_resolve(cache, &remote);
+    if (remote) return compat_call_remote("get", args);
+    if (!c) Py_RETURN_NONE;
+    int rc;
+    PyObject *v = do_get(c, key, kl, &rc, NULL);
+    if (v) return v;
+    if (PyErr_Occurred()) return NULL;  /* out of memory only */
+    Py_RETURN_NONE;
+}
+
+static PyObject *compat_write(PyObject *args, const char *fmt, const char *op, uint32_t flags) {
+    const char *key, *val, *cache = NULL;
+    Py_ssize_t kl, vl;
+    long expires = 0;
+    if (!PyArg_ParseTuple(args, fmt, &key, &kl, &val, &vl, &expires, &cache)) return NULL;
+    int remote;
+    CacheObject *c = compat_resolve(cache, &remote);
+    if (remote) return compat_call_remote(op, args);
+    if (!c) Py_RETURN_NONE;
+    uwc_write w = {0};
+    w.key = (const uint8_t *)key;
+    w.key_len = (uint64_t)kl;
+    w.value = (const uint8_t *)val;
+    w.value_len = (uint64_t)vl;
+    w.now = now_s();
+    w.flags = flags;
+    if (expires < 0) {
+        /* uWSGI wraps a negative TTL to an absolute time in the past: already expired */
+        long long abs_t = (long long)w.now + expires;
+        w.expires = abs_t > 0 ? (uint64_t)abs_t : 1;
+        w.flags |= UWC_F_ABSEXPIRE;
+    } else {
+        w.expires = (uint64_t)expires;
+    }
+    int rc = uwc_set(&c->c, &w);
+    fire_full(c, w.events);
+    if (rc == UWC_OK) fire_write(c, OP_SET, key, kl, val, vl, w.expires_abs);
+    RET_TRUE_OR_NONE(rc == UWC_OK);
+}
+
+static PyObject *compat_cache_set(PyObject *m, PyObject *args) {
+    return compat_write(args, "s#s#|ls:cache_set", "set", 0);
+}
+static PyObject *compat_cache_update(PyObject *m, PyObject *args) {
+    return compat_write(args, "s#s#|ls:cache_update", "update", UWC_F_UPDATE);
+}
+
+static PyObject *compat_cache_del(PyObject *m, PyObject *args) {
+    const char *key, *cache = NULL;
+    Py_ssize_t kl;
+    if (!PyArg_ParseTuple(args, "s#|s:cache_del", &key, &kl, &cache)) return NULL;
+    int remote;
+    CacheObject *c = compat_resolve(cache, &remote);
+    if (remote) return compat_call_remote("del", args);
+    if (!c) Py_RETURN_NONE;
+    int rc = uwc_delete(&c->c, (const uint8_t *)key, (uint64_t)kl, now_s());
+    if (rc == UWC_OK) fire_write(c, OP_DELETE, key, kl, "", 0, 0);
+    RET_TRUE_OR_NONE(rc == UWC_OK);
+}
+
+static PyObject *compat_cache_exists(PyObject *m, PyObject *args) {
+    const char *key, *cache = NULL;
+    Py_ssize_t kl;
+    if (!PyArg_ParseTuple(args, "s#|s:cache_exists", &key, &kl, &cache)) return NULL;
+    int remote;
+    CacheObject *c = compat_resolve(cache, &remote);
+    if (remote) return compat_call_remote("exists", args);
+    if (!c) Py_RETURN_NONE;
+    RET_TRUE_OR_NONE(uwc_exists(&c->c, (const uint8_t *)key, (uint64_t)kl, now_s(), NULL) == UWC_OK);
+}
+
+static PyObject *compat_cache_clear(PyObject *m, PyObject *args) {
+    const char *cache = NULL;
+    if (!PyArg_ParseTuple(args, "|s:cache_clear", &cache)) return NULL;
+    int remote;
+    CacheObject *c = compat_resolve(cache, &remote);
+    if (remote) return compat_call_remote("clear", args);
+    if (!c) Py_RETURN_NONE;
+    int rc = uwc_clear(&c->c, now_s());
+    if (rc == UWC_OK) fire_write(c, OP_CLEAR, "", 0, "", 0, 0);
+    RET_TRUE_OR_NONE(rc == UWC_OK);
+}
+
+static PyObject *compat_cache_keys(PyObject *m, PyObject *args) {
+    const char *cache = NULL;
+    if (!PyArg_ParseTuple(args, "|s:cache_keys", &cache)) return NULL;
+    int remote;
+    CacheObject *c = compat_resolve(cache, &remote);
+    if (!c) {
+        PyErr_SetString(PyExc_ValueError, "no local uWSGI cache available");
+        return NULL;
+    }
+    uwc_keybuf kb = {0};
+    int rc = uwc_keys(&c->c, now_s(), &kb);
+    if (rc) {
+        uwc_keybuf_free(&kb);
+        return raise_status(c, rc, 0, 0);
+    }
+    PyObject *list = keybuf_to_list(&kb);
+    uwc_keybuf_free(&kb);
+    return list;
+}
+
+static PyObject *compat_math(PyObject *args, const char *fmt, const char *op, long dflt, uint32_t opflag) {
+    const char *key, *cache = NULL;
+    Py_ssize_t kl;
+    long value = dflt, expires = 0;
+    if (!PyArg_ParseTuple(args, fmt, &key, &kl, &value, &expires, &cache)) return NULL;
+    int remote;
+    CacheObject *c = compat_resolve(cache, &remote);
+    if (remote) return compat_call_remote(op, args);
+    if (!c) Py_RETURN_NONE;
+    int64_t operand = value;
+    uwc_write w = {0};
+    w.key = (const uint8_t *)key;
+    w.key_len = (uint64_t)kl;
+    w.value = (const uint8_t *)&operand;
+    w.value_len = 8;
+    w.now = now_s();
+    w.flags = UWC_F_UPDATE | UWC_F_MATH | UWC_F_FIXEXPIRE | opflag;
+    if (expires < 0) {
+        long long abs_t = (long long)w.now + expires;
+        w.expires = abs_t > 0 ? (uint64_t)abs_t : 1;
+        w.flags |= UWC_F_ABSEXPIRE;
+    } else {
+        w.expires = (uint64_t)expires;
+    }
+    int rc = uwc_set(&c->c, &w);
+    fire_full(c, w.events);
+    if (rc == UWC_OK) {
+        int64_t res = w.math_result;
+        fire_write(c, OP_SET, key, kl, &res, 8, w.expires_abs);
+    }
+    RET_TRUE_OR_NONE(rc == UWC_OK);
+}
+
+static PyObject *compat_cache_inc(PyObject *m, PyObject *a) { return compat_math(a, "s#|lls:cache_inc", "inc", 1, UWC_F_INC); }
+static PyObject *compat_cache_dec(PyObject *m, PyObject *a) { return compat_math(a, "s#|lls:cache_dec", "dec", 1, UWC_F_DEC); }
+static PyObject *compat_cache_mul(PyObject *m, PyObject *a) { return compat_math(a, "s#|lls:cache_mul", "mul", 2, UWC_F_MUL); }
+static PyObject *compat_cache_div(PyObject *m, PyObject *a) { return compat_math(a, "s#|lls:cache_div", "div", 2, UWC_F_DIV); }
+
+static PyObject *compat_cache_num(PyObject *m, PyObject *args) {
+    const char *key, *cache = NULL;
+    Py_ssize_t kl;
+    if (!PyArg_ParseTuple(args, "s#|s:cache_num", &key, &kl, &cache)) return NULL;
+    int remote;
+    CacheObject *c = compat_resolve(cache, &remote);
+    PyObject *v = NULL;
+    if (remote) {
+        v = compat_call_remote("get", args);
+        if (!v) return NULL;
+        if (v == Py_None) { Py_DECREF(v); v = NULL; }
+    } else if (c) {
+        int rc;
+        v = do_get(c, key, kl, &rc, NULL);
+        if (!v && PyErr_Occurred()) return NULL;
+    }
+    if (!v || !PyBytes_Check(v) || PyBytes_GET_SIZE(v) != 8) {
+        Py_XDECREF(v);
+        return PyLong_FromLong(0);
+    }
+    int64_t x;
+    memcpy(&x, PyBytes_AS_STRING(v), 8);
+    Py_DECREF(v);
+    return PyLong_FromLongLong(x);
+}
+
+static PyObject *compat_register(PyObject *m, PyObject *args) {
+    PyObject *name, *cache;
+    if (!PyArg_ParseTuple(args, "UO!:_compat_register", &name, &CacheType, &cache)) return NULL;
+    if (PyDict_GetItem(compat_registry, name)) Py_RETURN_FALSE;  /* first registration wins */
+    if (PyDict_SetItem(compat_registry, name, cache) < 0) return NULL;
+    Py_RETURN_TRUE;
+}
+
+static PyObject *compat_unregister(PyObject *m, PyObject *args) {
+    PyObject *name, *cache = NULL;
+    if (!PyArg_ParseTuple(args, "U|O:_compat_unregister", &name, &cache)) return NULL;
+    PyObject *cur = PyDict_GetItem(compat_registry, name);
+    if (cur && (!cache || cur == cache) && PyDict_DelItem(compat_registry, name) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *compat_set_remote(PyObject *m, PyObject *fn) {
+    Py_INCREF(fn);
+    Py_XSETREF(compat_remote, fn);
+    Py_RETURN_NONE;
+}
+
+static PyObject *compat_get_registry(PyObject *m, PyObject *unused) {
+    Py_INCREF(compat_registry);
+    return compat_registry;
+}
+
+/* ---- module functions for the Python layer ---- */
+
+static PyObject *mod_region_size(PyObject *m, PyObject *params) {
+    uwc_params p;
+    if (parse_params(params, &p)) return NULL;
+    uint64_t size;
+    uwc_region_size(&p, &size);
+    return PyLong_FromUnsignedLongLong(size);
+}
+
+static PyObject *mod_peek_header(PyObject *m, PyObject *buffer) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(buffer, &view, PyBUF_SIMPLE) < 0) return NULL;
+    uwc_params p;
+    char name[UWC_NAME_MAX + 1];
+    const char *why = NULL;
+    int rc = uwc_header_peek(view.buf, (uint64_t)view.len, &p, name, &why);
+    int ready = rc == UWC_OK && ((const uwc_header *)view.buf)->state == UWC_STATE_READY;
+    PyBuffer_Release(&view);
+    if (rc) {
+        PyErr_SetString(ErrCorruptStore, why ? why : "not a uwcache region");
+        return NULL;
+    }
+    return Py_BuildValue("{sssKsKsKsKsKsIsIsLsKsO}", "name", name, "max_items", (unsigned long long)p.max_items,
+                         "key_size", (unsigned long long)p.key_size, "block_size", (unsigned long long)p.block_size,
+                         "blocks", (unsigned long long)p.blocks, "hash_size", (unsigned long long)p.hash_size,
+                         "hash_algo", p.hash_algo, "options", p.options, "math_initial", (long long)p.math_initial,
+                         "sweep_on_full", (unsigned long long)p.sweep_on_full, "ready", ready ? Py_True : Py_False);
+}
+
+static PyObject *mod_hash(PyObject *m, PyObject *args) {
+    Py_buffer b;
+    const char *algo = "djb33x";
+    if (!PyArg_ParseTuple(args, "y*|s:hash", &b, &algo)) return NULL;
+    uint32_t h;
+    if (strcmp(algo, "djb33x") == 0) h = uwc_djb33x(b.buf, (uint64_t)b.len);
+    else if (strcmp(algo, "murmur2") == 0) h = uwc_murmur2(b.buf, (uint64_t)b.len);
+    else {
+        PyBuffer_Release(&b);
+        PyErr_SetString(PyExc_ValueError, "algorithm must be djb33x or murmur2");
+        return NULL;
+    }
+    PyBuffer_Release(&b);
+    return PyLong_FromUnsignedLong(h);
+}
+
+static PyMethodDef module_methods[] = {
+    {"cache_get", compat_cache_get, METH_VARARGS, "cache_get(key[, cache]) -> bytes or None"},
+    {"cache_set", compat_cache_set, METH_VARARGS, "cache_set(key, value[, expires[, cache]]) -> True or None"},
+    {"cache_update", compat_cache_update, METH_VARARGS, "cache_update(key, value[, expires[, cache]]) -> True or None"},
+    {"cache_del", compat_cache_del, METH_VARARGS, "cache_del(key[, cache]) -> True or None"},
+    {"cache_exists", compat_cache_exists, METH_VARARGS, "cache_exists(key[, cache]) -> True or None"},
+    {"cache_clear", compat_cache_clear, METH_VARARGS, "cache_clear([cache]) -> True or None"},
+    {"cache_keys", compat_cache_keys, METH_VARARGS, "cache_keys([cache]) -> list of bytes"},
+    {"cache_inc", compat_cache_inc, METH_VARARGS, "cache_inc(key[, value=1[, expires[, cache]]]) -> True or None"},
+    {"cache_dec", compat_cache_dec, METH_VARARGS, "cache_dec(key[, value=1[, expires[, cache]]]) -> True or None"},
+    {"cache_mul", compat_cache_mul, METH_VARARGS, "cache_mul(key[, value=2[, expires[, cache]]]) -> True or None"},
+    {"cache_div", compat_cache_div, METH_VARARGS, "cache_div(key[, value=2[, expires[, cache]]]) -> True or None"},
+    {"cache_num", compat_cache_num, METH_VARARGS, "cache_num(key[, cache]) -> int (0 when missing)"},
+    {"_compat_register", compat_register, METH_VARARGS, NULL},
+    {"_compat_unregister", compat_unregister, METH_VARARGS, NULL},
+    {"_compat_set_remote", compat_set_remote, METH_O, NULL},
+    {"_compat_registry", compat_get_registry, METH_NOARGS, NULL},
+    {"region_size", mod_region_size, METH_O, "region_size(params) -> bytes the region needs"},
+    {"peek_header", mod_peek_header, METH_O, "peek_header(buffer) -> dict of the region's stored parameters"},
+    {"hash", mod_hash, METH_VARARGS, "hash(key, algo='djb33x') -> uWSGI's 32-bit hash of key"},
+    {NULL},
+};
+
+static struct PyModuleDef engine_module = {
+    PyModuleDef_HEAD_INIT, "uwcache._engine", "uwcache's C engine binding (private).", -1, module_methods, NULL, NULL, NULL, NULL,
+};
+
+static PyObject *get_error(PyObject *errors, const char *name) {
+    PyObject *e = PyObject_GetAttrString(errors, name);
+    return e;
+}
+
+PyMODINIT_FUNC PyInit__engine(void) {
+    PyObject *errors = PyImport_ImportModule("uwcache.errors");
+    if (!errors) return NULL;
+    ErrCache = get_error(errors, "CacheError");
+    ErrKeyTooLong = get_error(errors, "KeyTooLong");
+    ErrValueTooLarge = get_error(errors, "ValueTooLarge");
+    ErrEmptyValue = get_error(errors, "EmptyValue");
+    ErrCacheFull = get_error(errors, "CacheFull");
+    ErrNotAnInteger = get_error(errors, "NotAnInteger");
+    ErrRegionMismatch = get_error(errors, "RegionMismatch");
+    ErrCorruptStore = get_error(errors, "CorruptStore");
+    ErrCacheClosed = get_error(errors, "CacheClosed");
+    Py_DECREF(errors);
+    if (!ErrCache || !ErrKeyTooLong || !ErrValueTooLarge || !ErrEmptyValue || !ErrCacheFull || !ErrNotAnInteger ||
+        !ErrRegionMismatch || !ErrCorruptStore || !ErrCacheClosed)
+        return NULL;
+    if (PyType_Ready(&CacheType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&engine_module);
+    if (!m) return NULL;
+    compat_registry = PyDict_New();
+    if (!compat_registry) return NULL;
+    Py_INCREF(Py_None);
+    compat_remote = Py_None;
+    Py_INCREF(&CacheType);
+    if (PyModule_AddObject(m, "CacheBase", (PyObject *)&CacheType) < 0) return NULL;
+    PyModule_AddIntConstant(m, "OPT_BITMAP", UWC_OPT_BITMAP);
+    PyModule_AddIntConstant(m, "OPT_LRU", UWC_OPT_LRU);
+    PyModule_AddIntConstant(m, "OPT_LAZY", UWC_OPT_LAZY);
+    PyModule_AddIntConstant(m, "OPT_NO_EXPIRE", UWC_OPT_NO_EXPIRE);
+    PyModule_AddIntConstant(m, "OPT_LASTMOD", UWC_OPT_LASTMOD);
+    PyModule_AddIntConstant(m, "OPT_CLEAR_ON_FULL", UWC_OPT_CLEAR_ON_FULL);
+    PyModule_AddIntConstant(m, "OPT_FULL_SILENT", UWC_OPT_FULL_SILENT);
+    PyModule_AddIntConstant(m, "HASH_DJB33X", UWC_HASH_DJB33X);
+    PyModule_AddIntConstant(m, "HASH_MURMUR2", UWC_HASH_MURMUR2);
+    PyModule_AddIntConstant(m, "HEADER_SIZE", UWC_HEADER_SIZE);
+    PyModule_AddIntConstant(m, "FORMAT_VERSION", UWC_FORMAT_VERSION);
+    PyModule_AddIntConstant(m, "F_UPDATE", UWC_F_UPDATE);
+    PyModule_AddIntConstant(m, "F_ABSEXPIRE", UWC_F_ABSEXPIRE);
+    PyModule_AddIntConstant(m, "OP_SET", OP_SET);
+    PyModule_AddIntConstant(m, "OP_DELETE", OP_DELETE);
+    PyModule_AddIntConstant(m, "OP_CLEAR", OP_CLEAR);
+    PyModule_AddIntConstant(m, "NET_COUNTERS", UWC_NET_COUNTERS);
+    pthread_atfork(NULL, NULL, after_fork_child);
+    return m;
+}

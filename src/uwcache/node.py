@@ -1,0 +1,234 @@
+"""What uWSGI's master does for its caches, for one process: create or attach every
+configured cache, preload items and files, sweep expired items and msync stores.
+
+Any number of processes may start a Node on the same configuration; they share the
+caches. The sweep of each cache is done by one of them at a time (a lease in the cache's
+header, renewed every round; if its holder dies another node takes over after the lease
+runs out, at most three sweep intervals later).
+"""
+
+from __future__ import annotations
+
+import gzip as _gzip
+import logging
+import os
+import struct
+import threading
+import time
+import zlib
+from typing import Any, Dict, List, Optional
+
+from . import _engine
+from .cache import Cache, open_region
+from .config import Caching, CacheOptions
+from .errors import CacheError, ConfigError, UnknownCache
+
+log = logging.getLogger("uwcache")
+
+_LEASE_INTERVALS = 3
+
+
+def gzip_like_uwsgi(data: bytes) -> bytes:
+    """A gzip member byte-identical to uWSGI's ``load-file-in-cache-gzip`` output:
+    mtime 0, OS 3, raw deflate at the default level with memLevel 9."""
+    deflate = zlib.compressobj(-1, zlib.DEFLATED, -15, 9)
+    body = deflate.compress(data) + deflate.flush()
+    header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03"
+    return header + body + struct.pack("<II", zlib.crc32(data) & 0xFFFFFFFF, len(data) & 0xFFFFFFFF)
+
+
+class Node:
+    """The running caches of one :class:`~uwcache.Caching` in this process.
+
+    ``node = caching.start()``; ``node.cache(name)`` gives a :class:`~uwcache.Cache`;
+    ``node.close()`` (or ``with caching.start() as node:``) stops the background work,
+    flushes stores and detaches. The caches themselves stay in shared memory for the
+    other processes.
+    """
+
+    def __init__(self, caching: Caching, *, sweeper: bool = True, server: Optional[str] = None,
+                 stats: Optional[str] = None, register_compat: bool = True) -> None:
+        caching.validate()
+        if server is not None or stats is not None:
+            raise NotImplementedError(
+                "serving caches over the network (server=, stats=) is not built yet: "
+                "see the network and node issues"
+            )
+        for options in caching.caches:
+            if options.udp_clients or options.udp_servers or options.sync_from:
+                raise NotImplementedError(
+                    f"cache {options.name!r}: UDP replication (udp_clients/udp_servers) and sync_from "
+                    "are accepted by the configuration but not built yet"
+                )
+        self.caching = caching
+        self.namespace = caching.namespace
+        self._caches: Dict[str, Cache] = {}
+        self._stop = threading.Event()
+        self._threads: List[threading.Thread] = []
+        self._registered: List[str] = []
+        self._pid = os.getpid()
+        self._closed = False
+        try:
+            for options in caching.caches:
+                self._caches[options.name] = open_region(options, self.namespace)
+                log.info("%s", self._describe(self._caches[options.name]))
+            self._preload()
+            if register_compat:
+                for name, cache in self._caches.items():
+                    if _engine._compat_register(name, cache):
+                        self._registered.append(name)
+            if sweeper and not caching.no_expire and any(not o.no_expire for o in caching.caches):
+                self._spawn(self._sweeper_loop, "uwcache-sweeper")
+            if any(o.store and o.store_sync_interval for o in caching.caches):
+                self._spawn(self._store_sync_loop, "uwcache-store-sync")
+        except BaseException:
+            self.close()
+            raise
+
+    # -- access -----------------------------------------------------------------------------
+
+    def cache(self, name: Optional[str] = None) -> Cache:
+        """The cache called ``name`` (None: the default cache, the first configured)."""
+        if self._closed:
+            raise CacheError("the node is closed")
+        if name is None:
+            name = self.caching.default_cache_name
+        try:
+            return self._caches[name]
+        except KeyError:
+            configured = ", ".join(repr(n) for n in self._caches) or "none"
+            raise UnknownCache(f"no cache named {name!r} in this node (configured: {configured})") from None
+
+    @property
+    def caches(self) -> Dict[str, Cache]:
+        """Every cache of the node, by name, in configuration order."""
+        return dict(self._caches)
+
+    def stats(self) -> List[Dict[str, Any]]:
+        """One stats dict per cache (uWSGI's stats-server ``caches`` list, plus extras)."""
+        return [c.stats() for c in self._caches.values()]
+
+    def sweep(self) -> Dict[str, int]:
+        """Free expired items of every cache now; returns how many per cache."""
+        return {name: cache._sweep(force=True)[0] for name, cache in self._caches.items()}
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the sweeper, flush stores, detach every cache. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout=10)
+        forked = os.getpid() != self._pid
+        for name in self._registered:
+            _engine._compat_unregister(name, self._caches.get(name))
+        for cache in self._caches.values():
+            if cache.closed:
+                continue
+            if not forked:
+                cache._sweeper_release(self._pid)
+            if cache.options.store:
+                cache.flush()
+            cache.close()
+
+    def __enter__(self) -> "Node":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ", ".join(self._caches)
+        return f"<uwcache.Node namespace={self.namespace!r} caches=[{state}]>"
+
+    # -- start-up ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _describe(cache: Cache) -> str:
+        o = cache.options
+        items_area = (88 + o.key_size) * o.max_items
+        data_area = o.block_size * o.blocks
+        bitmap = (o.blocks + 7) // 8 if o.mode_bitmap else 0
+        return (f'*** Cache "{o.name}" initialized: {cache.region_size // (1024 * 1024)}MB '
+                f"(key: {88 + o.key_size} bytes, keys: {items_area} bytes, data: {data_area} bytes, "
+                f"bitmap: {bitmap} bytes) preallocated at {cache.path} ***")
+
+    def _preload(self) -> None:
+        for item in self.caching.items:
+            target = self.cache(item.cache_name)
+            self._store_preload(target, item.key_bytes, item.value_bytes, "cache",
+                                f"add_item({item.key!r})")
+        for entry in self.caching.files:
+            target = self.cache(entry.cache_name)
+            try:
+                with open(entry.path, "rb") as f:
+                    data = f.read()
+            except OSError as exc:
+                raise ConfigError(f"add_file({entry.path!r}): unable to read the file: {exc.strerror}") from exc
+            if not data:
+                raise ConfigError(f"add_file({entry.path!r}): the file is empty (a cache cannot store empty values)")
+            value = gzip_like_uwsgi(data) if entry.gzip else data
+            self._store_preload(target, entry.path.encode(), value, "cache-gzip" if entry.gzip else "cache",
+                                f"add_file({entry.path!r}{', gzip=True' if entry.gzip else ''})")
+
+    @staticmethod
+    def _store_preload(cache: Cache, key: bytes, value: bytes, tag: str, what: str) -> None:
+        if len(value) > cache.max_item_size:
+            raise ConfigError(
+                f"{what}: the value is {len(value)} bytes, more than the {cache.max_item_size} bytes one item of "
+                f"cache {cache.name!r} can hold (block_size={cache.block_size}"
+                f"{', block_count=%d' % cache.blocks if cache.options.mode_bitmap else ''})"
+            )
+        try:
+            # set semantics, like uWSGI: an item restored from a store is not overwritten
+            stored = cache._set_raw(key, value, 0, 0)
+        except CacheError as exc:
+            raise ConfigError(f"{what}: {exc}") from exc
+        if stored:
+            log.info('[%s] stored "%s" in "%s"', tag, key.decode(errors="replace"), cache.name)
+        else:
+            log.info('[%s] "%s" is already in "%s", kept', tag, key.decode(errors="replace"), cache.name)
+
+    # -- background work --------------------------------------------------------------------
+
+    def _spawn(self, target: Any, name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _sweeper_loop(self) -> None:
+        interval = self.caching.expire_scan_interval
+        lease = interval * _LEASE_INTERVALS
+        eligible = [c for c in self._caches.values() if not c.options.no_expire]
+        while not self._stop.wait(interval):
+            if os.getpid() != self._pid:
+                return  # a forked child does not inherit this duty
+            for cache in eligible:
+                try:
+                    if not cache._sweeper_claim(self._pid, lease):
+                        continue
+                    freed, keys = cache._sweep(report=self.caching.report_freed)
+                except CacheError as exc:  # closed underneath us during shutdown
+                    log.debug("sweeper: %s", exc)
+                    continue
+                if freed and self.caching.report_freed:
+                    for key in keys or ():
+                        log.info('freed "%s" from cache "%s"', key.decode(errors="replace"), cache.name)
+                    log.info('freed %d items for cache "%s"', freed, cache.name)
+
+    def _store_sync_loop(self) -> None:
+        stores = [c for c in self._caches.values() if c.options.store and c.options.store_sync_interval]
+        tick = min(c.options.store_sync_interval for c in stores)
+        last: Dict[str, float] = {c.name: time.monotonic() for c in stores}
+        while not self._stop.wait(tick):
+            for cache in stores:
+                if time.monotonic() - last[cache.name] >= cache.options.store_sync_interval:
+                    try:
+                        cache.flush()
+                    except (OSError, ValueError) as exc:
+                        log.warning("msync of cache %r failed: %s", cache.name, exc)
+                    last[cache.name] = time.monotonic()
