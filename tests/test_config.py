@@ -1113,3 +1113,17 @@ def test_round_trip_with_secret() -> None:
     c = Caching(secret="s").add_cache("a", max_items=10)
     assert Caching.from_ini(c.to_ini(), secret="s") == c
     assert Caching.from_ini(c.to_ini()) != c  # the secret is never written out
+
+
+def test_ini_must_be_utf8(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "latin1.ini"
+    path.write_bytes(b"[uwsgi]\ncache2 = name=caf\xe9,items=10\n")
+    with raises("not UTF-8"):
+        Caching.from_ini(path)
+    with raises("not UTF-8"):
+        Caching.from_ini(io.BytesIO(path.read_bytes()))
+
+
+def test_ini_bad_source_type() -> None:
+    with raises("from_ini source"):
+        Caching.from_ini(42)  # type: ignore[arg-type]

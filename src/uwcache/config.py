@@ -15,13 +15,12 @@ ini file it is asked to read; the node does the rest at start.
 from __future__ import annotations
 
 import dataclasses
-import io
 import math
 import os
 import pathlib
 import re
 from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING, Any, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import IO, TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 from .errors import ConfigError, UnknownCache
 
@@ -38,6 +37,8 @@ __all__ = [
     "NAMESPACE_ENV",
     "DEFAULT_NAMESPACE",
     "MAX_MEMORY_BYTES",
+    "CACHE2_KEYS",
+    "HASH_ALGOS",
 ]
 
 NAMESPACE_ENV = "UWCACHE_NAMESPACE"
@@ -195,7 +196,7 @@ class CacheOptions:
     def __post_init__(self) -> None:
         # Normalise the forms the API accepts (str for a 1-list, PathLike for store) first, so
         # equality and hashing see one canonical value.
-        for name in ("udp_clients", "udp_servers", "sync_from"):
+        for name in _LIST_FIELDS:
             object.__setattr__(self, name, _as_tuple(self._label(name), getattr(self, name)))
         if self.store is not None:
             object.__setattr__(self, "store", _check_path(self._label("store"), self.store))
@@ -228,7 +229,7 @@ class CacheOptions:
         """Shared memory the cache needs: items, data, hash table, free stack, bitmap, header."""
         return sum(self._memory_parts().values())
 
-    def _memory_parts(self) -> dict:
+    def _memory_parts(self) -> Dict[str, int]:
         """The memory areas by name, so an oversize error can say which one dominates."""
         return {
             "items": self.item_record_size * self.max_items,
@@ -340,10 +341,9 @@ _EMIT_ORDER: Tuple[Tuple[str, str], ...] = (
     ("math_initial", "math_initial"), ("lazy_expire", "lazy_expire"),
     ("sweep_on_full", "sweep_on_full"), ("clear_on_full", "clear_on_full"),
 )
-_FIELD_TO_KEY = dict(_EMIT_ORDER)
 
 # Every cache2 key uWSGI understands (reference 1.2), with its aliases.
-CACHE2_KEYS: dict = {
+CACHE2_KEYS: Dict[str, str] = {
     "name": "name",
     "max_items": "max_items", "maxitems": "max_items", "items": "max_items",
     "blocksize": "block_size",
@@ -482,9 +482,9 @@ def _bare_word_error(piece: str) -> ConfigError:
         f"anything); {fix}")
 
 
-def _parse_cache2_fields(value: str) -> dict:
+def _parse_cache2_fields(value: str) -> Dict[str, Any]:
     """cache2 text -> {field: value}, rejecting bare words, unknown keys and conflicting repeats."""
-    found: dict = {}
+    found: Dict[str, Tuple[str, Any, str]] = {}
     for piece in _split_escaped(value, ","):
         key, equals, raw = piece.partition("=")
         if not equals:
@@ -674,18 +674,26 @@ def _ini_line(option: str, value: str) -> str:
 _INI_WHITESPACE = " \t\r"
 
 
+def _decode_ini(data: bytes, where: str) -> str:
+    """ini files are UTF-8 text; say so rather than leak a UnicodeDecodeError."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{where} is not UTF-8 text (byte {exc.start})") from None
+
+
 def _read_source(source: Union[str, os.PathLike, IO[str], IO[bytes]]) -> Tuple[str, str]:
     """(text, description) from a path, a file-like object, or ini text containing a newline."""
     if hasattr(source, "read"):
         data = source.read()  # type: ignore[union-attr]
-        text = data.decode("utf-8") if isinstance(data, bytes) else data
-        return text, str(getattr(source, "name", "<ini>"))
+        where = str(getattr(source, "name", "<ini>"))
+        return (_decode_ini(data, where) if isinstance(data, bytes) else data), where
     if isinstance(source, str) and "\n" in source:
         return source, "<ini>"
     if isinstance(source, (str, os.PathLike)):
         path = pathlib.Path(source)
         try:
-            return path.read_text(encoding="utf-8"), str(path)
+            return _decode_ini(path.read_bytes(), str(path)), str(path)
         except OSError as exc:
             raise ConfigError(f"cannot read ini file {str(path)!r}: {exc.strerror or exc}") from None
     raise ConfigError(f"from_ini source must be a path, a file object or ini text, got {source!r}")
@@ -726,13 +734,13 @@ def _parse_flag(option: str, raw: str) -> bool:
         return True
     if lowered in _FALSE_WORDS:
         return False
-    raise ConfigError(f"{option} has value {raw!r}: expected one of true, false, 1, 0, yes, no, on, off")
+    raise ConfigError(f"option '{option}' has value {raw!r}: expected one of true, false, 1, 0, yes, no, on, off")
 
 
 def _parse_ini_uint(option: str, raw: str) -> int:
     """Decimal digits, as for cache2 numbers."""
     if not _DIGITS_RE.fullmatch(raw):
-        raise ConfigError(f"{option} has value {raw!r}: expected plain decimal digits (no sign or suffix)")
+        raise ConfigError(f"option '{option}' has value {raw!r}: expected plain decimal digits (no sign or suffix)")
     return int(raw)
 
 
@@ -749,8 +757,8 @@ _INI_SINGLE = {
     "cache-expire-freq": _parse_ini_uint,
     "cache-report-freed-items": _parse_flag,
 }
-_INI_LIST = ("cache2", "cache-udp-server", "cache-udp-node", "add-cache-item",
-             "load-file-in-cache", "load-file-in-cache-gzip")
+_INI_LIST = ("cache2", "cache-udp-server", "cache-udp-node", "add-cache-item", "files")
+_INI_FILE_OPTIONS = {"load-file-in-cache": False, "load-file-in-cache-gzip": True}  # option -> gzip
 _LEGACY_OPTIONS = ("cache-blocksize", "cache-store", "cache-sync", "cache-use-last-modified",
                    "cache-udp-server", "cache-udp-node")
 
@@ -760,8 +768,8 @@ class _IniOptions:
 
     def __init__(self, where: str) -> None:
         self.where = where
-        self.single: dict = {}  # option -> (line, parsed value)
-        self.lists: dict = {name: [] for name in _INI_LIST}  # option -> [(line, raw)]
+        self.single: Dict[str, Tuple[int, Any]] = {}  # option -> (line, parsed value)
+        self.lists: Dict[str, List[Tuple[int, Any]]] = {name: [] for name in _INI_LIST}  # option -> [(line, raw)]
 
     def error(self, line: int, message: str) -> ConfigError:
         """Prefix a message with the file and line it comes from."""
@@ -769,6 +777,9 @@ class _IniOptions:
 
     def add(self, line: int, option: str, raw: str) -> None:
         """Record one option line; non-cache options are ignored."""
+        if option in _INI_FILE_OPTIONS:  # one list for both, so their relative order is kept
+            self.lists["files"].append((line, (option, raw)))
+            return
         if option in self.lists:
             self.lists[option].append((line, raw))
             return
@@ -799,7 +810,7 @@ def _legacy_cache(opts: _IniOptions) -> Optional[CacheOptions]:
             raise ConfigError(f"{opts.where}: {stray[0]} has no effect without 'cache = N' (the legacy "
                               f"cache it configures); use a cache2 key instead")
         return None
-    fields: dict = {"name": "default", "max_items": items,
+    fields: Dict[str, Any] = {"name": "default", "max_items": items,
                     "store_sync_interval": opts.get("cache-store-sync", 0)}
     simple = {"cache-blocksize": "block_size", "cache-store": "store",
               "cache-use-last-modified": "use_lastmod"}
@@ -831,8 +842,8 @@ def _split_preload(opts: _IniOptions, caching: Caching, option: str, line: int,
     if name not in {cache.name for cache in caching.caches}:
         hint = ""
         if option == "add-cache-item" and "=" in name:
-            hint = (" - this looks like KEY=VALUE with a space in the value; uWSGI would store it "
-                    "nowhere. Write 'CACHE KEY=VALUE' to name the cache explicitly")
+            hint = (" - this looks like KEY=VALUE with a space in the value, which uWSGI would have "
+                    "stored nowhere; write 'CACHE KEY=VALUE' to name the cache explicitly")
         raise opts.error(line, f"{option} = {raw!r}: uWSGI reads the text before the first space "
                                f"({name!r}) as a cache name, and no cache has that name{hint}")
     yield name, payload
@@ -849,13 +860,12 @@ def _add_preloads(opts: _IniOptions, caching: Caching) -> None:
                 caching.items.append(PreloadItem(key, value, cache_name))
             except ConfigError as exc:
                 raise opts.error(line, f"add-cache-item = {raw!r}: {exc}") from None
-    for option, gzip in (("load-file-in-cache", False), ("load-file-in-cache-gzip", True)):
-        for line, raw in opts.lists[option]:
-            for cache_name, path in _split_preload(opts, caching, option, line, raw):
-                try:
-                    caching.files.append(PreloadFile(path, gzip, cache_name))
-                except ConfigError as exc:
-                    raise opts.error(line, f"{option} = {raw!r}: {exc}") from None
+    for line, (option, raw) in opts.lists["files"]:
+        for cache_name, path in _split_preload(opts, caching, option, line, raw):
+            try:
+                caching.files.append(PreloadFile(path, _INI_FILE_OPTIONS[option], cache_name))
+            except ConfigError as exc:
+                raise opts.error(line, f"{option} = {raw!r}: {exc}") from None
 
 
 def _apply_basic_params(opts: _IniOptions, caching: Caching) -> None:
@@ -1105,7 +1115,7 @@ class Caching:
 
     # -- comparison and display -----------------------------------------------------------
 
-    def _content(self) -> tuple:
+    def _content(self) -> Tuple[Any, ...]:
         """What the configuration means, independent of namespace and of spelling choices."""
         default = self.caches[0].name if self.caches else None
         items = [(i.key_bytes, i.value_bytes, i.cache_name or default) for i in self.items]

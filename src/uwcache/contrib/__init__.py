@@ -1,0 +1,1 @@
+"""Integrations with the frameworks people use (Django, Flask-Caching, cachelib)."""

@@ -1,0 +1,1 @@
+"""Network layer: UDP replication, the cache server, remote access, sync and stats."""
