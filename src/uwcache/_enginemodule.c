@@ -1181,13 +1181,20 @@ static PyObject *mod_region_size(PyObject *m, PyObject *params) {
     return PyLong_FromUnsignedLongLong(size);
 }
 
-static PyObject *mod_peek_header(PyObject *m, PyObject *buffer) {
+static PyObject *mod_peek_header(PyObject *m, PyObject *args) {
+    /* peek_header(buffer, file_size=len(buffer)): the buffer may hold just the header */
     Py_buffer view;
-    if (PyObject_GetBuffer(buffer, &view, PyBUF_SIMPLE) < 0) return NULL;
+    unsigned long long file_size = 0;
+    if (!PyArg_ParseTuple(args, "y*|K:peek_header", &view, &file_size)) return NULL;
+    if (view.len < (Py_ssize_t)sizeof(uwc_header)) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(ErrCorruptStore, "the region is smaller than a uwcache header");
+        return NULL;
+    }
     uwc_params p;
     char name[UWC_NAME_MAX + 1];
     const char *why = NULL;
-    int rc = uwc_header_peek(view.buf, (uint64_t)view.len, &p, name, &why);
+    int rc = uwc_header_peek(view.buf, file_size ? (uint64_t)file_size : (uint64_t)view.len, &p, name, &why);
     int ready = rc == UWC_OK && ((const uwc_header *)view.buf)->state == UWC_STATE_READY;
     PyBuffer_Release(&view);
     if (rc) {
@@ -1235,7 +1242,7 @@ static PyMethodDef module_methods[] = {
     {"_compat_set_remote", compat_set_remote, METH_O, NULL},
     {"_compat_registry", compat_get_registry, METH_NOARGS, NULL},
     {"region_size", mod_region_size, METH_O, "region_size(params) -> bytes the region needs"},
-    {"peek_header", mod_peek_header, METH_O, "peek_header(buffer) -> dict of the region's stored parameters"},
+    {"peek_header", mod_peek_header, METH_VARARGS, "peek_header(buffer) -> dict of the region's stored parameters"},
     {"hash", mod_hash, METH_VARARGS, "hash(key, algo='djb33x') -> uWSGI's 32-bit hash of key"},
     {NULL},
 };

@@ -332,7 +332,7 @@ def _region_problem(fd: int, path: str, options: CacheOptions, params: Tuple[int
                     file_size: int) -> Optional[str]:
     head_len = min(file_size, _engine.HEADER_SIZE)
     try:
-        header = _engine.peek_header(os.pread(fd, head_len, 0))
+        header = _engine.peek_header(os.pread(fd, head_len, 0), file_size)
     except CorruptStore as exc:
         hint = ""
         if file_size % 8 == 0 and os.pread(fd, 8, 0) != b"UWCACHE\0":
@@ -370,7 +370,7 @@ def attach(name: str, *, namespace: Optional[str] = None) -> Cache:
     path = region_path(name, namespace)
     try:
         with open(path, "rb") as f:
-            header = _engine.peek_header(f.read(_engine.HEADER_SIZE))
+            header = _engine.peek_header(f.read(_engine.HEADER_SIZE), os.fstat(f.fileno()).st_size)
     except FileNotFoundError:
         raise UnknownCache(
             f"no cache named {name!r} in namespace {resolve_namespace(namespace)!r} (looked for {path})"
