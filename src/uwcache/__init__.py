@@ -27,7 +27,7 @@ from .errors import (
     ValueTooLarge,
 )
 from .config import CacheOptions, Caching, PreloadFile, PreloadItem, format_cache2, parse_cache2
-from .cache import Cache, attach, list_caches, open_cache
+from .cache import Cache, attach, import_uwsgi_store, list_caches, open_cache
 from .node import Node
 
 __version__ = "0.1.0"
@@ -51,6 +51,7 @@ __all__ = [
     "UnknownCache",
     "ValueTooLarge",
     "attach",
+    "import_uwsgi_store",
     "format_cache2",
     "list_caches",
     "open_cache",

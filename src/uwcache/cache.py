@@ -395,3 +395,24 @@ def destroy(name: str, *, namespace: Optional[str] = None) -> bool:
 
 def now() -> int:
     return int(time.time())
+
+
+def import_uwsgi_store(cache: Cache, path: str, *, max_items: int, key_size: int = 2048, block_size: int = 65536,
+                       block_count: Optional[int] = None, mode_bitmap: bool = False) -> Tuple[int, int]:
+    """Copy the items of a real uWSGI store file (``store=`` of uWSGI's ``cache2``) into ``cache``.
+
+    uWSGI's store is a raw image without a header, so its geometry must be given: the
+    ``items``/``keysize``/``blocksize``/``blocks`` of the uWSGI configuration that wrote it.
+    Expired items are skipped; items that do not fit ``cache`` are counted as dropped.
+    Returns ``(loaded, dropped)``.
+    """
+    blocks = block_count if block_count is not None else max_items
+    expected = (88 + key_size) * max_items + block_size * blocks
+    with open(path, "rb") as f:
+        image = f.read()
+    if len(image) != expected:
+        raise CorruptStore(
+            f"{path} is {len(image)} bytes, but a uWSGI store with max_items={max_items}, key_size={key_size}, "
+            f"block_size={block_size}, block_count={blocks} is {expected} bytes: pass the geometry it was written with"
+        )
+    return cache._import_image(image, max_items, key_size, block_size, blocks, mode_bitmap)

@@ -9,7 +9,6 @@ runs out, at most three sweep intervals later).
 
 from __future__ import annotations
 
-import gzip as _gzip
 import logging
 import os
 import struct
@@ -30,9 +29,10 @@ _LEASE_INTERVALS = 3
 
 def gzip_like_uwsgi(data: bytes) -> bytes:
     """A gzip member byte-identical to uWSGI's ``load-file-in-cache-gzip`` output:
-    mtime 0, OS 3, raw deflate at the default level with memLevel 9."""
+    mtime 0, OS 3, raw deflate at the default level with memLevel 9, sync-flushed and then
+    closed by an empty final block (checked against real uWSGI)."""
     deflate = zlib.compressobj(-1, zlib.DEFLATED, -15, 9)
-    body = deflate.compress(data) + deflate.flush()
+    body = deflate.compress(data) + deflate.flush(zlib.Z_SYNC_FLUSH) + deflate.flush()
     header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03"
     return header + body + struct.pack("<II", zlib.crc32(data) & 0xFFFFFFFF, len(data) & 0xFFFFFFFF)
 
