@@ -114,7 +114,7 @@ def test_damaged_items_are_dropped_on_load(namespace, tmp_path):
     c = _store_cache(namespace, store)
     for k in ("a", "b", "c"):
         c.set(k, k * 3)
-    header_size = 16384
+    header_size = uwcache._engine.HEADER_SIZE
     rec = 88 + 16
     c.close()
     data = bytearray(store.read_bytes())

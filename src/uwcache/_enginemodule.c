@@ -314,6 +314,7 @@ static int do_write(CacheObject *self, PyObject *key, PyObject *value, uint64_t 
     w.expires = expires;
     w.flags = flags;
     w.now = now_s();
+    w.counters = counters(self);
     int rc = uwc_set(&self->c, &w);
     fire_full(self, w.events);
     int ret;
@@ -357,7 +358,7 @@ static PyObject *Cache_add(CacheObject *self, PyObject *const *args, Py_ssize_t 
 static int do_delete(CacheObject *self, PyObject *key, int fire) {
     sbuf k;
     if (sbuf_get(key, &k, "key")) return -1;
-    int rc = uwc_delete(&self->c, (const uint8_t *)k.p, (uint64_t)k.n, now_s());
+    int rc = uwc_delete(&self->c, (const uint8_t *)k.p, (uint64_t)k.n, now_s(), counters(self));
     int ret = rc == UWC_OK ? 1 : 0;
     if (rc == UWC_OK && fire) fire_write(self, OP_DELETE, k.p, k.n, "", 0, 0);
     if (rc != UWC_OK && rc != UWC_NOTFOUND) {
@@ -435,7 +436,7 @@ static PyObject *Cache_iter(CacheObject *self) {
 
 static PyObject *Cache_clear(CacheObject *self, PyObject *unused) {
     if (check_open(self)) return NULL;
-    int rc = uwc_clear(&self->c, now_s());
+    int rc = uwc_clear(&self->c, now_s(), counters(self));
     if (rc) return raise_status(self, rc, 0, 0);
     fire_write(self, OP_CLEAR, "", 0, "", 0, 0);
     Py_RETURN_NONE;
@@ -476,6 +477,7 @@ static PyObject *do_math(CacheObject *self, PyObject *const *args, Py_ssize_t na
     w.expires = ex;
     w.flags = UWC_F_UPDATE | UWC_F_MATH | UWC_F_FIXEXPIRE | UWC_F_STRICT_MATH | op;
     w.now = now_s();
+    w.counters = counters(self);
     int rc = uwc_set(&self->c, &w);
     fire_full(self, w.events);
     if (rc != UWC_OK) {
@@ -589,8 +591,8 @@ static PyObject *Cache_stats_raw(CacheObject *self, PyObject *unused) {
         "expired_freed", (unsigned long long)st.expired_freed, "repairs", (unsigned long long)st.repairs, "writes",
         (unsigned long long)st.writes, "next_scan", (unsigned long long)st.next_scan, "blocks_used",
         (unsigned long long)st.blocks_used, "bytes_used", (unsigned long long)st.bytes_used, "expired_pending",
-        (unsigned long long)st.expired_pending, "largest_free_run", (unsigned long long)st.largest_free_run, "seq",
-        (unsigned long long)st.seq, "sweeper_pid", (int)st.sweeper_pid, "sweeper_lease_until",
+        (unsigned long long)st.expired_pending, "largest_free_run", (unsigned long long)st.largest_free_run, "odd_stripes",
+        (unsigned long long)st.odd_stripes, "sweeper_pid", (int)st.sweeper_pid, "sweeper_lease_until",
         (unsigned long long)st.sweeper_lease_until);
 }
 
@@ -1003,6 +1005,7 @@ static PyObject *compat_write(PyObject *args, const char *fmt, const char *op, u
     w.value_len = (uint64_t)vl;
     w.now = now_s();
     w.flags = flags;
+    w.counters = counters(c);
     if (expires < 0) {
         /* uWSGI wraps a negative TTL to an absolute time in the past: already expired */
         long long abs_t = (long long)w.now + expires;
@@ -1032,7 +1035,7 @@ static PyObject *compat_cache_del(PyObject *m, PyObject *args) {
     CacheObject *c = compat_resolve(cache, &remote);
     if (remote) return compat_call_remote("del", args);
     if (!c) Py_RETURN_NONE;
-    int rc = uwc_delete(&c->c, (const uint8_t *)key, (uint64_t)kl, now_s());
+    int rc = uwc_delete(&c->c, (const uint8_t *)key, (uint64_t)kl, now_s(), counters(c));
     if (rc == UWC_OK) fire_write(c, OP_DELETE, key, kl, "", 0, 0);
     RET_TRUE_OR_NONE(rc == UWC_OK);
 }
@@ -1055,7 +1058,7 @@ static PyObject *compat_cache_clear(PyObject *m, PyObject *args) {
     CacheObject *c = compat_resolve(cache, &remote);
     if (remote) return compat_call_remote("clear", args);
     if (!c) Py_RETURN_NONE;
-    int rc = uwc_clear(&c->c, now_s());
+    int rc = uwc_clear(&c->c, now_s(), counters(c));
     if (rc == UWC_OK) fire_write(c, OP_CLEAR, "", 0, "", 0, 0);
     RET_TRUE_OR_NONE(rc == UWC_OK);
 }
@@ -1097,6 +1100,7 @@ static PyObject *compat_math(PyObject *args, const char *fmt, const char *op, lo
     w.value_len = 8;
     w.now = now_s();
     w.flags = UWC_F_UPDATE | UWC_F_MATH | UWC_F_FIXEXPIRE | opflag;
+    w.counters = counters(c);
     if (expires < 0) {
         long long abs_t = (long long)w.now + expires;
         w.expires = abs_t > 0 ? (uint64_t)abs_t : 1;

@@ -36,21 +36,58 @@ static inline uint64_t blocks_for(const uwc_cache *c, uint64_t len) {
 static inline int is_bitmap(const uwc_cache *c) { return (c->p.options & UWC_OPT_BITMAP) != 0; }
 static inline int is_lru(const uwc_cache *c) { return (c->p.options & UWC_OPT_LRU) != 0; }
 
-/* ---- sequence counter (seqlock) ---- */
+/* ---- striped sequence counters (seqlock) ---- */
 
-static inline void seq_begin(uwc_cache *c) {
-    uint64_t s = __atomic_load_n(&c->h->seq, __ATOMIC_RELAXED);
-    __atomic_store_n(&c->h->seq, s + 1, __ATOMIC_RELAXED);
+static inline uint64_t *stripe_word(const uwc_cache *c, uint64_t bucket) {
+    return &c->h->seqs[bucket % UWC_SEQ_STRIPES].v;
+}
+
+/* Make a stripe odd before the first change to its buckets in this critical section. */
+static inline void touch_stripe(uwc_cache *c, unsigned i) {
+    uint64_t bit = 1ull << (i & 63);
+    if (c->odd_mask[i >> 6] & bit) return;
+    c->odd_mask[i >> 6] |= bit;
+    uint64_t *p = &c->h->seqs[i].v;
+    __atomic_store_n(p, __atomic_load_n(p, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
     __atomic_thread_fence(__ATOMIC_RELEASE);
 }
-static inline void seq_end(uwc_cache *c) {
-    uint64_t s = __atomic_load_n(&c->h->seq, __ATOMIC_RELAXED);
-    __atomic_store_n(&c->h->seq, s + 1, __ATOMIC_RELEASE);
+static inline void touch_bucket(uwc_cache *c, uint64_t bucket) { touch_stripe(c, (unsigned)(bucket % UWC_SEQ_STRIPES)); }
+static inline void touch_hash(uwc_cache *c, uint64_t h) { touch_bucket(c, h % c->p.hash_size); }
+static void touch_all(uwc_cache *c) {
+    for (unsigned i = 0; i < UWC_SEQ_STRIPES; i++) touch_stripe(c, i);
 }
-static inline uint64_t seq_read_begin(const uwc_cache *c) { return __atomic_load_n(&c->h->seq, __ATOMIC_ACQUIRE); }
-static inline int seq_read_retry(const uwc_cache *c, uint64_t s) {
+
+/* Make every stripe this holder touched even again (called just before unlocking). */
+static void release_stripes(uwc_cache *c) {
+    for (unsigned w = 0; w < UWC_SEQ_STRIPES / 64; w++) {
+        uint64_t m = c->odd_mask[w];
+        while (m) {
+            unsigned i = w * 64 + (unsigned)__builtin_ctzll(m);
+            uint64_t *p = &c->h->seqs[i].v;
+            __atomic_store_n(p, __atomic_load_n(p, __ATOMIC_RELAXED) + 1, __ATOMIC_RELEASE);
+            m &= m - 1;
+        }
+        c->odd_mask[w] = 0;
+    }
+}
+
+/* After a holder died mid-change its stripes may be left odd: even them out. */
+static void normalize_stripes(uwc_cache *c) {
+    for (unsigned i = 0; i < UWC_SEQ_STRIPES; i++)
+        if (c->h->seqs[i].v & 1) c->h->seqs[i].v++;
+    memset(c->odd_mask, 0, sizeof c->odd_mask);
+}
+
+static inline uint64_t seq_read_begin(const uwc_cache *c, uint64_t bucket) {
+    return __atomic_load_n(stripe_word(c, bucket), __ATOMIC_ACQUIRE);
+}
+static inline int seq_read_retry(const uwc_cache *c, uint64_t bucket, uint64_t s) {
     __atomic_thread_fence(__ATOMIC_ACQUIRE);
-    return __atomic_load_n(&c->h->seq, __ATOMIC_RELAXED) != s;
+    return __atomic_load_n(stripe_word(c, bucket), __ATOMIC_RELAXED) != s;
+}
+
+static inline void count_write(uwc_counter_slot *cs) {
+    if (cs) __atomic_store_n(&cs->writes, __atomic_load_n(&cs->writes, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
 }
 
 #define OPTIMISTIC_TRIES 16
@@ -97,7 +134,10 @@ int uwc_lock(uwc_cache *c) {
     return lock_acquired(c, pthread_mutex_lock(&c->h->lock));
 }
 
-void uwc_unlock(uwc_cache *c) { pthread_mutex_unlock(&c->h->lock); }
+void uwc_unlock(uwc_cache *c) {
+    release_stripes(c);
+    pthread_mutex_unlock(&c->h->lock);
+}
 
 /* ---- geometry ---- */
 
@@ -162,6 +202,7 @@ static void bind_handle(uwc_cache *c, void *mem, uint64_t size, const uwc_params
     c->rec_size = UWC_ITEM_HEADER + p->key_size;
     c->max_item_size = (p->options & UWC_OPT_BITMAP) ? p->block_size * p->blocks : p->block_size;
     c->bitmap_bytes = (p->options & UWC_OPT_BITMAP) ? (p->blocks + 7) / 8 : 0;
+    memset(c->odd_mask, 0, sizeof c->odd_mask);
 }
 
 uint32_t uwc_hash(const uwc_cache *c, const uint8_t *key, uint64_t len) {
@@ -307,10 +348,11 @@ static inline void lower_next_scan(uwc_cache *c, uint64_t expires) {
     if (expires && (c->h->next_scan == 0 || c->h->next_scan > expires)) c->h->next_scan = expires;
 }
 
-/* Free a live slot. Caller holds the lock and is inside seq_begin/seq_end. */
+/* Free a live slot. Caller holds the lock. */
 static void delete_slot(uwc_cache *c, uint64_t s) {
     uint8_t *r = SLOT(c, s);
     if (!rd(r, F_KEYSIZE)) return;
+    touch_hash(c, rd(r, F_HASH));
     chain_unlink(c, s);
     if (is_bitmap(c)) {
         uint64_t vs = rd(r, F_VALSIZE);
@@ -360,6 +402,7 @@ static uint64_t sweep_locked(uwc_cache *c, uint64_t now, uwc_keybuf *kb) {
 }
 
 static void clear_locked(uwc_cache *c) {
+    touch_all(c);
     for (uint64_t s = 1; s < c->p.max_items; s++) {
         uint8_t *r = SLOT(c, s);
         if (!rd(r, F_KEYSIZE)) continue;
@@ -478,6 +521,7 @@ static int set_locked(uwc_cache *c, uwc_write *w, uint32_t h) {
         s = stack_pop(c);
         uint8_t *r = SLOT(c, s);
         if (first < 0) first = (int64_t)s;
+        touch_hash(c, h);
         if (is_lru(c)) lru_append(c, s);
         lower_next_scan(c, exp);
         wr(r, F_EXPIRES, exp);
@@ -537,6 +581,7 @@ static int set_locked(uwc_cache *c, uwc_write *w, uint32_t h) {
             first = (uint64_t)f;
         }
     }
+    touch_hash(c, h);
     if (!(w->flags & UWC_F_FIXEXPIRE)) {
         if (is_lru(c)) lru_touch(c, s);
         lower_next_scan(c, exp);
@@ -564,14 +609,12 @@ int uwc_set(uwc_cache *c, uwc_write *w) {
     uint32_t h = uwc_hash(c, w->key, w->key_len);
     int rc = uwc_lock(c);
     if (rc) return rc;
-    seq_begin(c);
     rc = set_locked(c, w, h);
     if (rc == UWC_OK || rc == UWC_EXISTS) {
         if (c->p.options & UWC_OPT_LASTMOD) c->h->last_modified_at = w->now;
     }
-    if (rc == UWC_OK) c->h->writes++;
-    seq_end(c);
     uwc_unlock(c);
+    if (rc == UWC_OK) count_write(w->counters);
     return rc;
 }
 
@@ -581,9 +624,10 @@ int uwc_set(uwc_cache *c, uwc_write *w) {
 static int get_optimistic(uwc_cache *c, const uint8_t *key, uint64_t klen, uint32_t h, uint64_t now,
                           uwc_alloc_fn alloc, void *ctx, uint8_t **dst, uint64_t *dst_len,
                           uint64_t *expires_out, int *lazy_hit) {
-    uint64_t seq = seq_read_begin(c);
+    uint64_t bucket = h % c->p.hash_size;
+    uint64_t seq = seq_read_begin(c, bucket);
     if (seq & 1) return -1;
-    uint64_t s = c->table[h % c->p.hash_size], steps = 0;
+    uint64_t s = c->table[bucket], steps = 0;
     __asm__ __volatile__("" ::: "memory");
     while (s) {
         if (s >= c->p.max_items || ++steps > c->p.max_items) return -1;
@@ -594,7 +638,7 @@ static int get_optimistic(uwc_cache *c, const uint8_t *key, uint64_t klen, uint3
                 first * c->p.block_size + vs > c->p.block_size * c->p.blocks)
                 return -1;
             if (expired(ex, now)) {
-                if (seq_read_retry(c, seq)) return -1;
+                if (seq_read_retry(c, bucket, seq)) return -1;
                 *lazy_hit = 1;
                 return UWC_NOTFOUND;
             }
@@ -606,13 +650,13 @@ static int get_optimistic(uwc_cache *c, const uint8_t *key, uint64_t klen, uint3
                 }
                 memcpy(*dst, c->data + first * c->p.block_size, vs);
             }
-            if (seq_read_retry(c, seq)) return -1;
+            if (seq_read_retry(c, bucket, seq)) return -1;
             if (expires_out) *expires_out = ex;
             return UWC_OK;
         }
         s = vrd(r, F_NEXT);
     }
-    if (seq_read_retry(c, seq)) return -1;
+    if (seq_read_retry(c, bucket, seq)) return -1;
     return UWC_NOTFOUND;
 }
 
@@ -627,10 +671,8 @@ static int get_locked(uwc_cache *c, const uint8_t *key, uint64_t klen, uint32_t 
                       uwc_alloc_fn alloc, void *ctx, uint64_t *expires_out) {
     uint64_t s = lookup_locked(c, key, klen, h);
     if (s && expired(rd(SLOT(c, s), F_EXPIRES), now)) {
-        seq_begin(c);
         delete_slot(c, s);
         c->h->expired_freed++;
-        seq_end(c);
         s = 0;
     }
     if (!s) return UWC_NOTFOUND;
@@ -697,7 +739,7 @@ int uwc_exists(uwc_cache *c, const uint8_t *key, uint64_t klen, uint64_t now, ui
 
 /* ---- delete / clear / keys / sweep ---- */
 
-int uwc_delete(uwc_cache *c, const uint8_t *key, uint64_t klen, uint64_t now) {
+int uwc_delete(uwc_cache *c, const uint8_t *key, uint64_t klen, uint64_t now, uwc_counter_slot *counters) {
     if (klen == 0) return UWC_EKEY_EMPTY;
     if (klen > c->p.key_size) return UWC_EKEY_LONG;
     uint32_t h = uwc_hash(c, key, klen);
@@ -707,27 +749,23 @@ int uwc_delete(uwc_cache *c, const uint8_t *key, uint64_t klen, uint64_t now) {
     rc = UWC_NOTFOUND;
     if (s) {
         int was_expired = expired(rd(SLOT(c, s), F_EXPIRES), now);
-        seq_begin(c);
         delete_slot(c, s);
         if (was_expired) c->h->expired_freed++;
-        else c->h->writes++;
         if (c->p.options & UWC_OPT_LASTMOD) c->h->last_modified_at = now;
-        seq_end(c);
         rc = was_expired ? UWC_NOTFOUND : UWC_OK;
     }
     uwc_unlock(c);
+    if (rc == UWC_OK) count_write(counters);
     return rc;
 }
 
-int uwc_clear(uwc_cache *c, uint64_t now) {
+int uwc_clear(uwc_cache *c, uint64_t now, uwc_counter_slot *counters) {
     int rc = uwc_lock(c);
     if (rc) return rc;
-    seq_begin(c);
     clear_locked(c);
-    c->h->writes++;
     if (c->p.options & UWC_OPT_LASTMOD) c->h->last_modified_at = now;
-    seq_end(c);
     uwc_unlock(c);
+    count_write(counters);
     return UWC_OK;
 }
 
@@ -778,9 +816,7 @@ int uwc_sweep(uwc_cache *c, uint64_t now, int force, uwc_keybuf *freed_keys, uin
     if (!force && (ns == 0 || ns > now)) return UWC_OK;
     int rc = uwc_lock(c);
     if (rc) return rc;
-    seq_begin(c);
     *freed = sweep_locked(c, now, freed_keys);
-    seq_end(c);
     uwc_unlock(c);
     return UWC_OK;
 }
@@ -826,7 +862,8 @@ uwc_counter_slot *uwc_counter_claim(uwc_cache *c, int32_t pid) {
             if (owner && kill(owner, 0) == -1 && errno == ESRCH) {
                 c->h->retired_hits += cs->hits;
                 c->h->retired_miss += cs->miss;
-                cs->hits = cs->miss = 0;
+                c->h->retired_writes += cs->writes;
+                cs->hits = cs->miss = cs->writes = 0;
                 __atomic_store_n(&cs->pid, pid, __ATOMIC_RELEASE);
                 uwc_unlock(c);
                 return cs;
@@ -842,7 +879,8 @@ void uwc_counter_release(uwc_cache *c, uwc_counter_slot *cs) {
     if (uwc_lock(c) != UWC_OK) return;
     c->h->retired_hits += cs->hits;
     c->h->retired_miss += cs->miss;
-    cs->hits = cs->miss = 0;
+    c->h->retired_writes += cs->writes;
+    cs->hits = cs->miss = cs->writes = 0;
     __atomic_store_n(&cs->pid, 0, __ATOMIC_RELEASE);
     uwc_unlock(c);
 }
@@ -857,18 +895,19 @@ int uwc_stats_read(uwc_cache *c, uint64_t now, uwc_stats *st) {
     st->items = h->n_items;
     st->hits = h->retired_hits;
     st->miss = h->retired_miss;
+    st->writes = h->retired_writes;
     for (int i = 0; i < UWC_COUNTER_SLOTS; i++) {
         st->hits += __atomic_load_n(&h->counters[i].hits, __ATOMIC_RELAXED);
         st->miss += __atomic_load_n(&h->counters[i].miss, __ATOMIC_RELAXED);
+        st->writes += __atomic_load_n(&h->counters[i].writes, __ATOMIC_RELAXED);
     }
     st->full = h->full;
     st->last_modified_at = h->last_modified_at;
     st->evictions = h->evictions;
     st->expired_freed = h->expired_freed;
     st->repairs = h->repairs;
-    st->writes = h->writes;
     st->next_scan = h->next_scan;
-    st->seq = h->seq;
+    for (unsigned i = 0; i < UWC_SEQ_STRIPES; i++) st->odd_stripes += h->seqs[i].v & 1;
     st->sweeper_pid = h->sweeper_pid;
     st->sweeper_lease_until = h->sweeper_lease_until;
     for (uint64_t s = 1; s < c->p.max_items; s++) {
@@ -927,11 +966,13 @@ static void rebuild(uwc_cache *c, uint64_t now, uint64_t *dropped) {
     if (!live || !seen) {
         /* without scratch memory the only safe state is an empty cache */
         free(live); free(seen);
+        normalize_stripes(c);
         clear_locked(c);
-        c->h->seq += (c->h->seq & 1);
         *dropped = 0;
         return;
     }
+    normalize_stripes(c);
+    touch_all(c);
     if (is_bitmap(c)) bm_reset(c);
     for (uint64_t s = 1; s < n; s++) {
         uint8_t *r = SLOT(c, s);
@@ -1020,7 +1061,6 @@ static void rebuild(uwc_cache *c, uint64_t now, uint64_t *dropped) {
     c->h->n_items = count;
     c->h->next_scan = min_exp;
     if (c->h->bitmap_pos >= c->p.blocks) c->h->bitmap_pos = 0;
-    if (c->h->seq & 1) c->h->seq++;
     free(live);
     free(seen);
     *dropped = drop;
@@ -1030,9 +1070,7 @@ static void rebuild(uwc_cache *c, uint64_t now, uint64_t *dropped) {
 int uwc_repair(uwc_cache *c, uint64_t now, uint64_t *dropped) {
     int rc = uwc_lock(c);
     if (rc) return rc;
-    seq_begin(c);
     rebuild(c, now, dropped);
-    seq_end(c);
     uwc_unlock(c);
     return UWC_OK;
 }
@@ -1053,7 +1091,8 @@ int uwc_check(uwc_cache *c, char *msg, size_t msglen) {
     msg[0] = 0;
     int lrc = uwc_lock(c);
     if (lrc) { free(seen); free(bm); return lrc; }
-    CHECK((c->h->seq & 1) == 0, "sequence counter is odd outside a write");
+    for (unsigned i = 0; i < UWC_SEQ_STRIPES; i++)
+        CHECK((c->h->seqs[i].v & 1) == 0, "sequence stripe %u is odd outside a write", i);
     uint64_t live = 0;
     for (uint64_t s = 1; s < n; s++) {
         if (!rd(SLOT(c, s), F_KEYSIZE)) continue;
@@ -1219,17 +1258,18 @@ int uwc_attach(uwc_cache *c, void *mem, uint64_t size, const uwc_params *expect,
  * mutex and rebuild every derived structure from the items. */
 int uwc_recover(uwc_cache *c, uint64_t now, uint64_t *dropped) {
     if (init_mutex(&c->h->lock)) return UWC_ELOCK;
-    c->h->seq = 0;
+    memset(c->odd_mask, 0, sizeof c->odd_mask);
     rebuild(c, now, dropped);
+    release_stripes(c);  /* nobody else is attached: no lock to release */
     c->h->full = 0;
     c->h->sweeper_pid = 0;
     c->h->sweeper_lease_until = 0;
     c->h->sweep_on_full_next = 0;
     for (int i = 0; i < UWC_COUNTER_SLOTS; i++) {
         c->h->counters[i].pid = 0;
-        c->h->counters[i].hits = c->h->counters[i].miss = 0;
+        c->h->counters[i].hits = c->h->counters[i].miss = c->h->counters[i].writes = 0;
     }
-    c->h->retired_hits = c->h->retired_miss = 0;
+    c->h->retired_hits = c->h->retired_miss = c->h->retired_writes = 0;
     __atomic_store_n(&c->h->state, UWC_STATE_READY, __ATOMIC_RELEASE);
     return UWC_OK;
 }
@@ -1291,7 +1331,7 @@ int uwc_import_image(uwc_cache *c, const uint8_t *src, uint64_t src_len, const u
 
 void uwc_debug_crash_in_lock(uwc_cache *c, int stage) {
     if (uwc_lock(c)) return;
-    seq_begin(c);
+    touch_all(c);
     if (stage >= 1 && c->h->stack_top) {
         /* half an insert: a slot taken from the stack, key written, not linked, not counted */
         uint64_t s = stack_pop(c);

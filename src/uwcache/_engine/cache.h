@@ -19,9 +19,10 @@
 
 #define UWC_MAGIC "UWCACHE"          /* 8 bytes with the NUL */
 #define UWC_FORMAT_VERSION 1u
-#define UWC_HEADER_SIZE 16384u
+#define UWC_HEADER_SIZE 32768u
 #define UWC_ITEM_HEADER 88u
 #define UWC_COUNTER_SLOTS 160
+#define UWC_SEQ_STRIPES 128
 #define UWC_NET_COUNTERS 16
 #define UWC_BYTE_ORDER_MARK 0x01020304u
 #define UWC_NAME_MAX 255
@@ -90,8 +91,16 @@ typedef struct uwc_counter_slot {
     uint32_t pad0;
     uint64_t hits;
     uint64_t miss;
-    uint8_t pad[40];
+    uint64_t writes;
+    uint8_t pad[32];
 } uwc_counter_slot;
+
+/* One sequence counter per stripe of hash buckets, each on its own cache line: a write
+ * only disturbs the readers of the buckets it touches. */
+typedef struct uwc_seq_stripe {
+    _Alignas(64) uint64_t v;
+    uint8_t pad[56];
+} uwc_seq_stripe;
 
 typedef struct uwc_header {
     char magic[8];
@@ -105,7 +114,7 @@ typedef struct uwc_header {
     char name[UWC_NAME_MAX + 1];
 
     _Alignas(64) pthread_mutex_t lock;
-    _Alignas(64) uint64_t seq;  /* odd while a writer changes the structure */
+    uwc_seq_stripe seqs[UWC_SEQ_STRIPES];  /* odd while a writer changes those buckets */
 
     _Alignas(64) uint64_t n_items;
     uint64_t full;
@@ -127,6 +136,7 @@ typedef struct uwc_header {
 
     _Alignas(64) uint64_t retired_hits;
     uint64_t retired_miss;
+    uint64_t retired_writes;
     uint64_t net[UWC_NET_COUNTERS];  /* replication counters, owned by the network layer */
 
     uwc_counter_slot counters[UWC_COUNTER_SLOTS];
@@ -149,6 +159,7 @@ typedef struct uwc_cache {
     uint64_t rec_size;
     uint64_t max_item_size;
     uint64_t bitmap_bytes;
+    uint64_t odd_mask[UWC_SEQ_STRIPES / 64];  /* stripes this lock holder made odd */
 } uwc_cache;
 
 typedef struct uwc_write {
@@ -159,6 +170,7 @@ typedef struct uwc_write {
     uint64_t expires;      /* relative seconds unless UWC_F_ABSEXPIRE; 0 = never */
     uint32_t flags;
     uint64_t now;
+    uwc_counter_slot *counters;  /* where to count the write (per process), may be NULL */
     /* outputs */
     int64_t math_result;
     uint64_t expires_abs;  /* expiry actually stored (absolute), 0 = none */
@@ -170,7 +182,7 @@ typedef struct uwc_stats {
     uint64_t evictions, expired_freed, repairs, writes, next_scan;
     uint64_t blocks_used, bytes_used, expired_pending;
     uint64_t largest_free_run;   /* bitmap mode: longest run of free blocks */
-    uint64_t seq;
+    uint64_t odd_stripes;
     int32_t sweeper_pid;
     uint64_t sweeper_lease_until;
 } uwc_stats;
@@ -203,8 +215,8 @@ int uwc_get(uwc_cache *c, const uint8_t *key, uint64_t klen, uint64_t now,
             uwc_alloc_fn alloc, void *ctx, uint64_t *expires_out, uwc_counter_slot *counters);
 int uwc_exists(uwc_cache *c, const uint8_t *key, uint64_t klen, uint64_t now, uint64_t *expires_out);
 int uwc_set(uwc_cache *c, uwc_write *w);
-int uwc_delete(uwc_cache *c, const uint8_t *key, uint64_t klen, uint64_t now);
-int uwc_clear(uwc_cache *c, uint64_t now);
+int uwc_delete(uwc_cache *c, const uint8_t *key, uint64_t klen, uint64_t now, uwc_counter_slot *counters);
+int uwc_clear(uwc_cache *c, uint64_t now, uwc_counter_slot *counters);
 int uwc_keys(uwc_cache *c, uint64_t now, uwc_keybuf *out);
 int uwc_sweep(uwc_cache *c, uint64_t now, int force, uwc_keybuf *freed_keys, uint64_t *freed);
 int uwc_stats_read(uwc_cache *c, uint64_t now, uwc_stats *s);
