@@ -100,11 +100,6 @@ def test_gzip_preload_is_byte_identical_to_uwsgi(namespace, tmp_path, uwsgi_bin)
         assert node.cache("z").get(str(page)) == theirs
 
 
-def test_unbuilt_network_options_say_so(namespace):
-    with pytest.raises(NotImplementedError, match="not built yet"):
-        uwcache.Caching(namespace).add_cache("c", max_items=4, udp_clients="127.0.0.1:9999").start()
-
-
 @pytest.mark.slow
 def test_sweeper_frees_expired_items_and_reports(namespace, caplog):
     caching = uwcache.Caching(namespace).set_basic_params(expire_scan_interval=1, report_freed=True)

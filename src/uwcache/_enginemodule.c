@@ -989,15 +989,10 @@ static PyObject *compat_cache_get(PyObject *m, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-static PyObject *compat_write(PyObject *args, const char *fmt, const char *op, uint32_t flags) {
-    const char *key, *val, *cache = NULL;
-    Py_ssize_t kl, vl;
-    long expires = 0;
-    if (!PyArg_ParseTuple(args, fmt, &key, &kl, &val, &vl, &expires, &cache)) return NULL;
-    int remote;
-    CacheObject *c = compat_resolve(cache, &remote);
-    if (remote) return compat_call_remote(op, args);
-    if (!c) Py_RETURN_NONE;
+/* The write a compat call asks for. A negative TTL wraps in uWSGI (C long into u64) to an
+ * absolute time in the past: the item is stored already expired. */
+static uwc_write compat_write_args(CacheObject *c, const char *key, Py_ssize_t kl, const char *val, Py_ssize_t vl,
+                                   long expires, uint32_t flags) {
     uwc_write w = {0};
     w.key = (const uint8_t *)key;
     w.key_len = (uint64_t)kl;
@@ -1007,13 +1002,25 @@ static PyObject *compat_write(PyObject *args, const char *fmt, const char *op, u
     w.flags = flags;
     w.counters = counters(c);
     if (expires < 0) {
-        /* uWSGI wraps a negative TTL to an absolute time in the past: already expired */
         long long abs_t = (long long)w.now + expires;
         w.expires = abs_t > 0 ? (uint64_t)abs_t : 1;
         w.flags |= UWC_F_ABSEXPIRE;
     } else {
         w.expires = (uint64_t)expires;
     }
+    return w;
+}
+
+static PyObject *compat_write(PyObject *args, const char *fmt, const char *op, uint32_t flags) {
+    const char *key, *val, *cache = NULL;
+    Py_ssize_t kl, vl;
+    long expires = 0;
+    if (!PyArg_ParseTuple(args, fmt, &key, &kl, &val, &vl, &expires, &cache)) return NULL;
+    int remote;
+    CacheObject *c = compat_resolve(cache, &remote);
+    if (remote) return compat_call_remote(op, args);
+    if (!c) Py_RETURN_NONE;
+    uwc_write w = compat_write_args(c, key, kl, val, vl, expires, flags);
     int rc = uwc_set(&c->c, &w);
     fire_full(c, w.events);
     if (rc == UWC_OK) fire_write(c, OP_SET, key, kl, val, vl, w.expires_abs);
@@ -1093,21 +1100,8 @@ static PyObject *compat_math(PyObject *args, const char *fmt, const char *op, lo
     if (remote) return compat_call_remote(op, args);
     if (!c) Py_RETURN_NONE;
     int64_t operand = value;
-    uwc_write w = {0};
-    w.key = (const uint8_t *)key;
-    w.key_len = (uint64_t)kl;
-    w.value = (const uint8_t *)&operand;
-    w.value_len = 8;
-    w.now = now_s();
-    w.flags = UWC_F_UPDATE | UWC_F_MATH | UWC_F_FIXEXPIRE | opflag;
-    w.counters = counters(c);
-    if (expires < 0) {
-        long long abs_t = (long long)w.now + expires;
-        w.expires = abs_t > 0 ? (uint64_t)abs_t : 1;
-        w.flags |= UWC_F_ABSEXPIRE;
-    } else {
-        w.expires = (uint64_t)expires;
-    }
+    uwc_write w = compat_write_args(c, key, kl, (const char *)&operand, 8, expires,
+                                    UWC_F_UPDATE | UWC_F_MATH | UWC_F_FIXEXPIRE | opflag);
     int rc = uwc_set(&c->c, &w);
     fire_full(c, w.events);
     if (rc == UWC_OK) {
