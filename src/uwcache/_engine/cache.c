@@ -401,6 +401,8 @@ static uint64_t sweep_locked(uwc_cache *c, uint64_t now, uwc_keybuf *kb) {
     return freed;
 }
 
+/* Delete every item. Like uWSGI, each freed slot is pushed in ascending order on top of
+ * the slots that were already free, so later inserts land where uWSGI's would. */
 static void clear_locked(uwc_cache *c) {
     touch_all(c);
     for (uint64_t s = 1; s < c->p.max_items; s++) {
@@ -409,9 +411,9 @@ static void clear_locked(uwc_cache *c) {
         wr(r, F_KEYSIZE, 0); wr(r, F_VALSIZE, 0); wr(r, F_HASH, 0);
         wr(r, F_PREV, 0); wr(r, F_NEXT, 0); wr(r, F_EXPIRES, 0);
         wr(r, F_LRU_PREV, 0); wr(r, F_LRU_NEXT, 0);
+        stack_push(c, s);
     }
     memset(c->table, 0, 8 * c->p.hash_size);
-    stack_reset(c);
     if (is_bitmap(c)) bm_reset(c);
     c->h->lru_head = c->h->lru_tail = 0;
     c->h->n_items = 0;
@@ -691,8 +693,9 @@ static int get_locked(uwc_cache *c, const uint8_t *key, uint64_t klen, uint32_t 
 
 int uwc_get(uwc_cache *c, const uint8_t *key, uint64_t klen, uint64_t now,
             uwc_alloc_fn alloc, void *ctx, uint64_t *expires_out, uwc_counter_slot *counters) {
-    if (klen == 0) return UWC_EKEY_EMPTY;
-    if (klen > c->p.key_size) return UWC_EKEY_LONG;
+    /* a key that cannot exist is still a miss (uWSGI counts it) */
+    if (klen == 0) { count(counters, 0); return UWC_EKEY_EMPTY; }
+    if (klen > c->p.key_size) { count(counters, 0); return UWC_EKEY_LONG; }
     uint32_t h = uwc_hash(c, key, klen);
     if (!is_lru(c)) {
         uint8_t *dst = NULL;
@@ -967,7 +970,13 @@ static void rebuild(uwc_cache *c, uint64_t now, uint64_t *dropped) {
         /* without scratch memory the only safe state is an empty cache */
         free(live); free(seen);
         normalize_stripes(c);
-        clear_locked(c);
+        for (uint64_t s = 1; s < n; s++) zero_item(c, s);
+        memset(c->table, 0, 8 * c->p.hash_size);
+        stack_reset(c);
+        if (is_bitmap(c)) bm_reset(c);
+        c->h->lru_head = c->h->lru_tail = 0;
+        c->h->n_items = 0;
+        c->h->next_scan = 0;
         *dropped = 0;
         return;
     }
