@@ -29,6 +29,7 @@ from .errors import (
 from .config import CacheOptions, Caching, PreloadFile, PreloadItem, format_cache2, parse_cache2
 from .cache import Cache, attach, import_uwsgi_store, list_caches, open_cache
 from .node import Node
+from .memoize import LazyCache, memoize
 
 __version__ = "0.1.0"
 
@@ -43,6 +44,7 @@ __all__ = [
     "CorruptStore",
     "EmptyValue",
     "KeyTooLong",
+    "LazyCache",
     "Node",
     "NotAnInteger",
     "PreloadFile",
@@ -54,6 +56,7 @@ __all__ = [
     "import_uwsgi_store",
     "format_cache2",
     "list_caches",
+    "memoize",
     "open_cache",
     "parse_cache2",
     "__version__",

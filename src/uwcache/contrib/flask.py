@@ -1,0 +1,55 @@
+"""Flask-Caching backend on a uwcache shared-memory cache: every worker of the machine shares it.
+
+::
+
+    app.config.update(
+        CACHE_TYPE="uwcache.contrib.flask.UWCache",
+        CACHE_DEFAULT_TIMEOUT=300,
+        CACHE_KEY_PREFIX="myapp:",                # Flask-Caching's default is "flask_cache_"
+        CACHE_UWCACHE_NAME="flask",               # the cache name (default "flask")
+        CACHE_UWCACHE_NAMESPACE=None,             # default $UWCACHE_NAMESPACE, else "default"
+        CACHE_UWCACHE_SERIALIZER="pickle",        # or "json", "raw"
+        CACHE_OPTIONS={"max_items": 10000, "block_size": 4096, "full_purge_lru": True},
+    )
+    cache = Cache(app)
+
+``CACHE_OPTIONS`` holds the ``add_cache`` options of the cache (and may also give ``name``,
+``namespace``, ``serializer`` or ``key_prefix``). Flask-Caching's ``CACHE_SERIALIZER`` is
+honoured too (its payloads are tagged as a custom serializer). Semantics are those of
+:class:`uwcache.contrib.cachelib.UWCache`, which this class extends.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+from flask_caching.backends.base import BaseCache as FlaskBaseCache
+
+from . import cachelib as _cachelib
+
+__all__ = ["UWCache"]
+
+
+class UWCache(_cachelib.UWCache, FlaskBaseCache):
+    """Flask-Caching backend: ``CACHE_TYPE = "uwcache.contrib.flask.UWCache"``."""
+
+    def __init__(self, name: str = "flask", default_timeout: int = 300, *args: Any,
+                 ignore_delete_many_errors: bool = False, ignore_errors: Any = None, **kwargs: Any) -> None:
+        if ignore_errors is not None:  # Flask-Caching < 2.4 spells it this way
+            ignore_delete_many_errors = bool(ignore_errors)
+        super().__init__(name, default_timeout, *args, ignore_delete_many_errors=ignore_delete_many_errors, **kwargs)
+        self.ignore_errors = ignore_delete_many_errors  # read by Flask-Caching < 2.4's delete_many
+
+    @classmethod
+    def factory(cls, app: Any, config: Dict[str, Any], args: List[Any], kwargs: Dict[str, Any]) -> "UWCache":
+        """Called by Flask-Caching with the app config and ``CACHE_ARGS``/``CACHE_OPTIONS``."""
+        from_config = {
+            "name": config.get("CACHE_UWCACHE_NAME"),
+            "namespace": config.get("CACHE_UWCACHE_NAMESPACE"),
+            "serializer": config.get("CACHE_UWCACHE_SERIALIZER"),
+            "key_prefix": config.get("CACHE_KEY_PREFIX"),
+        }
+        for option, value in from_config.items():
+            if value is not None:
+                kwargs.setdefault(option, value)
+        return cls(*args, **kwargs)

@@ -1,0 +1,367 @@
+"""``memoize``: cache a function's results in a shared-memory cache, for every process at once.
+
+::
+
+    from uwcache.memoize import memoize
+
+    @memoize("results", expires=60)          # a cache name, or a Cache / LazyCache
+    def price(product_id: int, currency: str = "EUR") -> Decimal: ...
+
+    price(7)                                 # computed, then stored for 60 s
+    price(7, "EUR")                          # the same entry (arguments are bound first)
+    price.invalidate(7)                      # forget that one call
+    price.invalidate_all()                   # forget every call of price
+
+The key rule: the call's arguments are bound to the function's signature (defaults filled in,
+so ``f(1)``, ``f(1, "EUR")`` and ``f(x=1)`` are one call), then encoded canonically and hashed
+(BLAKE2b, 128 bits) under a prefix naming the function (``memoize:<module>.<qualname>``).
+Arguments may be None, bool, int, float, complex, str, bytes, tuple, list, dict, set,
+frozenset, and datetime/date/time/timedelta, Decimal, UUID, Enum, nested freely. Values of
+different types never share an entry (``1``, ``1.0`` and ``True`` are three calls). Anything
+else raises TypeError at call time, because the usual fallbacks (``repr``, ``hash``, pickle)
+differ between processes or runs and would silently miss: pass ``ignore=("self",)`` to leave
+an argument out, or ``key=`` to build the key yourself.
+
+Results are stored with a :class:`~uwcache.serializers.Codec` (pickle by default: see the
+trust model there); ``None`` results are cached too. Concurrent misses each compute the value
+(no lock across processes); the last one stored wins.
+
+This module also holds :class:`LazyCache`, the per-process handle the framework backends use.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import decimal
+import enum
+import functools
+import hashlib
+import inspect
+import logging
+import os
+import struct
+import threading
+import uuid
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple, TypeVar, Union
+
+from .cache import Cache, open_cache
+from .config import CacheOptions
+from .config import _resolve_namespace as resolve_namespace
+from .errors import CacheFull, ConfigError, RegionMismatch, ValueTooLarge
+from .serializers import Codec, engine_expires
+
+__all__ = ["memoize", "LazyCache", "make_key"]
+
+log = logging.getLogger("uwcache.memoize")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# -------------------------------------------------------------------------------------------
+# LazyCache: one Cache per process per (namespace, name), opened on first use
+# -------------------------------------------------------------------------------------------
+
+_registry: Dict[Tuple[str, str], Cache] = {}
+_registry_lock = threading.Lock()
+_fork_epoch = 0
+
+
+def _after_fork_in_child() -> None:
+    # The parent's mappings stay valid in the child, but each process opens its own handle
+    # (the locks and flock of the parent's are the parent's business).
+    global _fork_epoch, _registry_lock
+    _fork_epoch += 1
+    _registry.clear()
+    _registry_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class LazyCache:
+    """A cache named by configuration, opened in each process on first use.
+
+    Safe to create at import time, before a server forks its workers (gunicorn's
+    ``preload_app``, multiprocessing): nothing is mapped until :meth:`get`, and a forked child
+    opens its own handle. Every LazyCache of one process naming the same cache shares one
+    :class:`~uwcache.Cache`. The options are checked at creation (:class:`~uwcache.ConfigError`);
+    a cache that already exists with another geometry raises :class:`~uwcache.RegionMismatch`
+    on first use, with ``owner`` in the message to say which configuration is at fault.
+    """
+
+    __slots__ = ("name", "namespace", "options", "owner", "_cache", "_epoch")
+
+    def __init__(self, name: str, *, namespace: Optional[str] = None, owner: str = "", **options: Any) -> None:
+        options.setdefault("max_items", 1000)
+        self.name = name
+        self.namespace = resolve_namespace(namespace)
+        self.options = CacheOptions(name=name, **options)  # validates now, not in a worker
+        self.owner = owner or f"cache {name!r}"
+        self._cache: Optional[Cache] = None
+        self._epoch = -1
+
+    def get(self) -> Cache:
+        """This process's :class:`~uwcache.Cache` (opened or attached now if needed)."""
+        cache = self._cache
+        if cache is not None and self._epoch == _fork_epoch and not cache.closed:
+            return cache
+        return self._open()
+
+    __call__ = get
+
+    def _open(self) -> Cache:
+        key = (self.namespace, self.name)
+        with _registry_lock:
+            cache = _registry.get(key)
+            if cache is None or cache.closed:
+                try:
+                    cache = open_cache(self.name, namespace=self.namespace,
+                                       **_options_kwargs(self.options))
+                except RegionMismatch as exc:
+                    raise RegionMismatch(
+                        f"{self.owner}: {exc} (every process sharing cache {self.name!r} in namespace "
+                        f"{self.namespace!r} must use the same options)"
+                    ) from exc
+                _registry[key] = cache
+            elif cache.options != self.options:
+                raise RegionMismatch(
+                    f"{self.owner}: cache {self.name!r} in namespace {self.namespace!r} is already open in "
+                    f"this process with other options ({_diff(cache.options, self.options)}); "
+                    "give every user of one cache the same options"
+                )
+            self._cache = cache
+            self._epoch = _fork_epoch
+            return cache
+
+    def __repr__(self) -> str:
+        return f"<uwcache.LazyCache {self.name!r} namespace={self.namespace!r}>"
+
+
+def _options_kwargs(options: CacheOptions) -> Dict[str, Any]:
+    values = {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
+    del values["name"]
+    return values
+
+
+def _diff(have: CacheOptions, want: CacheOptions) -> str:
+    parts = [
+        f"{f.name}={getattr(have, f.name)!r} vs {getattr(want, f.name)!r}"
+        for f in dataclasses.fields(have)
+        if f.name != "secret" and getattr(have, f.name) != getattr(want, f.name)
+    ]
+    return ", ".join(parts) or "secret differs"
+
+
+CacheLike = Union[Cache, LazyCache, str]
+
+
+def _resolver(cache: CacheLike, namespace: Optional[str]) -> Callable[[], Cache]:
+    if isinstance(cache, str):
+        return LazyCache(cache, namespace=namespace, owner=f"memoize cache {cache!r}").get
+    if isinstance(cache, LazyCache):
+        return cache.get
+    if isinstance(cache, Cache):
+        return lambda: cache
+    raise TypeError(f"memoize needs a uwcache.Cache, a LazyCache or a cache name, got {type(cache).__name__}")
+
+
+# -------------------------------------------------------------------------------------------
+# The argument encoding
+# -------------------------------------------------------------------------------------------
+
+
+def _encode(value: Any, out: bytearray, path: str) -> None:
+    """Append a canonical, type-tagged encoding of ``value`` (same bytes in every process)."""
+    kind = type(value)
+    if value is None:
+        out += b"N"
+    elif kind is bool:
+        out += b"T" if value else b"F"
+    elif kind is int:
+        _chunk(out, b"i", str(value).encode())
+    elif kind is float:
+        _chunk(out, b"f", repr(value).encode())
+    elif kind is complex:
+        _chunk(out, b"c", repr(value).encode())
+    elif kind is str:
+        _chunk(out, b"s", value.encode("utf-8", "surrogatepass"))
+    elif kind is bytes or kind is bytearray:
+        _chunk(out, b"b" if kind is bytes else b"B", bytes(value))
+    elif kind is tuple or kind is list:
+        out += b"(" if kind is tuple else b"["
+        out += struct.pack("<Q", len(value))
+        for i, item in enumerate(value):
+            _encode(item, out, f"{path}[{i}]")
+    elif kind is dict:
+        items = []
+        for k, v in value.items():
+            kb = bytearray()
+            _encode(k, kb, f"{path} key")
+            vb = bytearray()
+            _encode(v, vb, f"{path}[{k!r}]")
+            items.append((bytes(kb), bytes(vb)))
+        out += b"{" + struct.pack("<Q", len(items))
+        for kb, vb in sorted(items):
+            out += kb + vb
+    elif kind is set or kind is frozenset:
+        members = []
+        for item in value:
+            ib = bytearray()
+            _encode(item, ib, f"{path} member")
+            members.append(bytes(ib))
+        out += (b"<" if kind is set else b">") + struct.pack("<Q", len(members))
+        for ib in sorted(members):
+            out += ib
+    elif isinstance(value, enum.Enum):
+        _chunk(out, b"e", f"{kind.__module__}.{kind.__qualname__}".encode())
+        _encode(value.value, out, f"{path}.value")
+    elif kind in (datetime.datetime, datetime.date, datetime.time):
+        _chunk(out, b"d", f"{kind.__name__}:{value.isoformat()}".encode())
+    elif kind is datetime.timedelta:
+        _chunk(out, b"t", f"{value.days}:{value.seconds}:{value.microseconds}".encode())
+    elif kind is decimal.Decimal:
+        _chunk(out, b"D", str(value).encode())
+    elif kind is uuid.UUID:
+        _chunk(out, b"u", value.bytes)
+    else:
+        raise TypeError(
+            f"memoize cannot build a stable key from {path} of type {kind.__module__}.{kind.__qualname__}: "
+            "use ignore=(...) to leave that argument out, or key=... to build the key yourself"
+        )
+
+
+def _chunk(out: bytearray, tag: bytes, data: bytes) -> None:
+    out += tag + struct.pack("<Q", len(data)) + data
+
+
+def make_key(prefix: str, bound: inspect.BoundArguments, ignore: Iterable[str] = ()) -> str:
+    """The cache key of one call, by the rule in the module docstring."""
+    out = bytearray()
+    skip = set(ignore)
+    for name, value in bound.arguments.items():
+        if name in skip:
+            continue
+        _chunk(out, b"a", name.encode())
+        _encode(value, out, f"argument {name!r}")
+    return f"{prefix}:{hashlib.blake2b(bytes(out), digest_size=16).hexdigest()}"
+
+
+# -------------------------------------------------------------------------------------------
+# The decorator
+# -------------------------------------------------------------------------------------------
+
+_MISS = object()
+
+
+def memoize(
+    cache: CacheLike,
+    expires: float = 0,
+    key: Optional[Callable[..., Union[str, bytes]]] = None,
+    *,
+    prefix: Optional[str] = None,
+    ignore: Iterable[str] = (),
+    serializer: Any = "pickle",
+    namespace: Optional[str] = None,
+) -> Callable[[F], F]:
+    """Cache the results of a plain or ``async`` function in a shared cache.
+
+    :param cache: a :class:`~uwcache.Cache`, a :class:`LazyCache`, or the name of a cache
+        opened lazily in each process with :func:`uwcache.open_cache`'s defaults.
+    :param expires: seconds a result is kept (int or float, rounded up); 0 = until evicted.
+    :param key: ``key(*args, **kwargs) -> str | bytes`` replacing the argument hashing; its
+        result goes after the prefix as is (so it must fit the cache's ``key_size``).
+    :param prefix: the key prefix (default ``memoize:<module>.<qualname>``); two functions
+        with the same prefix share entries.
+    :param ignore: names of arguments left out of the key (``("self",)`` for methods).
+    :param serializer: ``"pickle"`` (default), ``"json"``, ``"raw"`` or a serializer object.
+
+    The wrapper gains ``cache_key(*args, **kwargs)``, ``invalidate(*args, **kwargs) -> bool``
+    (forget one call, in every process) and ``invalidate_all() -> int`` (forget every call of
+    this function; scans the cache's keys). A result that cannot be stored (too large, cache
+    full) is returned anyway and logged.
+    """
+    if isinstance(expires, bool) or not isinstance(expires, (int, float)) or expires < 0:
+        raise ConfigError(f"memoize expires must be a number of seconds >= 0 (0 = never), got {expires!r}")
+    get_cache = _resolver(cache, namespace)
+    codec = Codec(serializer)
+    ignored = tuple(ignore)
+
+    def decorate(fn: F) -> F:
+        signature = inspect.signature(fn)
+        unknown = [name for name in ignored if name not in signature.parameters]
+        if unknown:
+            raise ConfigError(f"memoize ignore= names no parameter of {fn.__qualname__}: {unknown}")
+        key_prefix = prefix if prefix is not None else f"memoize:{fn.__module__}.{fn.__qualname__}"
+
+        def cache_key(*args: Any, **kwargs: Any) -> Union[str, bytes]:
+            if key is not None:
+                custom = key(*args, **kwargs)
+                if isinstance(custom, bytes):
+                    return key_prefix.encode() + b":" + custom
+                return f"{key_prefix}:{custom}"
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            return make_key(key_prefix, bound, ignored)
+
+        def lookup(k: Union[str, bytes]) -> Tuple[Cache, Any]:
+            c = get_cache()
+            raw = c.get(k)
+            if raw is None:
+                return c, _MISS
+            try:
+                return c, codec.decode(raw)
+            except Exception as exc:  # a damaged or foreign entry is a miss, not an outage
+                log.warning("memoize %s: ignoring an unreadable cached result (%s)", key_prefix, exc)
+                return c, _MISS
+
+        def store(c: Cache, k: Union[str, bytes], value: Any) -> None:
+            try:
+                c.set(k, codec.encode(value), engine_expires(expires) if expires else 0)
+            except (ValueTooLarge, CacheFull) as exc:
+                log.warning("memoize %s: result not cached: %s", key_prefix, exc)
+            except Exception as exc:  # unpicklable/unencodable results: still return them
+                log.warning("memoize %s: result of type %s not cached: %s", key_prefix, type(value).__name__, exc)
+
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                k = cache_key(*args, **kwargs)
+                c, value = lookup(k)
+                if value is _MISS:
+                    value = await fn(*args, **kwargs)
+                    store(c, k, value)
+                return value
+
+            wrapper: Any = async_wrapper
+        else:
+
+            @functools.wraps(fn)
+            def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+                k = cache_key(*args, **kwargs)
+                c, value = lookup(k)
+                if value is _MISS:
+                    value = fn(*args, **kwargs)
+                    store(c, k, value)
+                return value
+
+            wrapper = sync_wrapper
+
+        def invalidate(*args: Any, **kwargs: Any) -> bool:
+            """Forget the cached result of this call (in every process); True if there was one."""
+            return get_cache().delete(cache_key(*args, **kwargs))
+
+        def invalidate_all() -> int:
+            """Forget every cached result of this function; returns how many were dropped."""
+            c = get_cache()
+            start = key_prefix.encode() + b":"
+            return sum(1 for k in c.keys() if k.startswith(start) and c.delete(k))
+
+        wrapper.cache_key = cache_key
+        wrapper.invalidate = invalidate
+        wrapper.invalidate_all = invalidate_all
+        wrapper.cache_prefix = key_prefix
+        return wrapper  # type: ignore[no-any-return]
+
+    return decorate

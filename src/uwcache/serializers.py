@@ -1,0 +1,306 @@
+"""How the framework layers (Django, Flask-Caching, cachelib, ``memoize``)
+turn Python values into the bytes the engine stores, and back.
+
+The engine stores bytes. These layers store Python objects, and they also need atomic
+``incr``/``decr`` across processes, which only the engine's native counters give. So every
+stored value is one of:
+
+* **exactly 8 bytes**: a native counter (signed 64-bit little-endian, what
+  :meth:`uwcache.Cache.incr` works on). Plain ``int`` values in the 64-bit range are stored
+  this way, so ``incr`` is one atomic engine operation and ``Cache.get_int`` reads them;
+* **a one-byte tag, then the payload** (never 8 bytes long: a payload that would make it 8
+  gets a ``0x00`` pad byte in front):
+
+  ====  =========================================================================
+  0x01  raw bytes (``bytes``/``bytearray``/``memoryview`` values, every serializer)
+  0x02  UTF-8 text (``str`` values, every serializer)
+  0x03  pickle
+  0x04  JSON
+  0x05  a custom serializer (any object with ``dumps``/``loads``)
+  ====  =========================================================================
+
+A value whose first byte is no tag was not written by these layers (``uwsgi.cache_set``, a
+plain :class:`uwcache.Cache` user): it comes back as the raw ``bytes``.
+
+Trust model: unpickling runs code. Anyone who can write the cache's shared memory (its file
+under ``/dev/shm``, created owner-only ``0600`` in an owner-only ``0700`` directory, or the
+``store`` file) can make every reader unpickle what they wrote, so pickle (the default of the
+framework backends, as in Django and cachelib) is only as safe as that file's permissions.
+Pick ``"json"`` or ``"raw"`` when writers are less trusted than readers: a reader configured
+with them refuses pickle-tagged values (:class:`SerializerMismatch`) instead of loading them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import pickle
+import time
+from typing import Any, Callable, Optional, Protocol, Union, runtime_checkable
+
+from .errors import CacheError, NotAnInteger
+
+__all__ = [
+    "Serializer",
+    "PickleSerializer",
+    "JSONSerializer",
+    "RawSerializer",
+    "CustomSerializer",
+    "Codec",
+    "SerializerMismatch",
+    "get_serializer",
+    "engine_expires",
+    "add_to_counter",
+    "TAG_PAD",
+    "TAG_BYTES",
+    "TAG_STR",
+    "TAG_PICKLE",
+    "TAG_JSON",
+    "TAG_CUSTOM",
+]
+
+TAG_PAD, TAG_BYTES, TAG_STR, TAG_PICKLE, TAG_JSON, TAG_CUSTOM = 0, 1, 2, 3, 4, 5
+_PAD = bytes((TAG_PAD,))
+_BYTES = bytes((TAG_BYTES,))
+_STR = bytes((TAG_STR,))
+
+COUNTER_SIZE = 8
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# The engine refuses relative expiries past 2**40 s (~34,000 years): such a timeout is "forever".
+_MAX_EXPIRES = 2**40 - 2
+
+
+class SerializerMismatch(CacheError, ValueError):
+    """A stored value was written with a serializer this reader does not accept.
+
+    Raised instead of unpickling a pickle-tagged value in a layer configured for JSON or raw
+    bytes (see the trust model in :mod:`uwcache.serializers`), and when processes sharing a
+    cache use different custom serializers' tags. All processes of an app must use the same
+    serializer.
+    """
+
+
+@runtime_checkable
+class Serializer(Protocol):
+    """Turns the values that are not ``int``/``bytes``/``str`` into bytes and back."""
+
+    name: str
+    tag: int
+
+    def dumps(self, value: Any) -> bytes: ...
+
+    def loads(self, data: bytes) -> Any: ...
+
+
+class PickleSerializer:
+    """Any picklable object (the default of the framework backends; see the trust model)."""
+
+    name = "pickle"
+    tag = TAG_PICKLE
+
+    def __init__(self, protocol: int = pickle.HIGHEST_PROTOCOL) -> None:
+        self.protocol = protocol
+
+    def dumps(self, value: Any) -> bytes:
+        return pickle.dumps(value, self.protocol)
+
+    def loads(self, data: bytes) -> Any:
+        return pickle.loads(data)
+
+
+class JSONSerializer:
+    """JSON (tuples come back as lists, dict keys as str); never runs code on load."""
+
+    name = "json"
+    tag = TAG_JSON
+
+    def dumps(self, value: Any) -> bytes:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+    def loads(self, data: bytes) -> Any:
+        return json.loads(data)
+
+
+class RawSerializer:
+    """Only ``bytes``, ``str`` and ``int`` (stored natively); anything else is a TypeError."""
+
+    name = "raw"
+    tag = TAG_BYTES
+
+    def dumps(self, value: Any) -> bytes:
+        raise TypeError(
+            f"the raw serializer stores only bytes, str and int values, got {type(value).__name__}; "
+            'use serializer="pickle" or "json" for other types'
+        )
+
+    def loads(self, data: bytes) -> Any:  # pragma: no cover - raw payloads never reach here
+        return bytes(data)
+
+
+class CustomSerializer:
+    """Adapts any object with ``dumps(value) -> bytes`` and ``loads(bytes) -> value``
+    (a cachelib serializer, for instance). Its payloads carry tag 0x05."""
+
+    tag = TAG_CUSTOM
+
+    def __init__(self, impl: Any) -> None:
+        if not (callable(getattr(impl, "dumps", None)) and callable(getattr(impl, "loads", None))):
+            raise TypeError(f"a serializer needs dumps() and loads() methods, got {impl!r}")
+        self.impl = impl
+        self.name = f"custom:{type(impl).__module__}.{type(impl).__qualname__}"
+
+    def dumps(self, value: Any) -> bytes:
+        data = self.impl.dumps(value)
+        if data is None:  # cachelib serializers return None when they fail
+            raise pickle.PicklingError(f"{self.name} could not serialize a {type(value).__name__}")
+        if isinstance(data, str):
+            data = data.encode()
+        return bytes(data)
+
+    def loads(self, data: bytes) -> Any:
+        return self.impl.loads(data)
+
+
+_BUILTIN = {"pickle": PickleSerializer, "json": JSONSerializer, "raw": RawSerializer}
+
+
+def get_serializer(spec: Union[str, Serializer, Any, None]) -> Serializer:
+    """A serializer from ``"pickle"`` (default for ``None``), ``"json"``, ``"raw"``, a dotted
+    path to a class or instance, a :class:`Serializer`, or any object with dumps/loads."""
+    if spec is None:
+        return PickleSerializer()
+    if isinstance(spec, str):
+        if spec.lower() in _BUILTIN:
+            return _BUILTIN[spec.lower()]()
+        if "." not in spec:
+            raise ValueError(f"unknown serializer {spec!r}: use 'pickle', 'json', 'raw' or a dotted path")
+        module, _, attr = spec.rpartition(".")
+        spec = getattr(importlib.import_module(module), attr)
+    if isinstance(spec, type):
+        spec = spec()
+    if isinstance(spec, (PickleSerializer, JSONSerializer, RawSerializer, CustomSerializer)):
+        return spec
+    return CustomSerializer(spec)
+
+
+class Codec:
+    """Encodes values for the engine and decodes what it returns (layout in the module doc)."""
+
+    __slots__ = ("serializer", "_accept_pickle")
+
+    def __init__(self, serializer: Union[str, Serializer, Any, None] = "pickle") -> None:
+        self.serializer = get_serializer(serializer)
+        self._accept_pickle = self.serializer.tag == TAG_PICKLE
+
+    def encode(self, value: Any) -> bytes:
+        kind = type(value)
+        if kind is int and INT64_MIN <= value <= INT64_MAX:
+            return value.to_bytes(COUNTER_SIZE, "little", signed=True)
+        if kind is bytes or kind is bytearray or kind is memoryview:
+            data = _BYTES + bytes(value)
+        elif kind is str:
+            data = _STR + value.encode("utf-8", "surrogatepass")
+        else:
+            data = bytes((self.serializer.tag,)) + self.serializer.dumps(value)
+        return _PAD + data if len(data) == COUNTER_SIZE else data
+
+    def decode(self, data: bytes) -> Any:
+        if len(data) == COUNTER_SIZE:
+            return int.from_bytes(data, "little", signed=True)
+        tag = data[0]
+        if tag == TAG_PAD and len(data) == COUNTER_SIZE + 1:
+            data = data[1:]
+            tag = data[0]
+        if tag == TAG_BYTES:
+            return data[1:]
+        if tag == TAG_STR:
+            return data[1:].decode("utf-8", "surrogatepass")
+        if tag == TAG_JSON:  # safe to load whatever this reader's serializer is
+            return json.loads(data[1:])
+        if tag == TAG_PICKLE:
+            if not self._accept_pickle:
+                raise SerializerMismatch(
+                    f"refusing to unpickle a cached value with the {self.serializer.name!r} serializer "
+                    "(another process stores pickle in this cache; configure the same serializer everywhere)"
+                )
+            return pickle.loads(data[1:])
+        if tag == TAG_CUSTOM:
+            if self.serializer.tag != TAG_CUSTOM:
+                raise SerializerMismatch(
+                    f"a cached value was written with a custom serializer; this reader uses {self.serializer.name!r}"
+                )
+            return self.serializer.loads(data[1:])
+        return data  # not written by a framework layer: the raw bytes
+
+
+def engine_expires(timeout: float) -> int:
+    """The engine's ``expires`` (whole seconds, 0 = never) for a positive timeout in seconds.
+
+    The engine expires an item once its whole-second clock reaches ``now + expires``, so a
+    plain ``int(timeout)`` could live up to a second less than asked (a 1 s timeout set at
+    x.9 s would last 0.1 s). Rounding the absolute deadline up keeps every item at least
+    ``timeout`` seconds and at most about one second more.
+    """
+    if timeout >= _MAX_EXPIRES:
+        return 0
+    now = time.time()
+    expires = math.ceil(now + timeout) - int(now)
+    return max(expires, 1)
+
+
+def add_to_counter(
+    cache: Any,
+    key: Union[str, bytes],
+    delta: Any,
+    codec: Codec,
+    *,
+    create: bool,
+    missing: Callable[[], BaseException],
+) -> Any:
+    """Add ``delta`` to the value at ``key`` and return the result.
+
+    Native counters (8-byte values) are updated with the engine's atomic ``incr``, which
+    leaves the item's expiry alone. Other numeric values (a float, an int past 64 bits) are
+    read, added to in Python and written back with their remaining TTL: correct, but not
+    atomic. With ``create`` a missing key starts at the cache's ``math_initial`` (0 by
+    default); without it, ``missing()`` is raised.
+
+    Without ``create`` there is a window between the existence check and the engine's
+    ``incr``: if another process deletes (or expiry removes) the key exactly then, ``incr``
+    recreates it. It is created with a 1-second TTL so such a stray counter cannot linger.
+    """
+    native = type(delta) is int and INT64_MIN <= delta <= INT64_MAX
+    if native:
+        if not create and key not in cache:
+            raise missing()
+        try:
+            result = cache.incr(key, delta, 0 if create else 1)
+        except NotAnInteger:
+            pass
+        else:
+            # The engine wraps around like C; Python ints do not: store the true sum instead.
+            if (delta > 0 and result < INT64_MIN + delta) or (delta < 0 and result > INT64_MAX + delta):
+                true = result + (2**64 if delta > 0 else -(2**64))
+                _rewrite(cache, key, codec.encode(true))
+                return true
+            return result
+    raw = cache.get(key)
+    if raw is None:
+        if not create:
+            raise missing()
+        value: Any = cache.math_initial
+    else:
+        value = codec.decode(raw)
+    result = value + delta  # TypeError for None, str, ... as in Django and cachelib
+    _rewrite(cache, key, codec.encode(result))
+    return result
+
+
+def _rewrite(cache: Any, key: Union[str, bytes], data: bytes) -> None:
+    """Overwrite a value, keeping the item's remaining time to live."""
+    try:
+        ttl: Optional[int] = cache.ttl(key)
+    except KeyError:
+        ttl = None
+    cache.set(key, data, ttl or 0)
