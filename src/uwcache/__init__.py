@@ -30,6 +30,7 @@ from .config import CacheOptions, Caching, PreloadFile, PreloadItem, format_cach
 from .cache import Cache, attach, import_uwsgi_store, list_caches, open_cache
 from .node import Node
 from .memoize import LazyCache, memoize
+from .remote import RemoteCache, RemoteError, RemoteUnavailable
 
 __version__ = "0.1.0"
 
@@ -50,6 +51,9 @@ __all__ = [
     "PreloadFile",
     "PreloadItem",
     "RegionMismatch",
+    "RemoteCache",
+    "RemoteError",
+    "RemoteUnavailable",
     "UnknownCache",
     "ValueTooLarge",
     "attach",

@@ -28,6 +28,7 @@ from . import _engine
 from .config import CacheOptions
 from .config import _resolve_namespace as resolve_namespace
 from .errors import CacheError, CorruptStore, RegionMismatch, UnknownCache
+from .net.counters import net_stats
 
 log = logging.getLogger("uwcache")
 
@@ -186,6 +187,7 @@ class Cache(_engine.CacheBase):
             sweeper_pid=raw["sweeper_pid"],
             path=self.path,
         )
+        stats.update(net_stats(self))
         return stats
 
     def close(self) -> None:

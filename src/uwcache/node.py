@@ -5,6 +5,12 @@ Any number of processes may start a Node on the same configuration; they share t
 caches. The sweep of each cache is done by one of them at a time (a lease in the cache's
 header, renewed every round; if its holder dies another node takes over after the lease
 runs out, at most three sweep intervals later).
+
+The network duties (``uwcache.net``, docs/network.md): a Node loads ``sync_from`` dumps
+before the preloads, replicates the writes made through its caches to their
+``udp_clients``, receives for their ``udp_servers`` (one process per machine does; the
+others stand by and take over when it exits) and, with ``server=``, serves remote access
+and dumps to uWSGI and uwcache peers.
 """
 
 from __future__ import annotations
@@ -18,11 +24,12 @@ import zlib
 from typing import Any, Dict, List, Optional
 
 from . import _engine
-from .cache import Cache, open_region
+from .cache import Cache, open_region, region_path
 from .config import Caching, CacheOptions
 from .errors import CacheError, ConfigError, UnknownCache
 
 log = logging.getLogger("uwcache")
+
 
 _LEASE_INTERVALS = 3
 
@@ -44,23 +51,25 @@ class Node:
     ``node.close()`` (or ``with caching.start() as node:``) stops the background work,
     flushes stores and detaches. The caches themselves stay in shared memory for the
     other processes.
+
+    ``server="host:port"`` (or a UNIX socket path) serves the caches to uWSGI and uwcache
+    peers (remote access and dumps; port 0 picks a free port, see :attr:`server_address`).
+    ``net_timeout`` bounds every network wait: sync dumps, server requests.
     """
 
     def __init__(self, caching: Caching, *, sweeper: bool = True, server: Optional[str] = None,
-                 stats: Optional[str] = None, register_compat: bool = True) -> None:
+                 stats: Optional[str] = None, register_compat: bool = True,
+                 net_timeout: float = 4.0) -> None:
         caching.validate()
-        if server is not None or stats is not None:
-            raise NotImplementedError(
-                "serving caches over the network (server=, stats=) is not built yet: "
-                "see the network and node issues"
-            )
-        for options in caching.caches:
-            if options.udp_clients or options.udp_servers or options.sync_from:
-                raise NotImplementedError(
-                    f"cache {options.name!r}: UDP replication (udp_clients/udp_servers) and sync_from "
-                    "are accepted by the configuration but not built yet"
-                )
+        if stats is not None:
+            raise NotImplementedError("the stats server (stats=) is not built yet: see the node issue")
+        if not net_timeout > 0:
+            raise ConfigError(f"net_timeout must be > 0 seconds, got {net_timeout!r}")
         self.caching = caching
+        self.net_timeout = float(net_timeout)
+        self._sender: Any = None
+        self._receiver: Any = None
+        self._server: Any = None
         self.namespace = caching.namespace
         self._caches: Dict[str, Cache] = {}
         self._stop = threading.Event()
@@ -72,11 +81,13 @@ class Node:
             for options in caching.caches:
                 self._caches[options.name] = open_region(options, self.namespace)
                 log.info("%s", self._describe(self._caches[options.name]))
+            self._sync_from()
             self._preload()
             if register_compat:
                 for name, cache in self._caches.items():
                     if _engine._compat_register(name, cache):
                         self._registered.append(name)
+            self._start_network(server)
             if sweeper and not caching.no_expire and any(not o.no_expire for o in caching.caches):
                 self._spawn(self._sweeper_loop, "uwcache-sweeper")
             if any(o.store and o.store_sync_interval for o in caching.caches):
@@ -105,8 +116,21 @@ class Node:
         return dict(self._caches)
 
     def stats(self) -> List[Dict[str, Any]]:
-        """One stats dict per cache (uWSGI's stats-server ``caches`` list, plus extras)."""
-        return [c.stats() for c in self._caches.values()]
+        """One stats dict per cache (uWSGI's stats-server ``caches`` list, plus extras,
+        including the network counters ``net_*`` shared by every process)."""
+        return [cache.stats() for cache in self._caches.values()]
+
+    @property
+    def server_address(self) -> Optional[str]:
+        """Where this node's cache server listens (``host:port`` with the real port, or a
+        socket path); None without ``server=``."""
+        return self._server.address if self._server is not None else None
+
+    @property
+    def udp_receiving(self) -> List[str]:
+        """Caches whose ``udp_servers`` this process is bound to (the others' receivers
+        run in another process of the same caches, or this one is on standby)."""
+        return self._receiver.owned if self._receiver is not None else []
 
     def sweep(self) -> Dict[str, int]:
         """Free expired items of every cache now; returns how many per cache."""
@@ -119,6 +143,7 @@ class Node:
         if self._closed:
             return
         self._closed = True
+        self._stop_network()
         self._stop.set()
         for thread in self._threads:
             if thread is not threading.current_thread():
@@ -156,6 +181,45 @@ class Node:
         return (f'*** Cache "{o.name}" initialized: {cache.region_size // (1024 * 1024)}MB '
                 f"(key: {88 + o.key_size} bytes, keys: {items_area} bytes, data: {data_area} bytes, "
                 f"bitmap: {bitmap} bytes) preallocated at {cache.path} ***")
+
+    def _sync_from(self) -> None:
+        caches = [c for c in self._caches.values() if c.options.sync_from]
+        if caches:
+            from .net.sync import sync_cache
+
+            for cache in caches:
+                sync_cache(cache, cache.options.sync_from, timeout=self.net_timeout)
+
+    def _start_network(self, server: Optional[str]) -> None:
+        senders = [c for c in self._caches.values() if c.options.udp_clients]
+        receivers = [c for c in self._caches.values() if c.options.udp_servers]
+        if senders:
+            from .net.udp import Sender
+
+            self._sender = Sender()
+            for cache in senders:
+                self._sender.attach(cache)
+        if receivers:
+            from .net.udp import UdpReceiver
+
+            self._receiver = UdpReceiver.for_caches(
+                receivers, lambda c: region_path(c.name, self.namespace) + ".udp-lock")
+            self._receiver.start()
+        if server is not None:
+            from .net.server import CacheServer
+
+            self._server = CacheServer(server, self._caches, timeout=self.net_timeout)
+            self._server.start()
+
+    def _stop_network(self) -> None:
+        for part in ("_server", "_receiver", "_sender"):
+            obj = getattr(self, part, None)
+            if obj is not None:
+                try:
+                    obj.close()
+                except Exception as exc:  # keep closing the rest
+                    log.warning("closing the network (%s) failed: %s", part.strip("_"), exc)
+                setattr(self, part, None)
 
     def _preload(self) -> None:
         for item in self.caching.items:

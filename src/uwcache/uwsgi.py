@@ -7,8 +7,9 @@ Same signatures (positional only), argument conversions and return conventions a
 Python plugin: ``True`` on success, ``None`` on failure, ``cache_num`` 0 when missing,
 ``cache_keys`` raising ``ValueError`` for an unknown cache. Cache names resolve among the
 caches opened by a :class:`uwcache.Node` in this process; no name means the first one
-configured (uWSGI's default cache). A ``name@host:port`` cache goes to a remote node once
-the network layer is installed (``None`` until then, as uWSGI does for an unreachable node).
+configured (uWSGI's default cache). A ``name@host:port`` cache goes to a remote uWSGI or
+uwcache node over uWSGI's "magic" protocol (host names resolve; an unreachable node gives
+``None``, as in uWSGI).
 
 Differences from uWSGI, all deliberate: an expired item is never returned (uWSGI returns it
 until its sweeper runs); ``cache_set`` on an expired key succeeds; math operations on a
@@ -30,6 +31,21 @@ from ._engine import (  # noqa: F401  (re-exported, C functions)
     cache_set,
     cache_update,
 )
+
+from typing import Any
+
+from . import _engine
+
+
+def _compat_remote(op: str, args: tuple) -> Any:
+    """Calls whose cache is ``name@host:port``: the network client, imported on first use
+    so that importing this module stays cheap."""
+    from .net.client import compat_call
+
+    return compat_call(op, args)
+
+
+_engine._compat_set_remote(_compat_remote)
 
 __all__ = [
     "cache_get",

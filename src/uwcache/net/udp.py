@@ -1,0 +1,499 @@
+"""UDP replication, wire-compatible with uWSGI's ``nodes=`` (sender) and ``udp=`` (receiver).
+
+Sender: :class:`Replicator` is installed as a cache's ``_on_write`` hook.  After every
+successful write through that Cache object it sends one datagram per peer: set/update
+(modifier2 10, the stored value and its *absolute* expiry -- for math operations the
+result, not the operand) or delete (modifier2 11 with the two pad bytes real uWSGI
+receivers need).  With a secret the datagram is wrapped in a signed envelope
+(:func:`uwcache.wire.sign_udp`), which plain uWSGI ignores.  Sending never raises into
+the writer: failures are counted and logged (rate-limited).
+
+Receiver: :class:`UdpReceiver` is one thread per node that binds the ``udp_servers``
+addresses of its caches and applies what arrives with ``_set_raw``/``_delete_local``
+(never re-sent).  Malformed, truncated, oversized or unknown datagrams are dropped and
+counted; with a secret only authentic, fresh, unreplayed envelopes are applied.
+
+Only one process per machine needs to receive for a cache (the cache is shared memory),
+so the receiver of a cache is guarded by an ``flock`` on a file next to its region: a
+node that finds it taken stays on standby and takes over when the holder exits.
+
+The counters live in the cache's shared header (``cache._net_counter``), so every
+process sees the same numbers; :func:`net_stats` names them.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import ipaddress
+import logging
+import os
+import selectors
+import socket
+import threading
+import time
+import weakref
+from typing import Any, Dict, List, Optional, Tuple
+
+from .. import _engine, wire
+from ..errors import CacheError, ConfigError
+from .counters import NetCounter, count, net_stats  # noqa: F401  (re-exported)
+
+log = logging.getLogger("uwcache.net")
+
+#: signed packets older or newer than this many seconds are refused (clock skew window)
+MAX_SKEW = 30
+_RCVBUF = 4 << 20  # ask for a large receive buffer: bursts of writes arrive at once
+_STANDBY_RETRY = 0.5  # seconds between takeover attempts of a standby receiver
+
+
+class RateLimitedLog:
+    """At most one log record per `interval` seconds per message kind, with a count of
+    what was suppressed in between (a flood of bad packets must not flood the log)."""
+
+    def __init__(self, interval: float = 10.0) -> None:
+        self.interval = interval
+        self._last: Dict[str, Tuple[float, int]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, level: int, kind: str, msg: str, *args: Any) -> None:
+        now = time.monotonic()
+        with self._lock:
+            last, suppressed = self._last.get(kind, (-1e18, 0))
+            if now - last < self.interval:
+                self._last[kind] = (last, suppressed + 1)
+                return
+            self._last[kind] = (now, 0)
+        if suppressed:
+            msg += " (%d similar messages suppressed)"
+            args = (*args, suppressed)
+        log.log(level, msg, *args)
+
+
+# --------------------------------------------------------------------------- addresses
+
+
+def _split(option: str, address: str) -> Tuple[str, int]:
+    host, colon, port = address.rpartition(":")
+    if not colon or not port.isdigit():
+        raise ConfigError(f"{option} entry {address!r} is not host:port")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)
+
+
+def resolve(option: str, address: str, host: str, port: int, kind: int, flags: int = 0) -> Tuple[int, Tuple[Any, ...]]:
+    """(family, sockaddr) for `host`, IPv4 first: uWSGI peers speak IPv4 only, and
+    ``localhost`` often resolves to ``::1`` before ``127.0.0.1``."""
+    try:
+        infos = socket.getaddrinfo(host, port, 0, kind, 0, flags)
+    except socket.gaierror as exc:
+        raise ConfigError(f"{option} entry {address!r}: cannot resolve {host!r}: {exc.strerror}") from None
+    infos.sort(key=lambda info: info[0] != socket.AF_INET)
+    family, _, _, _, sockaddr = infos[0]
+    return family, sockaddr
+
+
+def resolve_peer(option: str, address: str) -> Tuple[int, Tuple[Any, ...]]:
+    """(family, sockaddr) of a peer; host names resolve once, here (uWSGI does the same)."""
+    host, port = _split(option, address)
+    return resolve(option, address, host, port, socket.SOCK_DGRAM)
+
+
+def is_loopback(host: str) -> bool:
+    """True for a numeric loopback address (127.0.0.0/8, ::1); False for any other,
+    including the wildcard addresses."""
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def _is_multicast_v4(host: str) -> bool:
+    try:
+        return ipaddress.IPv4Address(host).is_multicast
+    except ValueError:
+        return False
+
+
+def bind_udp(option: str, address: str) -> socket.socket:
+    """A non-blocking UDP socket bound to `address`.
+
+    An empty host means every IPv4 address (uWSGI's meaning: explicit configuration).
+    An IPv4 multicast group (224.0.0.0/4) is joined on the default interface;
+    ``255.255.255.255`` receives broadcasts (bound to every address, as uWSGI does).
+    """
+    host, port = _split(option, address)
+    mreq = None
+    if host in ("", "255.255.255.255"):
+        family, sockaddr = socket.AF_INET, ("0.0.0.0", port)
+    elif _is_multicast_v4(host):
+        family, sockaddr = socket.AF_INET, (host, port)
+        mreq = socket.inet_aton(host) + socket.inet_aton("0.0.0.0")
+    else:
+        family, sockaddr = resolve(option, address, host, port, socket.SOCK_DGRAM, socket.AI_PASSIVE)
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if mreq is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if host == "255.255.255.255":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
+        except OSError:
+            pass
+        sock.bind(sockaddr)
+        if mreq is not None:
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        hint = " (another program listens there?)" if exc.errno == errno.EADDRINUSE else ""
+        raise ConfigError(f"{option} entry {address!r}: cannot listen: {exc.strerror}{hint}") from None
+    return sock
+
+
+# --------------------------------------------------------------------------- sender
+
+
+def max_replicated_value(key_size: int, signed: bool) -> int:
+    """Largest value that fits one replication datagram with a key of `key_size` bytes
+    and the longest expiry field (20 digits)."""
+    room = wire.MAX_UDP_PAYLOAD - 4 - 2 - key_size - 2 - 2 - 20
+    if signed:
+        room -= 4 + wire.SIGNED_OVERHEAD
+    return max(room, 0)
+
+
+class Replicator:
+    """The ``_on_write`` hook of one cache: sends each write to every peer.
+
+    One non-blocking socket per address family, shared by the caches of a node (and
+    inherited by forked children, which replicate their writes too)."""
+
+    def __init__(self, cache: Any, peers: List[Tuple[int, Tuple[Any, ...]]], sockets: Dict[int, socket.socket],
+                 secret: Optional[str], limiter: RateLimitedLog) -> None:
+        self.cache = cache
+        self.name = cache.name
+        self.peers = [(sockets[family], sockaddr) for family, sockaddr in peers]
+        self.secret = secret
+        self._log = limiter
+
+    def __call__(self, op: int, key: bytes, value: bytes, expires: int) -> None:
+        try:
+            if op == _engine.OP_SET:
+                datagram = wire.encode_udp_set(key, value, expires)
+            elif op == _engine.OP_DELETE:
+                datagram = wire.encode_udp_delete(key)
+            else:
+                # clear: uWSGI sends one empty-key delete per slot, which every receiver
+                # (uWSGI's and ours) ignores; sending nothing is the same, minus the flood
+                count(self.cache, NetCounter.UNREPLICATED)
+                self._log(logging.WARNING, "clear:" + self.name,
+                          'cache "%s": clear() is not replicated (uWSGI has no clear packet)', self.name)
+                return
+            if self.secret is not None:
+                datagram = wire.sign_udp(datagram, self.secret, timestamp=int(time.time()))
+        except wire.Oversized as exc:
+            count(self.cache, NetCounter.UNREPLICATED)
+            self._log(logging.WARNING, "big:" + self.name,
+                      'cache "%s": key %r stored locally but NOT replicated: %s', self.name,
+                      key[:64], exc)
+            return
+        except Exception as exc:  # never raise into the writer
+            count(self.cache, NetCounter.SEND_ERRORS)
+            self._log(logging.ERROR, "enc:" + self.name, 'cache "%s": replication failed: %s', self.name, exc)
+            return
+        sent = 0
+        for sock, sockaddr in self.peers:
+            try:
+                sock.sendto(datagram, sockaddr)
+                sent += 1
+            except OSError as exc:
+                count(self.cache, NetCounter.SEND_ERRORS)
+                self._log(logging.WARNING, f"send:{self.name}:{sockaddr}",
+                          '[cache-udp-node] cache "%s": sendto %s failed: %s', self.name,
+                          sockaddr, exc.strerror or exc)
+        if sent:
+            count(self.cache, NetCounter.SENT, sent)
+
+
+class Sender:
+    """The sockets and hooks of a node's replicated caches."""
+
+    def __init__(self) -> None:
+        self.sockets: Dict[int, socket.socket] = {}
+        self.hooked: List[Any] = []
+        self._log = RateLimitedLog()
+
+    def attach(self, cache: Any) -> None:
+        options = cache.options
+        option = f"cache {cache.name!r}: udp_clients"
+        peers = [resolve_peer(option, address) for address in options.udp_clients]
+        for family, sockaddr in peers:
+            if family not in self.sockets:
+                sock = socket.socket(family, socket.SOCK_DGRAM)
+                sock.setblocking(False)
+                self.sockets[family] = sock
+            if family == socket.AF_INET and sockaddr[0] == "255.255.255.255":
+                self.sockets[family].setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        limit = max_replicated_value(cache.key_size, options.secret is not None)
+        if cache.max_item_size > limit:
+            log.info('cache "%s": values over about %d bytes do not fit one UDP datagram; '
+                     "they are stored locally but not replicated (counted in net_unreplicated)",
+                     cache.name, limit)
+        cache._on_write = Replicator(cache, peers, self.sockets, options.secret, self._log)
+        self.hooked.append(cache)
+        log.info('[cache-udp-node] cache "%s" replicates to %s%s', cache.name,
+                 ", ".join(options.udp_clients), " (signed)" if options.secret else "")
+
+    def close(self) -> None:
+        for cache in self.hooked:
+            if isinstance(getattr(cache, "_on_write", None), Replicator):
+                cache._on_write = None
+        self.hooked.clear()
+        for sock in self.sockets.values():
+            sock.close()
+        self.sockets.clear()
+
+
+# --------------------------------------------------------------------------- receiver
+
+
+class _Endpoint:
+    """The receiving side of one cache: its sockets (once bound) and its guard lock."""
+
+    def __init__(self, cache: Any, lock_path: str) -> None:
+        self.cache = cache
+        self.name = cache.name
+        self.addresses = cache.options.udp_servers
+        self.secret = cache.options.secret
+        self.guard = wire.ReplayGuard(MAX_SKEW) if self.secret is not None else None
+        self.lock_path = lock_path
+        self.lock_fd: Optional[int] = None
+        self.sockets: List[socket.socket] = []
+
+    def try_own(self) -> bool:
+        """Take the receiver duty of this cache if no other process holds it."""
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+        fd = os.open(self.lock_path, flags, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        try:
+            option = f"cache {self.name!r}: udp_servers"
+            for address in self.addresses:
+                self.sockets.append(bind_udp(option, address))
+        except BaseException:
+            self._release(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self.lock_fd = fd
+        for address, sock in zip(self.addresses, self.sockets):
+            log.info('*** udp server for cache "%s" running on %s ***', self.name, address)
+            if self.secret is None and not is_loopback(sock.getsockname()[0]):
+                log.warning('cache "%s": replication packets are accepted on %s without a secret: '
+                            "anyone who can reach it can write to the cache", self.name, address)
+        return True
+
+    def holder(self) -> str:
+        try:
+            with open(self.lock_path, "rb") as f:
+                return f.read(32).decode(errors="replace") or "?"
+        except OSError:
+            return "?"
+
+    def _release(self, fd: int) -> None:
+        for sock in self.sockets:
+            sock.close()
+        self.sockets.clear()
+        os.close(fd)  # drops the flock
+
+    def close(self) -> None:
+        if self.lock_fd is not None:
+            self._release(self.lock_fd)
+            self.lock_fd = None
+
+    def apply(self, datagram: bytes, limiter: RateLimitedLog) -> None:
+        """Verify, decode and apply one datagram; every failure is counted, none raises."""
+        cache = self.cache
+        if self.secret is not None:
+            try:
+                datagram = wire.verify_udp(datagram, self.secret, now=int(time.time()), max_skew=MAX_SKEW,
+                                           replay_guard=self.guard)
+            except wire.BadSignature as exc:
+                count(cache, NetCounter.REJECTED)
+                limiter(logging.WARNING, "rej:" + self.name,
+                        'cache "%s": replication packet rejected: %s', self.name, exc)
+                return
+        elif wire.is_signed(datagram):
+            count(cache, NetCounter.REJECTED)
+            limiter(logging.WARNING, "rej:" + self.name,
+                    'cache "%s": signed replication packet received but this cache has no secret', self.name)
+            return
+        try:
+            message = wire.decode_udp(datagram)
+        except wire.WireError as exc:
+            count(cache, NetCounter.DROPPED)
+            limiter(logging.INFO, "drop:" + self.name, 'cache "%s": dropped a bad replication packet: %s',
+                    self.name, exc)
+            return
+        try:
+            if isinstance(message, wire.UdpSet):
+                cache._set_raw(message.key, message.value, message.expires,
+                               _engine.F_UPDATE | _engine.F_ABSEXPIRE)
+            else:
+                cache._delete_local(message.key)
+        except (CacheError, ValueError, OverflowError) as exc:
+            count(cache, NetCounter.APPLY_ERRORS)
+            limiter(logging.WARNING, "apply:" + self.name,
+                    '[cache-udp-server] cache "%s": unable to update cache: %s', self.name, exc)
+            return
+        count(cache, NetCounter.RECEIVED)
+
+
+_live_receivers: "weakref.WeakSet[UdpReceiver]" = weakref.WeakSet()
+
+
+def _forget_in_child() -> None:
+    # a forked child inherits the bound sockets and the guard lock but not the thread:
+    # close its copies so the port and the duty are released when the parent lets go
+    for receiver in list(_live_receivers):
+        receiver._abandon()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
+
+
+class UdpReceiver:
+    """One thread receiving for every cache of a node that has ``udp_servers``."""
+
+    def __init__(self, endpoints: List[_Endpoint]) -> None:
+        self.endpoints = endpoints
+        self._log = RateLimitedLog()
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._stop = self._closed = False
+        self._thread: Optional[threading.Thread] = None
+        _live_receivers.add(self)
+        try:
+            for endpoint in endpoints:  # bind now so that start-up errors reach the caller
+                if endpoint.try_own():
+                    self._register(endpoint)
+                else:
+                    log.info('udp server for cache "%s" is run by another process (pid %s); '
+                             "this one takes over if it exits", endpoint.name, endpoint.holder())
+        except BaseException:
+            self.close()
+            raise
+
+    @classmethod
+    def for_caches(cls, caches: List[Any], lock_path_of: Any) -> "UdpReceiver":
+        return cls([_Endpoint(c, lock_path_of(c)) for c in caches])
+
+    def _register(self, endpoint: _Endpoint) -> None:
+        for sock in endpoint.sockets:
+            self._selector.register(sock, selectors.EVENT_READ, endpoint)
+
+    @property
+    def owned(self) -> List[str]:
+        """Names of the caches this process is receiving for."""
+        return [e.name for e in self.endpoints if e.lock_fd is not None]
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="uwcache-udp", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        pid = os.getpid()
+        next_try = time.monotonic() + _STANDBY_RETRY
+        while not self._stop:
+            standby = [e for e in self.endpoints if e.lock_fd is None]
+            timeout = max(next_try - time.monotonic(), 0.0) if standby else None
+            try:
+                events = self._selector.select(timeout)
+            except (OSError, ValueError):
+                if self._stop:
+                    return
+                raise
+            if self._stop or os.getpid() != pid:
+                return
+            for key, _ in events:
+                if key.data is None:
+                    self._drain_wakeup()
+                    continue
+                self._read(key.fileobj, key.data)  # type: ignore[arg-type]
+            if standby and time.monotonic() >= next_try:
+                next_try = time.monotonic() + _STANDBY_RETRY
+                for endpoint in standby:
+                    self._take_over(endpoint)
+
+    def _read(self, sock: socket.socket, endpoint: _Endpoint) -> None:
+        for _ in range(256):  # bounded, so one busy socket cannot starve the others
+            try:
+                datagram = sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. ECONNREFUSED reported for an earlier send
+                self._log(logging.DEBUG, "recv", "udp recv: %s", exc)
+                return
+            try:
+                endpoint.apply(datagram, self._log)
+            except Exception as exc:  # a bug must not stop replication: count, log, go on
+                count(endpoint.cache, NetCounter.DROPPED)
+                self._log(logging.ERROR, "bug", "udp receiver: unexpected error: %r", exc)
+
+    def _take_over(self, endpoint: _Endpoint) -> None:
+        try:
+            if endpoint.try_own():
+                self._register(endpoint)
+                log.warning('udp server for cache "%s" taken over by pid %d', endpoint.name, os.getpid())
+        except (ConfigError, OSError) as exc:
+            self._log(logging.WARNING, "takeover:" + endpoint.name,
+                      'udp server for cache "%s": takeover failed: %s', endpoint.name, exc)
+
+    def _abandon(self) -> None:
+        if self._closed:
+            return
+        self._closed = self._stop = True
+        self._thread = None
+        for endpoint in self.endpoints:
+            for sock in endpoint.sockets:
+                sock.close()
+            endpoint.sockets.clear()
+            if endpoint.lock_fd is not None:
+                os.close(endpoint.lock_fd)  # our copy only: the parent keeps the lock
+                endpoint.lock_fd = None
+        for obj in (self._selector, self._wake_r, self._wake_w):
+            obj.close()
+
+    def _drain_wakeup(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def close(self) -> None:
+        _live_receivers.discard(self)
+        if self._closed:
+            return
+        self._closed = self._stop = True
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
+        for endpoint in self.endpoints:
+            endpoint.close()
+        self._selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
