@@ -1,4 +1,5 @@
 """The native Cache API: semantics, types, errors and their messages."""
+import os
 import time
 
 import pytest
@@ -298,5 +299,17 @@ def test_bitmap_values_span_blocks(namespace):
         c.set("b", b"b" * 25)
         assert c.stats()["blocks_used"] == 7
         assert c.check() is None
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize("opts", [dict(max_items=7, key_size=13, block_size=100, hash_size=777),
+                                  dict(max_items=1000, mode_bitmap=True, block_count=3000, block_size=1),
+                                  dict(max_items=4096, key_size=256, block_size=4096)])
+def test_memory_bytes_is_the_region_size(namespace, opts):
+    # the sizing docs promise CacheOptions.memory_bytes is what the cache maps
+    c = uwcache.open_cache("size", namespace=namespace, **opts)
+    try:
+        assert c.options.memory_bytes == c.region_size == os.path.getsize(c.path)
     finally:
         c.close()

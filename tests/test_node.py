@@ -177,3 +177,21 @@ def test_one_sweeper_at_a_time_and_takeover_when_it_dies(namespace):
         for p in procs:
             p.kill()
             p.wait()
+
+
+def test_node_serves_stats_over_http(namespace):
+    import json
+    import urllib.request
+
+    caching = uwcache.Caching(namespace).add_cache("web", max_items=10, block_size=32)
+    with caching.start(stats="127.0.0.1:0") as node:
+        node.cache("web").set("k", b"v")
+        node.cache("web").get("k")
+        assert node.stats_url.startswith("http://127.0.0.1:")
+        doc = json.load(urllib.request.urlopen(node.stats_url, timeout=10))
+        [entry] = doc["caches"]
+        assert (entry["name"], entry["items"], entry["hits"]) == ("web", 1, 1)
+        metrics = urllib.request.urlopen(node.stats_url + "metrics", timeout=10).read().decode()
+        assert 'cache="web"' in metrics
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(node.stats_url, timeout=2)

@@ -52,7 +52,9 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 ITEM_HEADER_BYTES = 88
 HASH_BUCKET_BYTES = 8
 FREE_STACK_ENTRY_BYTES = 8
-REGION_HEADER_BYTES = 8192
+REGION_HEADER_BYTES = 32768  # the engine's header: lock, sequence stripes, per-process counters
+_AREA_ALIGN = 64  # every area starts on a cache line
+_REGION_ALIGN = 4096  # the region is a whole number of pages
 
 _NAMESPACE_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
 _DIGITS_RE = re.compile(r"[0-9]+")
@@ -230,15 +232,21 @@ class CacheOptions:
         return sum(self._memory_parts().values())
 
     def _memory_parts(self) -> Dict[str, int]:
-        """The memory areas by name, so an oversize error can say which one dominates."""
-        return {
+        """The memory areas by name, so an oversize error can say which one dominates. The
+        padding makes the sum exactly the size of the shared-memory region (or store file)."""
+        parts = {
+            "header": REGION_HEADER_BYTES,
             "items": self.item_record_size * self.max_items,
             "data": self.block_size * self.blocks,
             "hash table": HASH_BUCKET_BYTES * self.hash_size,
             "free stack": FREE_STACK_ENTRY_BYTES * self.max_items,
             "bitmap": math.ceil(self.blocks / 8) if self.mode_bitmap else 0,
-            "header": REGION_HEADER_BYTES,
         }
+        end = 0
+        for name, size in parts.items():
+            end = -(-end // _AREA_ALIGN) * _AREA_ALIGN + size
+        parts["alignment"] = -(-end // _REGION_ALIGN) * _REGION_ALIGN - sum(parts.values())
+        return parts
 
     # -- validation -----------------------------------------------------------------------
 

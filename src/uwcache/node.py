@@ -55,14 +55,14 @@ class Node:
     ``server="host:port"`` (or a UNIX socket path) serves the caches to uWSGI and uwcache
     peers (remote access and dumps; port 0 picks a free port, see :attr:`server_address`).
     ``net_timeout`` bounds every network wait: sync dumps, server requests.
+    ``stats="host:port"`` serves the namespace's stats over HTTP, JSON at ``/`` and
+    Prometheus text at ``/metrics`` (a bare port means 127.0.0.1; see :attr:`stats_url`).
     """
 
     def __init__(self, caching: Caching, *, sweeper: bool = True, server: Optional[str] = None,
                  stats: Optional[str] = None, register_compat: bool = True,
                  net_timeout: float = 4.0) -> None:
         caching.validate()
-        if stats is not None:
-            raise NotImplementedError("the stats server (stats=) is not built yet: see the node issue")
         if not net_timeout > 0:
             raise ConfigError(f"net_timeout must be > 0 seconds, got {net_timeout!r}")
         self.caching = caching
@@ -70,6 +70,7 @@ class Node:
         self._sender: Any = None
         self._receiver: Any = None
         self._server: Any = None
+        self._stats_server: Any = None
         self.namespace = caching.namespace
         self._caches: Dict[str, Cache] = {}
         self._stop = threading.Event()
@@ -88,6 +89,8 @@ class Node:
                     if _engine._compat_register(name, cache):
                         self._registered.append(name)
             self._start_network(server)
+            if stats is not None:
+                self._start_stats(stats)
             if sweeper and not caching.no_expire and any(not o.no_expire for o in caching.caches):
                 self._spawn(self._sweeper_loop, "uwcache-sweeper")
             if any(o.store and o.store_sync_interval for o in caching.caches):
@@ -143,6 +146,8 @@ class Node:
         if self._closed:
             return
         self._closed = True
+        if self._stats_server is not None:
+            self._stats_server.close()
         self._stop_network()
         self._stop.set()
         for thread in self._threads:
@@ -159,6 +164,21 @@ class Node:
             if cache.options.store:
                 cache.flush()
             cache.close()
+
+    @property
+    def stats_url(self) -> Optional[str]:
+        """Where ``stats=`` serves the JSON stats (``/``) and Prometheus text (``/metrics``)."""
+        return self._stats_server.url if self._stats_server is not None else None
+
+    def _start_stats(self, address: str) -> None:
+        from .net.stats import NamespaceStats, StatsServer
+
+        try:
+            self._stats_server = StatsServer(address, NamespaceStats(self.namespace, owned=self._caches).collect)
+        except OSError as exc:
+            raise ConfigError(f"stats={address!r}: cannot listen there: {exc.strerror or exc}") from exc
+        self._stats_server.start()
+        log.info("stats server on %s", self._stats_server.url)
 
     def __enter__(self) -> "Node":
         return self

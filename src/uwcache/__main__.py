@@ -1,0 +1,8 @@
+"""``python -m uwcache``: the same as the ``uwcache`` command."""
+
+from __future__ import annotations
+
+from .cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,786 @@
+"""The ``uwcache`` command: run a node in the foreground, and tools that read and write caches.
+
+``uwcache run`` is what uWSGI's master does for its caches (create or attach them, preload,
+sweep, flush stores), as a process of its own. Every other command attaches caches by name
+straight from shared memory, so it works with or without a running node.
+
+Exit codes: 0 success, 1 error (message on stderr; for ``get``/``del``: the key is missing),
+2 bad command line, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import os
+import re
+import runpy
+import signal
+import sys
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from . import __version__
+from .cache import Cache, attach, list_caches, namespace_dir, shm_dir
+from .config import Caching
+from .config import _resolve_namespace as resolve_namespace
+from .errors import CacheError, ConfigError, UnknownCache
+from .net.stats import NamespaceStats, StatsServer, is_loopback, parse_address, prometheus_text, stats_json
+
+log = logging.getLogger("uwcache")
+
+# The cache `uwcache run` creates when given no configuration. Bitmap mode so one cache takes
+# small and large values alike; about 18 MiB, which fits Docker's default 64 MiB /dev/shm.
+DEFAULT_CACHE2 = "name=default,maxitems=4096,keysize=256,blocksize=4096,blocks=4096,bitmap=1"
+
+# uWSGI options `run` accepts on its command line, as in an ini file; flags take no value.
+UWSGI_RUN_OPTIONS = {
+    "--cache2": "CACHE2",
+    "--cache-expire-freq": "SECONDS",
+    "--add-cache-item": "[CACHE ]KEY=VALUE",
+    "--load-file-in-cache": "[CACHE ]PATH",
+    "--load-file-in-cache-gzip": "[CACHE ]PATH",
+}
+UWSGI_RUN_FLAGS = ("--cache-report-freed-items", "--cache-no-expire")
+
+
+class CLIError(Exception):
+    """A failure to report as ``uwcache: error: <message>`` with a non-zero exit code."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# --------------------------------------------------------------------------------------------
+# Small helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _human(n: float) -> str:
+    """1536 -> '1.5 KiB'."""
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{int(n)} bytes" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)  # pragma: no cover
+
+
+def _arg_bytes(text: str) -> bytes:
+    """argv text back to the exact bytes typed (Python decodes argv with surrogateescape)."""
+    return os.fsencode(text)
+
+
+def _show(data: bytes) -> str:
+    return data.decode("utf-8", errors="backslashreplace")
+
+
+def known_namespaces() -> List[str]:
+    """Namespaces that have a directory in the shared-memory directory."""
+    try:
+        entries = sorted(os.listdir(shm_dir()))
+    except OSError:
+        return []
+    return [e[len("uwcache-"):] for e in entries
+            if e.startswith("uwcache-") and os.path.isdir(os.path.join(shm_dir(), e))]
+
+
+def _require_namespace(namespace: str) -> List[str]:
+    """The caches of a namespace; CLIError when it has none."""
+    names = list_caches(namespace)
+    if not names:
+        others = [n for n in known_namespaces() if n != namespace and list_caches(n)]
+        hint = f"namespaces with caches: {', '.join(others)}" if others else "no namespace has caches yet"
+        raise CLIError(f"namespace {namespace!r} has no caches (looked in {namespace_dir(namespace)}; {hint}). "
+                       "Start a node with `uwcache run`, or pass --namespace / set UWCACHE_NAMESPACE")
+    return names
+
+
+def _open(name: str, namespace: str) -> Cache:
+    """Attach a cache by name, with messages that say what exists instead."""
+    names = _require_namespace(namespace)
+    if name not in names:
+        raise CLIError(f"no cache named {name!r} in namespace {namespace!r} (caches there: {', '.join(names)})")
+    return attach(name, namespace=namespace)
+
+
+def _write_stdout(data: bytes) -> None:
+    sys.stdout.flush()
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration of `run`
+# --------------------------------------------------------------------------------------------
+
+
+class _UwsgiOption(argparse.Action):
+    """Collect uWSGI options in command-line order, as (option, value) pairs."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: Optional[str] = None) -> None:
+        collected = list(getattr(namespace, self.dest) or [])
+        collected.append((option_string or "", "true" if self.nargs == 0 else values))
+        setattr(namespace, self.dest, collected)
+
+
+def _split_ini_argument(argument: str) -> Tuple[str, str]:
+    """``file.ini`` or uWSGI's ``file.ini:section``."""
+    if not os.path.exists(argument) and ":" in argument:
+        path, _colon, section = argument.rpartition(":")
+        if path and section:
+            return path, section
+    return argument, "uwsgi"
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise CLIError(f"cannot read ini file {path!r}: {exc.strerror}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CLIError(f"ini file {path!r} is not UTF-8 text (byte {exc.start})") from None
+
+
+def _has_section(text: str, section: str) -> bool:
+    for line in text.split("\n"):
+        line = line.strip(" \t\r")
+        if line.startswith("["):
+            if (line[1:-1] if line.endswith("]") else line[1:]) == section:
+                return True
+    return False
+
+
+def caching_from_uwsgi_options(ini: Optional[str], options: Sequence[Tuple[str, str]],
+                               namespace: Optional[str]) -> Caching:
+    """A Caching from an ini file and/or uWSGI options given on the command line.
+
+    The command-line options are read as extra lines of the ini section, after the file's,
+    so they mean exactly what they mean to uWSGI (nameless preloads go into every cache,
+    caches are created in order). An error in one of them names the option, not a line.
+    """
+    if ini is not None and not options:
+        path, section = _split_ini_argument(ini)
+        if not os.path.exists(path):
+            raise CLIError(f"ini file {path!r} does not exist")
+        return Caching.from_ini(path, section=section, namespace=namespace)
+    lines: List[str] = []
+    where, section = "command line", "uwsgi"
+    if ini is not None:
+        where, section = _split_ini_argument(ini)
+        text = _read_text(where)
+        if not _has_section(text, section):
+            raise CLIError(f"{where}: there is no [{section}] section")
+        lines = text.split("\n")
+    first_option_line = len(lines) + 2  # after the file and the section header we add
+    lines.append(f"[{section}]")
+    for option, value in options:
+        if "\n" in value or "\r" in value:
+            raise CLIError(f"{option} {value!r}: a value cannot contain a line break")
+        lines.append(f"{option[2:]} = {value}")
+    source = io.StringIO("\n".join(lines) + "\n")
+    source.name = where
+    try:
+        return Caching.from_ini(source, section=section, namespace=namespace)
+    except ConfigError as exc:
+        match = re.match(rf"{re.escape(where)} line (\d+): ", str(exc))
+        if match and int(match.group(1)) >= first_option_line:
+            option, value = options[int(match.group(1)) - first_option_line]
+            detail = str(exc)[match.end():]
+            if detail.startswith(f"cache2 {value!r}: "):  # already said by our prefix
+                detail = detail[len(f"cache2 {value!r}: "):]
+            raise ConfigError(f"{option} {value!r}: {detail}") from None
+        raise
+
+
+def caching_from_python(path: str, namespace: Optional[str]) -> Caching:
+    """Run a Python configuration file; it must define ``caching``: a Caching, or a function
+    without arguments that returns one."""
+    if not os.path.isfile(path):
+        raise CLIError(f"config file {path!r} does not exist")
+    if namespace is not None:  # so a bare Caching() in the file lands in the chosen namespace
+        os.environ["UWCACHE_NAMESPACE"] = namespace
+    directory = os.path.dirname(os.path.abspath(path))
+    if directory not in sys.path:  # the file may import its neighbours
+        sys.path.insert(0, directory)
+    try:
+        scope = runpy.run_path(path, run_name="__uwcache_config__")
+    except CacheError:
+        raise
+    except SystemExit:
+        raise CLIError(f"config file {path!r} called exit()") from None
+    except Exception as exc:
+        import traceback
+
+        traceback.print_exc()
+        raise CLIError(f"config file {path!r} failed: {type(exc).__name__}: {exc}") from None
+    if "caching" not in scope:
+        raise CLIError(f"config file {path!r} does not define `caching`: it must set a module-level "
+                       "`caching = uwcache.Caching()...`, or define `def caching(): return uwcache.Caching()...`")
+    caching = scope["caching"]
+    if callable(caching) and not isinstance(caching, Caching):
+        caching = caching()
+    if not isinstance(caching, Caching):
+        raise CLIError(f"config file {path!r}: `caching` is a {type(caching).__name__}, not a uwcache.Caching")
+    if namespace is not None and caching.namespace != namespace:
+        raise CLIError(f"config file {path!r} builds namespace {caching.namespace!r} but --namespace says "
+                       f"{namespace!r}; drop one of them")
+    return caching
+
+
+def build_caching(args: argparse.Namespace) -> Tuple[Caching, str]:
+    """The configuration `run` uses, and a phrase saying where it came from."""
+    namespace = getattr(args, "namespace", None)
+    uwsgi_options = args.uwsgi_options or []
+    if args.config is not None:
+        if args.ini is not None or uwsgi_options:
+            raise CLIError("--config cannot be combined with --ini or uWSGI options (--cache2 ...): "
+                           "build everything in the Python file", code=2)
+        return caching_from_python(args.config, namespace), f"Python config {args.config}"
+    if args.ini is not None or uwsgi_options:
+        caching = caching_from_uwsgi_options(args.ini, uwsgi_options, namespace)
+        if not caching.caches:
+            raise CLIError(f"{args.ini or 'the command line'} configures no cache (no cache2 or cache option)")
+        sources = ([f"ini {args.ini}"] if args.ini else []) + (["command-line options"] if uwsgi_options else [])
+        return caching, " + ".join(sources)
+    caching = Caching.from_cache2(DEFAULT_CACHE2, namespace=namespace)
+    return caching, f"the embedded default (no configuration given): --cache2 {DEFAULT_CACHE2}"
+
+
+# --------------------------------------------------------------------------------------------
+# run
+# --------------------------------------------------------------------------------------------
+
+
+class _RunFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if record.levelno >= logging.WARNING:
+            text = text.replace(" | ", f" | {record.levelname}: ", 1)
+        return text
+
+
+def _setup_logging(level: int, fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_RunFormatter(fmt, "%Y-%m-%d %H:%M:%S"))
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+    log.propagate = False
+
+
+def _describe_cache(cache: Cache, caching: Caching) -> str:
+    o = cache.options
+    if o.mode_bitmap:
+        layout = f"values up to {_human(o.max_item_size)} (bitmap: {o.blocks} blocks of {_human(o.block_size)})"
+    else:
+        layout = f"values up to {_human(o.block_size)} (one block each)"
+    if caching.no_expire or o.no_expire:
+        expiry = "not swept (no_expire): freed when a write needs the room"
+    else:
+        expiry = f"swept every {caching.expire_scan_interval} s"
+    extras = [name for name, on in (("full_purge_lru", o.full_purge_lru), ("lazy_expire", o.lazy_expire),
+                                    ("clear_on_full", o.clear_on_full), ("full_silent", o.full_silent),
+                                    ("use_lastmod", o.use_lastmod)) if on]
+    if o.sweep_on_full:
+        extras.append(f"sweep_on_full={o.sweep_on_full}")
+    if o.store:
+        sync = f"msync every {o.store_sync_interval} s" if o.store_sync_interval else "flushed by the kernel"
+        where = f"persistent in {o.store} ({sync})"
+    else:
+        where = "memory only"
+    return (f'cache "{o.name}": {o.capacity} items, {layout}, keys up to {o.key_size} bytes, '
+            f"{o.hash_algo} hash with {o.hash_size} buckets, {_human(cache.region_size)} of shared memory, "
+            f"{where}; expired items {expiry}" + (f"; {', '.join(extras)}" if extras else ""))
+
+
+class _FullWatch:
+    """Logs uWSGI's "cache full" warning when a cache's ``full`` counter grows, whoever wrote:
+    workers are other processes whose logs may go nowhere. At most once per check per cache."""
+
+    def __init__(self, caches: Dict[str, Cache]) -> None:
+        self._caches = {n: c for n, c in caches.items() if not c.options.full_silent}
+        self._last = {n: c.stats()["full"] for n, c in self._caches.items()}
+        self._when = time.monotonic()
+
+    def check(self) -> None:
+        now = time.monotonic()
+        for name, cache in self._caches.items():
+            try:
+                full = cache.stats()["full"]
+            except CacheError:
+                continue
+            delta = full - self._last[name]
+            self._last[name] = full
+            if delta > 0:
+                what = (f'LRU item will be purged from cache "{name}"' if cache.options.full_purge_lru
+                        else f'*** DANGER cache "{name}" is FULL !!! ***')
+                log.warning("%s (%d full event%s in the last %.0f s)", what, delta, "s" if delta > 1 else "",
+                            max(1.0, now - self._when))
+        self._when = now
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    _setup_logging(logging.WARNING if args.quiet else logging.INFO, "%(asctime)s | %(message)s")
+    stop = threading.Event()
+    received: List[int] = []
+
+    def on_signal(signum: int, frame: Any) -> None:
+        received.append(signum)
+        stop.set()
+        # a second Ctrl-C while stopping interrupts for real
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    stopping = [signal.SIGINT, signal.SIGTERM]
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # a closed terminal stops cleanly; nohup still wins
+        stopping.append(signal.SIGHUP)
+    previous = {sig: signal.signal(sig, on_signal) for sig in stopping}
+    try:
+        return _run(args, stop, received)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run(args: argparse.Namespace, stop: threading.Event, received: List[int]) -> int:
+    stats_address = None
+    if args.stats is not None:
+        try:
+            stats_address = parse_address(args.stats)
+        except ValueError as exc:
+            raise CLIError(str(exc), code=2) from None
+    caching, origin = build_caching(args)
+    log.info("uwcache %s (pid %d): configuration from %s", __version__, os.getpid(), origin)
+    log.info('namespace "%s": shared memory regions in %s', caching.namespace, namespace_dir(caching.namespace))
+    start_args: Dict[str, Any] = {}
+    if args.server is not None:
+        start_args["server"] = args.server
+    try:
+        node = caching.start(**start_args)
+    except NotImplementedError as exc:
+        what = f"--server {args.server}: " if args.server is not None else ""
+        raise CLIError(f"cannot start the node: {what}{exc}") from None
+    server: Optional[StatsServer] = None
+    reader: Optional[NamespaceStats] = None
+    try:
+        caches = node.caches
+        for cache in caches.values():
+            log.info("%s", _describe_cache(cache, caching))
+        total = sum(c.region_size for c in caches.values())
+        log.info("%d cache%s, %s of shared memory in all", len(caches), "" if len(caches) == 1 else "s",
+                 _human(total))
+        if stats_address is not None:
+            reader = NamespaceStats(caching.namespace, owned=caches)
+            try:
+                server = StatsServer(args.stats, reader.collect).start()
+            except OSError as exc:
+                raise CLIError(f"--stats {args.stats}: cannot listen on {stats_address[0]}:{stats_address[1]}: "
+                               f"{exc.strerror or exc}") from None
+            log.info("stats: %s (JSON) and %smetrics (Prometheus)", server.url, server.url)
+            if not is_loopback(server.host):
+                log.warning("stats are served on %s, not only on loopback: whoever reaches it can read "
+                            "cache names and counters", server.host)
+        log.info('uwcache node ready: namespace "%s", caches: %s (pid %d); stop with Ctrl-C or SIGTERM',
+                 caching.namespace, ", ".join(caches), os.getpid())
+        watch = _FullWatch(caches)
+        while not stop.wait(1.0):
+            watch.check()
+        watch.check()
+        name = signal.Signals(received[0]).name if received else "a signal"
+        log.info("received %s, stopping", name)
+    finally:
+        if server is not None:
+            server.close()
+        if reader is not None:
+            reader.close()
+        stores = [str(c.options.store) for c in node.caches.values() if c.options.store]
+        in_memory = len(node.caches) - len(stores)
+        node.close()
+    log.info("stopped: caches detached%s%s", f", stores flushed ({', '.join(stores)})" if stores else "",
+             f"; the memory-only regions stay in {namespace_dir(caching.namespace)} for the next node "
+             "(delete the files to free the memory)" if in_memory else "")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# stats / top
+# --------------------------------------------------------------------------------------------
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1) -> List[str]:
+    """Aligned columns: the first ``left`` columns left-aligned, the rest right-aligned."""
+    widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows)]
+    lines = []
+    for row in (headers, *rows):
+        cells = [str(v).ljust(w) if i < left else str(v).rjust(w) for i, (v, w) in enumerate(zip(row, widths))]
+        lines.append("  ".join(cells).rstrip())
+    return lines
+
+
+def _percent(part: float, whole: float) -> str:
+    return f"{100.0 * part / whole:.1f}%" if whole else "-"
+
+
+def _data_fill(s: Dict[str, Any]) -> Tuple[int, int]:
+    total = s["blocks"] if s["mode"] == "bitmap" else s["capacity"]
+    return s["blocks_used"], total
+
+
+def stats_table(stats: List[Dict[str, Any]]) -> List[str]:
+    headers = ("CACHE", "ITEMS", "CAPACITY", "FILL", "DATA", "HITS", "MISS", "HIT%", "WRITES", "FULL",
+               "EVICTED", "EXPIRED", "MEMORY", "MODE")
+    rows = []
+    for s in stats:
+        used, total = _data_fill(s)
+        rows.append((s["name"], s["items"], s["capacity"], _percent(s["items"], s["capacity"]),
+                     _percent(used, total), s["hits"], s["miss"], _percent(s["hits"], s["hits"] + s["miss"]),
+                     s["writes"], s["full"], s["evictions"], s["expired_freed"], _human(s["memory"]),
+                     s["mode"] + (",lru" if s["purge_lru"] else "")))
+    return _table(headers, rows)
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    namespace = resolve_namespace(args.namespace)
+    names = _require_namespace(namespace)
+    for name in args.caches:
+        if name not in names:
+            raise CLIError(f"no cache named {name!r} in namespace {namespace!r} (caches there: {', '.join(names)})")
+    with NamespaceStats(namespace) as reader:
+        stats = reader.collect(args.caches or None)
+    if not stats:
+        raise CLIError(f"none of the caches of namespace {namespace!r} could be read (see the warnings above)")
+    if args.json:
+        print(stats_json(stats, indent=2 if args.pretty else None))
+    elif args.prometheus:
+        sys.stdout.write(prometheus_text(stats))
+    else:
+        print(f'namespace "{namespace}" ({namespace_dir(namespace)}): {len(stats)} cache'
+              f"{'' if len(stats) == 1 else 's'}")
+        print("\n".join(stats_table(stats)))
+    return 0
+
+
+def top_frame(namespace: str, previous: Optional[Dict[str, Dict[str, Any]]], current: Dict[str, Dict[str, Any]],
+              elapsed: float) -> List[str]:
+    """One screen of `uwcache top`: rates come from the difference of two samples."""
+    headers = ("CACHE", "ITEMS", "FILL", "DATA", "HIT%", "OPS/S", "GETS/S", "SETS/S", "FULL", "FULL/S",
+               "EVICTED", "EXPIRED", "PENDING")
+    rows = []
+    for name, s in current.items():
+        p = (previous or {}).get(name)
+        used, total = _data_fill(s)
+        if p is not None and elapsed > 0:
+            d_hits, d_miss = s["hits"] - p["hits"], s["miss"] - p["miss"]
+            d_writes, d_full = s["writes"] - p["writes"], s["full"] - p["full"]
+            hit = _percent(d_hits, d_hits + d_miss) if d_hits + d_miss else _percent(s["hits"], s["hits"] + s["miss"])
+            ops = f"{(d_hits + d_miss + d_writes) / elapsed:.0f}"
+            gets, sets, full_rate = (f"{(d_hits + d_miss) / elapsed:.0f}", f"{d_writes / elapsed:.0f}",
+                                     f"{d_full / elapsed:.0f}")
+        else:
+            hit = _percent(s["hits"], s["hits"] + s["miss"])
+            ops = gets = sets = full_rate = "-"
+        rows.append((name, f"{s['items']}/{s['capacity']}", _percent(s["items"], s["capacity"]),
+                     _percent(used, total), hit, ops, gets, sets, s["full"], full_rate, s["evictions"],
+                     s["expired_freed"], s["expired_pending"]))
+    title = (f'uwcache top - namespace "{namespace}" - {time.strftime("%H:%M:%S")} - '
+             f"{len(current)} cache{'' if len(current) == 1 else 's'}"
+             + (f" - rates over {elapsed:.1f} s" if previous is not None else ""))
+    return [title, ""] + (_table(headers, rows) if rows else ["(no caches)"])
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    namespace = resolve_namespace(args.namespace)
+    _require_namespace(namespace)
+    if args.interval <= 0:
+        raise CLIError("--interval must be more than 0 seconds", code=2)
+    with NamespaceStats(namespace) as reader:
+
+        def sample() -> Tuple[float, Dict[str, Dict[str, Any]]]:
+            return time.monotonic(), {s["name"]: s for s in reader.collect()}
+
+        if args.once:
+            t0, first = sample()
+            time.sleep(args.interval)
+            t1, second = sample()
+            print("\n".join(top_frame(namespace, first, second, t1 - t0)))
+            return 0
+        if sys.stdout.isatty() and os.environ.get("TERM", "dumb") != "dumb":
+            return _top_curses(namespace, sample, args.interval)
+        t0, previous = sample()
+        print("\n".join(top_frame(namespace, None, previous, 0.0)), flush=True)
+        try:
+            while True:
+                time.sleep(args.interval)
+                t1, current = sample()
+                print("\n" + "\n".join(top_frame(namespace, previous, current, t1 - t0)), flush=True)
+                t0, previous = t1, current
+        except KeyboardInterrupt:
+            return 0
+
+
+def _top_curses(namespace: str, sample: Callable[[], Tuple[float, Dict[str, Dict[str, Any]]]],
+                interval: float) -> int:
+    import curses
+
+    def loop(screen: Any) -> None:
+        try:
+            curses.curs_set(0)
+        except curses.error:
+            pass
+        screen.timeout(int(interval * 1000))
+        t0, previous = sample()
+        lines = top_frame(namespace, None, previous, 0.0)
+        while True:
+            screen.erase()
+            height, width = screen.getmaxyx()
+            for row, line in enumerate(lines[: height - 1] + ["", "q: quit"][: max(0, height - len(lines))]):
+                try:
+                    screen.addnstr(row, 0, line, max(1, width - 1))
+                except curses.error:
+                    pass
+            screen.refresh()
+            key = screen.getch()
+            if key in (ord("q"), ord("Q"), 27):
+                return
+            t1, current = sample()
+            if t1 - t0 >= interval * 0.5 or key == -1:
+                lines = top_frame(namespace, previous, current, t1 - t0)
+                t0, previous = t1, current
+
+    try:
+        curses.wrapper(loop)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# get / set / del / keys / clear / incr / decr
+# --------------------------------------------------------------------------------------------
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    namespace = resolve_namespace(args.namespace)
+    with _open(args.cache, namespace) as cache:
+        value = cache.get(_arg_bytes(args.key))
+    if value is None:
+        print(f"uwcache: key {args.key!r} not found in cache {args.cache!r}", file=sys.stderr)
+        return 1
+    _write_stdout(value + (b"\n" if args.newline else b""))
+    return 0
+
+
+def cmd_set(args: argparse.Namespace) -> int:
+    namespace = resolve_namespace(args.namespace)
+    if args.stdin == (args.value is not None):
+        raise CLIError("give the value either as an argument or with --stdin (not both)", code=2)
+    value = sys.stdin.buffer.read() if args.stdin else _arg_bytes(args.value)
+    with _open(args.cache, namespace) as cache:
+        if args.add:
+            if not cache.add(_arg_bytes(args.key), value, expires=args.expires):
+                print(f"uwcache: key {args.key!r} already exists in cache {args.cache!r}", file=sys.stderr)
+                return 1
+        else:
+            cache.set(_arg_bytes(args.key), value, expires=args.expires)
+    return 0
+
+
+def cmd_del(args: argparse.Namespace) -> int:
+    namespace = resolve_namespace(args.namespace)
+    with _open(args.cache, namespace) as cache:
+        deleted = cache.delete(_arg_bytes(args.key))
+    if not deleted:
+        print(f"uwcache: key {args.key!r} not found in cache {args.cache!r}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    namespace = resolve_namespace(args.namespace)
+    with _open(args.cache, namespace) as cache:
+        keys = cache.keys()
+    end = b"\0" if args.null else b"\n"
+    _write_stdout(b"".join(key + end for key in keys))
+    return 0
+
+
+def cmd_clear(args: argparse.Namespace) -> int:
+    namespace = resolve_namespace(args.namespace)
+    with _open(args.cache, namespace) as cache:
+        count = len(cache)
+        cache.clear()
+    print(f'cleared cache "{args.cache}" ({count} item{"" if count == 1 else "s"})')
+    return 0
+
+
+def _math(args: argparse.Namespace, op: str) -> int:
+    namespace = resolve_namespace(args.namespace)
+    with _open(args.cache, namespace) as cache:
+        result = getattr(cache, op)(_arg_bytes(args.key), args.n, expires=args.expires)
+    print(result)
+    return 0
+
+
+def cmd_incr(args: argparse.Namespace) -> int:
+    return _math(args, "incr")
+
+
+def cmd_decr(args: argparse.Namespace) -> int:
+    return _math(args, "decr")
+
+
+# --------------------------------------------------------------------------------------------
+# argument parsing
+# --------------------------------------------------------------------------------------------
+
+
+def _seconds(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole seconds, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more seconds, got {value}")
+    return value
+
+
+def _int64(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not -(2**63) <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"{value} does not fit in a signed 64-bit integer")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--namespace", "-n", default=argparse.SUPPRESS, metavar="NS",
+                        help="namespace of the caches (default: $UWCACHE_NAMESPACE, else 'default')")
+    parser = argparse.ArgumentParser(
+        prog="uwcache", parents=[common],
+        description="uWSGI's cache framework as a standalone shared-memory cache: run a node, inspect and "
+                    "edit caches.",
+        epilog="Docs: docs/cli.md. Every command reads caches straight from shared memory; only `run` "
+               "keeps the expiry sweeper and preloads going.")
+    parser.add_argument("--version", action="version", version=f"uwcache {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    run = sub.add_parser("run", parents=[common], help="run a node in the foreground (caches, preloads, sweeper)",
+                         description="Create or attach the configured caches, preload items and files, sweep "
+                                     "expired items and flush stores until Ctrl-C or SIGTERM. Without any "
+                                     "configuration one cache named 'default' is created.")
+    run.add_argument("--ini", metavar="FILE[:SECTION]",
+                     help="read the cache options of a uWSGI ini file (section [uwsgi] unless given)")
+    run.add_argument("--config", metavar="FILE.py",
+                     help="a Python file that defines `caching` (a uwcache.Caching, or a function returning one)")
+    for option, metavar in UWSGI_RUN_OPTIONS.items():
+        run.add_argument(option, metavar=metavar, dest="uwsgi_options", action=_UwsgiOption,
+                         help=f"uWSGI's {option} option (repeatable where uWSGI's is)")
+    for option in UWSGI_RUN_FLAGS:
+        run.add_argument(option, dest="uwsgi_options", nargs=0, action=_UwsgiOption, help=f"uWSGI's {option}")
+    run.add_argument("--stats", metavar="ADDR",
+                     help="serve stats over HTTP: JSON at /, Prometheus at /metrics. ADDR is HOST:PORT, a bare "
+                          "PORT (127.0.0.1) or :PORT (every address); port 0 picks a free one")
+    run.add_argument("--server", metavar="ADDR", help="serve the caches over the network (uWSGI cache protocol)")
+    run.add_argument("--quiet", "-q", action="store_true", help="log warnings and errors only")
+    run.set_defaults(func=cmd_run, uwsgi_options=[])
+
+    stats = sub.add_parser("stats", parents=[common], help="stats of every cache of the namespace",
+                           description="Read the counters of every cache straight from shared memory.")
+    stats.add_argument("caches", nargs="*", metavar="CACHE", help="only these caches")
+    form = stats.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true",
+                      help='print {"caches": [...]} in uWSGI\'s stats-server shape, plus extras')
+    form.add_argument("--prometheus", action="store_true", help="print Prometheus text format")
+    stats.add_argument("--pretty", action="store_true", help="indent the JSON")
+    stats.set_defaults(func=cmd_stats)
+
+    top = sub.add_parser("top", parents=[common], help="live view of fill, hit ratio, ops/s, full events",
+                         description="A live view like uWSGI's cache monitor (curses on a terminal, plain "
+                                     "frames otherwise; q or Ctrl-C quits).")
+    top.add_argument("--interval", "-i", type=float, default=1.0, metavar="S", help="seconds between samples")
+    top.add_argument("--once", action="store_true", help="print one frame (rates over one interval) and exit")
+    top.set_defaults(func=cmd_top)
+
+    get = sub.add_parser("get", parents=[common], help="print a value (raw bytes) to stdout",
+                         description="Print a value as raw bytes; exit 1 if the key is missing.")
+    get.add_argument("cache")
+    get.add_argument("key")
+    get.add_argument("--newline", action="store_true", help="add a newline after the value")
+    get.set_defaults(func=cmd_get)
+
+    set_ = sub.add_parser("set", parents=[common], help="store a value", description="Create or overwrite a key.")
+    set_.add_argument("cache")
+    set_.add_argument("key")
+    set_.add_argument("value", nargs="?", help="the value (UTF-8 text); or use --stdin")
+    set_.add_argument("--stdin", action="store_true", help="read the value (bytes) from standard input")
+    set_.add_argument("--expires", "-e", type=_seconds, default=0, metavar="S", help="time to live; 0 = never")
+    set_.add_argument("--add", action="store_true", help="only if the key is absent (exit 1 otherwise)")
+    set_.set_defaults(func=cmd_set)
+
+    delete = sub.add_parser("del", parents=[common], help="delete a key", description="Exit 1 if the key is missing.")
+    delete.add_argument("cache")
+    delete.add_argument("key")
+    delete.set_defaults(func=cmd_del)
+
+    keys = sub.add_parser("keys", parents=[common], help="list the keys of a cache, one per line")
+    keys.add_argument("cache")
+    keys.add_argument("--null", "-0", action="store_true", help="end each key with NUL instead of a newline")
+    keys.set_defaults(func=cmd_keys)
+
+    clear = sub.add_parser("clear", parents=[common], help="delete every item of a cache")
+    clear.add_argument("cache")
+    clear.set_defaults(func=cmd_clear)
+
+    for name, verb, func in (("incr", "add N to", cmd_incr), ("decr", "subtract N from", cmd_decr)):
+        math = sub.add_parser(name, parents=[common], help=f"{verb} an integer (8-byte value), print the result",
+                              description=f"{verb.capitalize()} a signed 64-bit counter; a missing key starts "
+                                          "at the cache's math_initial.")
+        math.add_argument("cache")
+        math.add_argument("key")
+        math.add_argument("n", nargs="?", type=_int64, default=1, metavar="N", help="default 1")
+        math.add_argument("--expires", "-e", type=_seconds, default=0, metavar="S",
+                          help="time to live if the key is created")
+        math.set_defaults(func=func)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``uwcache`` command; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "namespace"):
+        args.namespace = None
+    if args.command != "run":
+        # library warnings (e.g. "cache full") on stderr without Python's logging noise
+        _setup_logging(logging.WARNING, "uwcache | %(message)s")
+    try:
+        args.namespace = None if args.namespace is None else resolve_namespace(args.namespace)
+        return args.func(args)
+    except CLIError as exc:
+        print(f"uwcache: error: {exc}", file=sys.stderr)
+        return exc.code
+    except UnknownCache as exc:
+        print(f"uwcache: error: {exc}", file=sys.stderr)
+        return 1
+    except CacheError as exc:
+        print(f"uwcache: error: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # the reader went away (`uwcache keys c | head`): not worth a traceback; point stdout
+        # at /dev/null so the interpreter's final flush does not complain either
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 1
+    except KeyboardInterrupt:
+        return 130
