@@ -72,7 +72,10 @@ def list_caches(namespace: Optional[str] = None) -> List[str]:
     return [urllib.parse.unquote(e[: -len(_REGION_SUFFIX)]) for e in entries if e.endswith(_REGION_SUFFIX)]
 
 
-def engine_params(options: CacheOptions) -> Tuple[int, ...]:
+EngineParams = Tuple[int, int, int, int, int, int, int, int, int]
+
+
+def engine_params(options: CacheOptions) -> EngineParams:
     """The engine's geometry tuple for a cache's options."""
     flags = 0
     if options.mode_bitmap:
@@ -147,6 +150,8 @@ class Cache(_engine.CacheBase):
     options: CacheOptions
     namespace: str
     path: str
+    _fd: int
+    _map: mmap.mmap
 
     def stats(self) -> Dict[str, Any]:
         """Counters in uWSGI's stats-server shape, then uwcache's extras."""
@@ -249,7 +254,7 @@ def open_region(options: CacheOptions, namespace: Optional[str] = None, *, attac
     ns_dir = namespace_dir(ns, create=True)
     entry = os.path.join(ns_dir, _file_name(options.name))
     persistent = options.store is not None
-    path = os.path.abspath(options.store) if persistent else entry
+    path = os.path.abspath(options.store) if options.store is not None else entry
     if attach_only and not os.path.exists(path):
         raise UnknownCache(f"no cache named {options.name!r} in namespace {ns!r} (looked for {path})")
     params = engine_params(options)
@@ -267,7 +272,7 @@ def open_region(options: CacheOptions, namespace: Optional[str] = None, *, attac
     return cache
 
 
-def _open_locked(fd: int, path: str, options: CacheOptions, params: Tuple[int, ...], size: int,
+def _open_locked(fd: int, path: str, options: CacheOptions, params: EngineParams, size: int,
                  persistent: bool, attach_only: bool) -> Cache:
     fcntl.lockf(fd, fcntl.LOCK_EX, 1, 0)  # one opener at a time
     try:
@@ -303,7 +308,7 @@ def _open_locked(fd: int, path: str, options: CacheOptions, params: Tuple[int, .
         fcntl.lockf(fd, fcntl.LOCK_UN, 1, 0)
 
 
-def _choose_mode(fd: int, path: str, options: CacheOptions, params: Tuple[int, ...], size: int, file_size: int,
+def _choose_mode(fd: int, path: str, options: CacheOptions, params: EngineParams, size: int, file_size: int,
                  cold: bool, persistent: bool, attach_only: bool) -> str:
     """'create', 'attach' or 'recover' for this region, or raise why it cannot be used."""
     if file_size == 0:
@@ -330,7 +335,7 @@ def _choose_mode(fd: int, path: str, options: CacheOptions, params: Tuple[int, .
     return "create"
 
 
-def _region_problem(fd: int, path: str, options: CacheOptions, params: Tuple[int, ...], size: int,
+def _region_problem(fd: int, path: str, options: CacheOptions, params: EngineParams, size: int,
                     file_size: int) -> Optional[str]:
     head_len = min(file_size, _engine.HEADER_SIZE)
     try:

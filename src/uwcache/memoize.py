@@ -202,8 +202,8 @@ def _encode(value: Any, out: bytearray, path: str) -> None:
             _encode(v, vb, f"{path}[{k!r}]")
             items.append((bytes(kb), bytes(vb)))
         out += b"{" + struct.pack("<Q", len(items))
-        for kb, vb in sorted(items):
-            out += kb + vb
+        for key_bytes, value_bytes in sorted(items):
+            out += key_bytes + value_bytes
     elif kind is set or kind is frozenset:
         members = []
         for item in value:
@@ -211,8 +211,8 @@ def _encode(value: Any, out: bytearray, path: str) -> None:
             _encode(item, ib, f"{path} member")
             members.append(bytes(ib))
         out += (b"<" if kind is set else b">") + struct.pack("<Q", len(members))
-        for ib in sorted(members):
-            out += ib
+        for member in sorted(members):
+            out += member
     elif isinstance(value, enum.Enum):
         _chunk(out, b"e", f"{kind.__module__}.{kind.__qualname__}".encode())
         _encode(value.value, out, f"{path}.value")

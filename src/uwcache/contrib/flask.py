@@ -37,7 +37,8 @@ class UWCache(_cachelib.UWCache, FlaskBaseCache):
                  ignore_delete_many_errors: bool = False, ignore_errors: Any = None, **kwargs: Any) -> None:
         if ignore_errors is not None:  # Flask-Caching < 2.4 spells it this way
             ignore_delete_many_errors = bool(ignore_errors)
-        super().__init__(name, default_timeout, *args, ignore_delete_many_errors=ignore_delete_many_errors, **kwargs)
+        kwargs["ignore_delete_many_errors"] = ignore_delete_many_errors
+        super().__init__(name, default_timeout, *args, **kwargs)
         self.ignore_errors = ignore_delete_many_errors  # read by Flask-Caching < 2.4's delete_many
 
     @classmethod

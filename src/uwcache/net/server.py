@@ -42,7 +42,7 @@ def _forget_in_child() -> None:
     for server in list(_live_servers):
         server._thread = None
         server._unix_path = None
-        server._server.socket.close()
+        server._server.socket.close()  # type: ignore[attr-defined]  # a TCPServer or UnixStreamServer
 
 
 if hasattr(os, "register_at_fork"):
@@ -95,7 +95,7 @@ class CacheServer:
             server: socketserver.BaseServer = _UnixServer(unix_sockaddr(path), Handler, self._slots)  # type: ignore[arg-type]
             return server
         host, port = parsed
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        family: int = socket.AF_INET6 if ":" in host else socket.AF_INET
         if host and ":" not in host:  # a name or an IPv4 address: bind what it resolves to
             family, sockaddr = resolve("server", f"{host}:{port}", host, port, socket.SOCK_STREAM,
                                        socket.AI_PASSIVE)

@@ -252,7 +252,7 @@ class StatsServer:
 
     def __init__(self, address: str, collect: Callable[[], List[Dict[str, Any]]]) -> None:
         host, port = parse_address(address)
-        server_class = _HTTPServer
+        server_class: type = _HTTPServer
         if ":" in host:
             server_class = type("_HTTPServer6", (_HTTPServer,), {"address_family": socket.AF_INET6})
         self._httpd = server_class((host, port), _Handler)

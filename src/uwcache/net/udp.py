@@ -125,6 +125,7 @@ def bind_udp(option: str, address: str) -> socket.socket:
     """
     host, port = _split(option, address)
     mreq = None
+    family: int
     if host in ("", "255.255.255.255"):
         family, sockaddr = socket.AF_INET, ("0.0.0.0", port)
     elif _is_multicast_v4(host):
