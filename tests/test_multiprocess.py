@@ -237,3 +237,21 @@ def test_region_files_are_owner_only(namespace, shm_dir):
     assert os.stat(c.path).st_mode & 0o777 == 0o600
     assert os.stat(os.path.dirname(c.path)).st_mode & 0o777 == 0o700
     c.close()
+
+
+def test_hit_counters_stay_exact_past_the_per_process_slots(namespace):
+    # every handle claims a counter slot; past 159 they share one overflow slot
+    handles = [uwcache.open_cache("many", **_options(namespace)) for _ in range(170)]
+    try:
+        handles[0].set("k", b"v")
+        for h in handles:
+            assert h.get("k") == b"v"
+            assert h.get("missing") is None
+        stats = handles[0].stats()
+        assert (stats["hits"], stats["miss"]) == (170, 170)
+    finally:
+        for h in handles:
+            h.close()
+    again = uwcache.open_cache("many", **_options(namespace))
+    assert again.get("k") == b"v"
+    again.close()

@@ -86,8 +86,20 @@ static inline int seq_read_retry(const uwc_cache *c, uint64_t bucket, uint64_t s
     return __atomic_load_n(stripe_word(c, bucket), __ATOMIC_RELAXED) != s;
 }
 
+
+#define SHARED_SLOT_PID (-1)  /* the overflow slot every process past the first 159 shares */
+
+static inline void bump(uwc_counter_slot *cs, uint64_t *p) {
+    /* only this process writes its own slot: a plain read-modify-write is enough there */
+    if (__builtin_expect(cs->pid == SHARED_SLOT_PID, 0)) __atomic_fetch_add(p, 1, __ATOMIC_RELAXED);
+    else __atomic_store_n(p, __atomic_load_n(p, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
+}
+
+static inline void count(uwc_counter_slot *cs, int hit) {
+    if (cs) bump(cs, hit ? &cs->hits : &cs->miss);
+}
 static inline void count_write(uwc_counter_slot *cs) {
-    if (cs) __atomic_store_n(&cs->writes, __atomic_load_n(&cs->writes, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
+    if (cs) bump(cs, &cs->writes);
 }
 
 #define OPTIMISTIC_TRIES 16
@@ -662,13 +674,6 @@ static int get_optimistic(uwc_cache *c, const uint8_t *key, uint64_t klen, uint3
     return UWC_NOTFOUND;
 }
 
-static inline void count(uwc_counter_slot *cs, int hit) {
-    if (!cs) return;
-    /* only this process writes its slot: a plain read-modify-write is enough */
-    uint64_t *p = hit ? &cs->hits : &cs->miss;
-    __atomic_store_n(p, __atomic_load_n(p, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
-}
-
 static int get_locked(uwc_cache *c, const uint8_t *key, uint64_t klen, uint32_t h, uint64_t now,
                       uwc_alloc_fn alloc, void *ctx, uint64_t *expires_out) {
     uint64_t s = lookup_locked(c, key, klen, h);
@@ -1200,6 +1205,7 @@ int uwc_create(uwc_cache *c, void *mem, uint64_t size, const uwc_params *p, cons
     h->total_size = l.total;
     h->created_at = now;
     strncpy(h->name, name, UWC_NAME_MAX);
+    h->counters[UWC_COUNTER_SLOTS - 1].pid = SHARED_SLOT_PID;
     if (init_mutex(&h->lock)) return UWC_ELOCK;
     bind_handle(c, mem, size, p);
     memset(c->items, 0, c->rec_size * p->max_items);
@@ -1278,6 +1284,7 @@ int uwc_recover(uwc_cache *c, uint64_t now, uint64_t *dropped) {
         c->h->counters[i].pid = 0;
         c->h->counters[i].hits = c->h->counters[i].miss = c->h->counters[i].writes = 0;
     }
+    c->h->counters[UWC_COUNTER_SLOTS - 1].pid = SHARED_SLOT_PID;
     c->h->retired_hits = c->h->retired_miss = c->h->retired_writes = 0;
     __atomic_store_n(&c->h->state, UWC_STATE_READY, __ATOMIC_RELEASE);
     return UWC_OK;
