@@ -585,14 +585,14 @@ static PyObject *Cache_stats_raw(CacheObject *self, PyObject *unused) {
     int rc = uwc_stats_read(&self->c, now_s(), &st);
     if (rc) return raise_status(self, rc, 0, 0);
     return Py_BuildValue(
-        "{sKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsisK}", "items", (unsigned long long)st.items, "hits",
+        "{sKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsisK}", "items", (unsigned long long)st.items, "hits",
         (unsigned long long)st.hits, "miss", (unsigned long long)st.miss, "full", (unsigned long long)st.full,
         "last_modified_at", (unsigned long long)st.last_modified_at, "evictions", (unsigned long long)st.evictions,
         "expired_freed", (unsigned long long)st.expired_freed, "repairs", (unsigned long long)st.repairs, "writes",
         (unsigned long long)st.writes, "next_scan", (unsigned long long)st.next_scan, "blocks_used",
         (unsigned long long)st.blocks_used, "bytes_used", (unsigned long long)st.bytes_used, "expired_pending",
         (unsigned long long)st.expired_pending, "largest_free_run", (unsigned long long)st.largest_free_run, "odd_stripes",
-        (unsigned long long)st.odd_stripes, "sweeper_pid", (int)st.sweeper_pid, "sweeper_lease_until",
+        (unsigned long long)st.odd_stripes, "stripe_takeovers", (unsigned long long)st.stripe_takeovers, "sweeper_pid", (int)st.sweeper_pid, "sweeper_lease_until",
         (unsigned long long)st.sweeper_lease_until);
 }
 

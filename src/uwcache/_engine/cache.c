@@ -36,54 +36,117 @@ static inline uint64_t blocks_for(const uwc_cache *c, uint64_t len) {
 static inline int is_bitmap(const uwc_cache *c) { return (c->p.options & UWC_OPT_BITMAP) != 0; }
 static inline int is_lru(const uwc_cache *c) { return (c->p.options & UWC_OPT_LRU) != 0; }
 
-/* ---- striped sequence counters (seqlock) ---- */
+/* ---- striped sequence counters: seqlock for readers, lock for writers ----
+ *
+ * Stripe i covers the hash buckets b with b % UWC_SEQ_STRIPES == i: their chains, and the
+ * records and values of the items in them. Readers never write it: they read it before and
+ * after a lookup and retry if it changed or was odd. Writers hold it odd while they change
+ * anything it covers. The mutex holder takes the stripes it touches (lock order: mutex, then
+ * stripes); an overwrite of an existing key takes only its stripe, without the mutex, so
+ * processes updating different keys do not queue on one lock. A holder that dies is
+ * recognised by its pid and its stripe is taken over. */
 
-static inline uint64_t *stripe_word(const uwc_cache *c, uint64_t bucket) {
-    return &c->h->seqs[bucket % UWC_SEQ_STRIPES].v;
+static int32_t cached_pid;
+static pthread_once_t pid_once = PTHREAD_ONCE_INIT;
+static void pid_after_fork(void) { cached_pid = (int32_t)getpid(); }
+static void pid_init(void) {
+    cached_pid = (int32_t)getpid();
+    pthread_atfork(NULL, NULL, pid_after_fork);
+}
+static inline int32_t self_pid(void) {
+    if (__builtin_expect(!cached_pid, 0)) pthread_once(&pid_once, pid_init);
+    return cached_pid;
 }
 
-/* Make a stripe odd before the first change to its buckets in this critical section. */
+static inline void cpu_relax(void);
+static inline uint64_t bucket_of(const uwc_cache *c, uint64_t h) {
+    return c->hash_mask ? (h & c->hash_mask) : h % c->p.hash_size;
+}
+static inline unsigned stripe_of_bucket(uint64_t bucket) { return (unsigned)(bucket % UWC_SEQ_STRIPES); }
+
+#define STRIPE_CHECK_SPINS 4096            /* spins between looks at the holder */
+#define STRIPE_STUCK_NS 2000000000ull      /* a stripe held this long by one value is taken */
+
+static uint64_t mono_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+static int pid_dead(int32_t pid) { return pid > 0 && kill(pid, 0) == -1 && errno == ESRCH; }
+
+/* Take stripe i (even -> odd), waiting for its holder, or taking it from a dead one. */
+static void stripe_acquire(uwc_cache *c, unsigned i) {
+    uwc_seq_stripe *st = &c->h->seqs[i];
+    uint64_t spins = 0, seen = 1, since = 0;
+    for (;;) {
+        uint64_t v = __atomic_load_n(&st->v, __ATOMIC_RELAXED);
+        if (!(v & 1)) {
+            if (__atomic_compare_exchange_n(&st->v, &v, v + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) break;
+            continue;
+        }
+        cpu_relax();
+        if (++spins % STRIPE_CHECK_SPINS) continue;
+        if (v != seen) {  /* it changed hands: its holder is alive and working */
+            seen = v;
+            since = mono_ns();
+            continue;
+        }
+        if (pid_dead(__atomic_load_n(&st->owner, __ATOMIC_RELAXED)) || mono_ns() - since > STRIPE_STUCK_NS) {
+            /* odd -> odd + 2: still held, now by us; readers see the change and retry */
+            if (__atomic_compare_exchange_n(&st->v, &v, v + 2, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
+                __atomic_add_fetch(&c->h->stripe_takeovers, 1, __ATOMIC_RELAXED);
+                break;
+            }
+        }
+    }
+    __atomic_store_n(&st->owner, self_pid(), __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_RELEASE);  /* the odd value is seen before our changes */
+}
+
+static inline void stripe_release(uwc_cache *c, unsigned i) {
+    uint64_t *p = &c->h->seqs[i].v;
+    __atomic_store_n(p, __atomic_load_n(p, __ATOMIC_RELAXED) + 1, __ATOMIC_RELEASE);
+}
+
+/* The mutex holder takes a stripe before its first change to the stripe's buckets. */
 static inline void touch_stripe(uwc_cache *c, unsigned i) {
     uint64_t bit = 1ull << (i & 63);
     if (c->odd_mask[i >> 6] & bit) return;
+    stripe_acquire(c, i);
     c->odd_mask[i >> 6] |= bit;
-    uint64_t *p = &c->h->seqs[i].v;
-    __atomic_store_n(p, __atomic_load_n(p, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
-    __atomic_thread_fence(__ATOMIC_RELEASE);
 }
-static inline void touch_bucket(uwc_cache *c, uint64_t bucket) { touch_stripe(c, (unsigned)(bucket % UWC_SEQ_STRIPES)); }
-static inline void touch_hash(uwc_cache *c, uint64_t h) { touch_bucket(c, h % c->p.hash_size); }
+static inline void touch_hash(uwc_cache *c, uint64_t h) { touch_stripe(c, stripe_of_bucket(bucket_of(c, h))); }
 static void touch_all(uwc_cache *c) {
     for (unsigned i = 0; i < UWC_SEQ_STRIPES; i++) touch_stripe(c, i);
 }
 
-/* Make every stripe this holder touched even again (called just before unlocking). */
+/* Release every stripe the mutex holder took (just before it unlocks). */
 static void release_stripes(uwc_cache *c) {
     for (unsigned w = 0; w < UWC_SEQ_STRIPES / 64; w++) {
         uint64_t m = c->odd_mask[w];
         while (m) {
-            unsigned i = w * 64 + (unsigned)__builtin_ctzll(m);
-            uint64_t *p = &c->h->seqs[i].v;
-            __atomic_store_n(p, __atomic_load_n(p, __ATOMIC_RELAXED) + 1, __ATOMIC_RELEASE);
+            stripe_release(c, w * 64 + (unsigned)__builtin_ctzll(m));
             m &= m - 1;
         }
         c->odd_mask[w] = 0;
     }
 }
 
-/* After a holder died mid-change its stripes may be left odd: even them out. */
+/* A cold region (nobody attached): stripes left odd by dead processes are simply freed. */
 static void normalize_stripes(uwc_cache *c) {
-    for (unsigned i = 0; i < UWC_SEQ_STRIPES; i++)
+    for (unsigned i = 0; i < UWC_SEQ_STRIPES; i++) {
         if (c->h->seqs[i].v & 1) c->h->seqs[i].v++;
+        c->h->seqs[i].owner = 0;
+    }
     memset(c->odd_mask, 0, sizeof c->odd_mask);
 }
 
 static inline uint64_t seq_read_begin(const uwc_cache *c, uint64_t bucket) {
-    return __atomic_load_n(stripe_word(c, bucket), __ATOMIC_ACQUIRE);
+    return __atomic_load_n(&c->h->seqs[stripe_of_bucket(bucket)].v, __ATOMIC_ACQUIRE);
 }
 static inline int seq_read_retry(const uwc_cache *c, uint64_t bucket, uint64_t s) {
     __atomic_thread_fence(__ATOMIC_ACQUIRE);
-    return __atomic_load_n(stripe_word(c, bucket), __ATOMIC_RELAXED) != s;
+    return __atomic_load_n(&c->h->seqs[stripe_of_bucket(bucket)].v, __ATOMIC_RELAXED) != s;
 }
 
 
@@ -114,14 +177,14 @@ static inline void cpu_relax(void) {
 
 /* ---- lock ---- */
 
-static void rebuild(uwc_cache *c, uint64_t now, uint64_t *dropped);
+static void rebuild(uwc_cache *c, uint64_t now, uint64_t *dropped, int cold);
 
 static int lock_acquired(uwc_cache *c, int r) {
     if (r == 0) return UWC_OK;
     if (r == EOWNERDEAD) {
         /* The previous holder died mid-change: make the structure whole again. */
         uint64_t dropped = 0;
-        rebuild(c, (uint64_t)time(NULL), &dropped);
+        rebuild(c, (uint64_t)time(NULL), &dropped, 0);
         c->h->repairs++;
         pthread_mutex_consistent(&c->h->lock);
         return UWC_OK;
@@ -129,20 +192,22 @@ static int lock_acquired(uwc_cache *c, int r) {
     return UWC_ELOCK;
 }
 
-#define SPIN_ROUNDS 256
+#define SPIN_ROUNDS 300  /* about 10 us of pause on current x86 */
 
 int uwc_lock(uwc_cache *c) {
-    /* Critical sections are short (no syscalls, no Python): spin a little before sleeping. */
-    for (int i = 0; i < SPIN_ROUNDS; i++) {
-        int r = pthread_mutex_trylock(&c->h->lock);
-        if (r != EBUSY) return lock_acquired(c, r);
+    int r = pthread_mutex_trylock(&c->h->lock);
+    if (r != EBUSY) return lock_acquired(c, r);
 #ifdef __GLIBC__
-        for (int j = 0; j < 16 && __atomic_load_n(&c->h->lock.__data.__lock, __ATOMIC_RELAXED) != 0; j++)
-            cpu_relax();
-#else
+    /* Critical sections are short (no syscalls, no Python): spin a little before sleeping,
+     * reading the lock word and trying (a locked cmpxchg) only when it reads free. */
+    for (int i = 0; i < SPIN_ROUNDS; i++) {
+        if (__atomic_load_n(&c->h->lock.__data.__lock, __ATOMIC_RELAXED) == 0) {
+            r = pthread_mutex_trylock(&c->h->lock);
+            if (r != EBUSY) return lock_acquired(c, r);
+        }
         cpu_relax();
-#endif
     }
+#endif
     return lock_acquired(c, pthread_mutex_lock(&c->h->lock));
 }
 
@@ -214,6 +279,7 @@ static void bind_handle(uwc_cache *c, void *mem, uint64_t size, const uwc_params
     c->rec_size = UWC_ITEM_HEADER + p->key_size;
     c->max_item_size = (p->options & UWC_OPT_BITMAP) ? p->block_size * p->blocks : p->block_size;
     c->bitmap_bytes = (p->options & UWC_OPT_BITMAP) ? (p->blocks + 7) / 8 : 0;
+    c->hash_mask = (p->hash_size & (p->hash_size - 1)) == 0 ? p->hash_size - 1 : 0;
     memset(c->odd_mask, 0, sizeof c->odd_mask);
 }
 
@@ -319,7 +385,7 @@ static void lru_touch(uwc_cache *c, uint64_t s) {
 static inline int expired(uint64_t expires, uint64_t now) { return expires && expires <= now; }
 
 static uint64_t lookup_locked(const uwc_cache *c, const uint8_t *key, uint64_t klen, uint32_t h) {
-    uint64_t b = h % c->p.hash_size;
+    uint64_t b = bucket_of(c, h);
     uint64_t s = c->table[b], steps = 0;
     while (s && s < c->p.max_items && steps++ < c->p.max_items) {
         const uint8_t *r = SLOT(c, s);
@@ -330,7 +396,7 @@ static uint64_t lookup_locked(const uwc_cache *c, const uint8_t *key, uint64_t k
 }
 
 static void chain_append(uwc_cache *c, uint64_t s, uint32_t h) {
-    uint64_t b = h % c->p.hash_size, cur = c->table[b];
+    uint64_t b = bucket_of(c, h), cur = c->table[b];
     uint8_t *r = SLOT(c, s);
     wr(r, F_NEXT, 0);
     if (!cur) {
@@ -352,7 +418,7 @@ static void chain_unlink(uwc_cache *c, uint64_t s) {
     uint8_t *r = SLOT(c, s);
     uint64_t prev = rd(r, F_PREV), next = rd(r, F_NEXT);
     if (prev) wr(SLOT(c, prev), F_NEXT, next);
-    else c->table[rd(r, F_HASH) % c->p.hash_size] = next;
+    else c->table[bucket_of(c, rd(r, F_HASH))] = next;
     if (next) wr(SLOT(c, next), F_PREV, prev);
 }
 
@@ -390,6 +456,13 @@ static uint64_t sweep_locked(uwc_cache *c, uint64_t now, uwc_keybuf *kb) {
         uint64_t ks = rd(r, F_KEYSIZE), ex = rd(r, F_EXPIRES);
         if (!ks || !ex) continue;
         if (ex <= now) {
+            /* an overwrite may have just given it a new TTL: look again under its stripe */
+            touch_hash(c, rd(r, F_HASH));
+            ex = rd(r, F_EXPIRES);
+            if (!ex || ex > now) {
+                lower_next_scan(c, ex);
+                continue;
+            }
             if (kb) {
                 if (kb->len + 8 + ks > kb->cap) {
                     uint64_t ncap = (kb->cap ? kb->cap * 2 : 4096) + 8 + ks;
@@ -490,6 +563,7 @@ static int64_t math_apply(uint32_t flags, int64_t a, int64_t b) {
 
 static int set_locked(uwc_cache *c, uwc_write *w, uint32_t h) {
     uint64_t now = w->now;
+    touch_hash(c, h);  /* before the lookup: overwrites change records without the mutex */
     uint64_t s = lookup_locked(c, w->key, w->key_len, h);
     int is_math = (w->flags & UWC_F_MATH) != 0;
     int64_t operand = 0;
@@ -595,17 +669,75 @@ static int set_locked(uwc_cache *c, uwc_write *w, uint32_t h) {
             first = (uint64_t)f;
         }
     }
-    touch_hash(c, h);
     if (!(w->flags & UWC_F_FIXEXPIRE)) {
         if (is_lru(c)) lru_touch(c, s);
         lower_next_scan(c, exp);
-        wr(r, F_EXPIRES, exp);  /* an update without expires removes the TTL (as uWSGI) */
+        /* an update without expires removes the TTL (as uWSGI). Fields that do not change
+         * are not rewritten: every reader of this chain reads the record's line. */
+        if (rd(r, F_EXPIRES) != exp) wr(r, F_EXPIRES, exp);
     }
     memcpy(c->data + first * c->p.block_size, val, vlen);
-    wr(r, F_FIRST, first);
-    wr(r, F_VALSIZE, vlen);
+    if (rd(r, F_FIRST) != first) wr(r, F_FIRST, first);
+    if (rd(r, F_VALSIZE) != vlen) wr(r, F_VALSIZE, vlen);
     w->expires_abs = rd(r, F_EXPIRES);
     return UWC_OK;
+}
+
+/* Overwrite of an existing, live key in a single-block cache without LRU: nothing but the
+ * item's record and block change, so the key's stripe is the only lock needed. Returns -1
+ * when the write needs the mutex (absent or expired key). */
+static int set_fast(uwc_cache *c, uwc_write *w, uint32_t h) {
+    uint64_t b = bucket_of(c, h);
+    unsigned stripe = stripe_of_bucket(b);
+    stripe_acquire(c, stripe);
+    uint64_t s = lookup_locked(c, w->key, w->key_len, h);  /* the chain is stable under the stripe */
+    uint8_t *r = s ? SLOT(c, s) : NULL;
+    uint64_t old_exp = r ? rd(r, F_EXPIRES) : 0;
+    if (!r || expired(old_exp, w->now)) {
+        stripe_release(c, stripe);
+        return -1;
+    }
+    int rc = UWC_OK;
+    uint8_t *block = c->data + s * c->p.block_size;
+    if (!(w->flags & UWC_F_UPDATE)) {
+        rc = UWC_EXISTS;
+    } else if (w->flags & UWC_F_MATH) {
+        if ((w->flags & UWC_F_STRICT_MATH) && rd(r, F_VALSIZE) != 8) {
+            rc = UWC_ENOTINT;
+        } else {
+            int64_t cur, operand, res;
+            memcpy(&cur, block, 8);  /* the first 8 bytes of the block, as uWSGI */
+            memcpy(&operand, w->value, 8);
+            res = math_apply(w->flags, cur, operand);
+            memcpy(block, &res, 8);
+            if (rd(r, F_VALSIZE) != 8) wr(r, F_VALSIZE, 8);
+            w->math_result = res;
+            w->expires_abs = old_exp;  /* math keeps the expiry (FIXEXPIRE) */
+        }
+    } else {
+        uint64_t exp = w->expires;
+        if (exp && !(w->flags & UWC_F_ABSEXPIRE)) exp += w->now;
+        memcpy(block, w->value, w->value_len);
+        if (rd(r, F_VALSIZE) != w->value_len) wr(r, F_VALSIZE, w->value_len);
+        if (!(w->flags & UWC_F_FIXEXPIRE)) {
+            if (old_exp != exp) wr(r, F_EXPIRES, exp);
+            w->expires_abs = exp;
+        } else {
+            w->expires_abs = old_exp;
+        }
+    }
+    stripe_release(c, stripe);
+    if (rc == UWC_OK && w->expires_abs) {
+        /* lower the sweeper's next scan without the mutex */
+        uint64_t cur = __atomic_load_n(&c->h->next_scan, __ATOMIC_RELAXED);
+        while ((cur == 0 || cur > w->expires_abs) &&
+               !__atomic_compare_exchange_n(&c->h->next_scan, &cur, w->expires_abs, 1, __ATOMIC_RELAXED,
+                                            __ATOMIC_RELAXED)) {
+        }
+    }
+    if ((rc == UWC_OK || rc == UWC_EXISTS) && (c->p.options & UWC_OPT_LASTMOD))
+        __atomic_store_n(&c->h->last_modified_at, w->now, __ATOMIC_RELAXED);
+    return rc;
 }
 
 int uwc_set(uwc_cache *c, uwc_write *w) {
@@ -621,7 +753,15 @@ int uwc_set(uwc_cache *c, uwc_write *w) {
         if (w->value_len > c->max_item_size) return UWC_EVAL_LARGE;
     }
     uint32_t h = uwc_hash(c, w->key, w->key_len);
-    int rc = uwc_lock(c);
+    int rc;
+    if (!(c->p.options & (UWC_OPT_BITMAP | UWC_OPT_LRU))) {
+        rc = set_fast(c, w, h);
+        if (rc != -1) {
+            if (rc == UWC_OK) count_write(w->counters);
+            return rc;
+        }
+    }
+    rc = uwc_lock(c);
     if (rc) return rc;
     rc = set_locked(c, w, h);
     if (rc == UWC_OK || rc == UWC_EXISTS) {
@@ -638,7 +778,7 @@ int uwc_set(uwc_cache *c, uwc_write *w) {
 static int get_optimistic(uwc_cache *c, const uint8_t *key, uint64_t klen, uint32_t h, uint64_t now,
                           uwc_alloc_fn alloc, void *ctx, uint8_t **dst, uint64_t *dst_len,
                           uint64_t *expires_out, int *lazy_hit) {
-    uint64_t bucket = h % c->p.hash_size;
+    uint64_t bucket = bucket_of(c, h);
     uint64_t seq = seq_read_begin(c, bucket);
     if (seq & 1) return -1;
     uint64_t s = c->table[bucket], steps = 0;
@@ -676,6 +816,7 @@ static int get_optimistic(uwc_cache *c, const uint8_t *key, uint64_t klen, uint3
 
 static int get_locked(uwc_cache *c, const uint8_t *key, uint64_t klen, uint32_t h, uint64_t now,
                       uwc_alloc_fn alloc, void *ctx, uint64_t *expires_out) {
+    touch_hash(c, h);  /* a stable copy: no overwrite of this stripe meanwhile */
     uint64_t s = lookup_locked(c, key, klen, h);
     if (s && expired(rd(SLOT(c, s), F_EXPIRES), now)) {
         delete_slot(c, s);
@@ -738,6 +879,7 @@ int uwc_exists(uwc_cache *c, const uint8_t *key, uint64_t klen, uint64_t now, ui
     }
     int rc = uwc_lock(c);
     if (rc) return rc;
+    touch_hash(c, h);
     uint64_t s = lookup_locked(c, key, klen, h);
     if (s && expired(rd(SLOT(c, s), F_EXPIRES), now)) s = 0;
     if (s && expires_out) *expires_out = rd(SLOT(c, s), F_EXPIRES);
@@ -753,6 +895,7 @@ int uwc_delete(uwc_cache *c, const uint8_t *key, uint64_t klen, uint64_t now, uw
     uint32_t h = uwc_hash(c, key, klen);
     int rc = uwc_lock(c);
     if (rc) return rc;
+    touch_hash(c, h);
     uint64_t s = lookup_locked(c, key, klen, h);
     rc = UWC_NOTFOUND;
     if (s) {
@@ -916,6 +1059,7 @@ int uwc_stats_read(uwc_cache *c, uint64_t now, uwc_stats *st) {
     st->repairs = h->repairs;
     st->next_scan = h->next_scan;
     for (unsigned i = 0; i < UWC_SEQ_STRIPES; i++) st->odd_stripes += h->seqs[i].v & 1;
+    st->stripe_takeovers = h->stripe_takeovers;
     st->sweeper_pid = h->sweeper_pid;
     st->sweeper_lease_until = h->sweeper_lease_until;
     for (uint64_t s = 1; s < c->p.max_items; s++) {
@@ -966,15 +1110,18 @@ static void zero_item(uwc_cache *c, uint64_t s) {
 /* Rebuild hash chains, free stack, bitmap, LRU and counters from the item records,
  * keeping chain and LRU order wherever the stored links are consistent. Items that fail
  * a bounds or hash check, or overlap another item's blocks, are dropped. */
-static void rebuild(uwc_cache *c, uint64_t now, uint64_t *dropped) {
+static void rebuild(uwc_cache *c, uint64_t now, uint64_t *dropped, int cold) {
     uint64_t n = c->p.max_items;
     uint8_t *live = calloc(n, 1);
     uint8_t *seen = calloc(n, 1);
     uint64_t drop = 0;
+    /* a cold region's stripes may be odd from dead processes (even from another boot, whose
+     * pids mean nothing now): free them; otherwise take them, from dead holders if need be */
+    if (cold) normalize_stripes(c);
+    touch_all(c);
     if (!live || !seen) {
         /* without scratch memory the only safe state is an empty cache */
         free(live); free(seen);
-        normalize_stripes(c);
         for (uint64_t s = 1; s < n; s++) zero_item(c, s);
         memset(c->table, 0, 8 * c->p.hash_size);
         stack_reset(c);
@@ -985,8 +1132,6 @@ static void rebuild(uwc_cache *c, uint64_t now, uint64_t *dropped) {
         *dropped = 0;
         return;
     }
-    normalize_stripes(c);
-    touch_all(c);
     if (is_bitmap(c)) bm_reset(c);
     for (uint64_t s = 1; s < n; s++) {
         uint8_t *r = SLOT(c, s);
@@ -1004,7 +1149,7 @@ static void rebuild(uwc_cache *c, uint64_t now, uint64_t *dropped) {
     /* hash chains: while rebuilding, a head's F_PREV temporarily holds its chain tail */
     memset(c->table, 0, 8 * c->p.hash_size);
 #define APPEND(s_) do {                                                          \
-        uint64_t s__ = (s_), b__ = rd(SLOT(c, s__), F_HASH) % c->p.hash_size;    \
+        uint64_t s__ = (s_), b__ = bucket_of(c, rd(SLOT(c, s__), F_HASH));    \
         uint64_t head__ = c->table[b__];                                         \
         seen[s__] = 1;                                                           \
         wr(SLOT(c, s__), F_NEXT, 0);                                             \
@@ -1024,12 +1169,12 @@ static void rebuild(uwc_cache *c, uint64_t now, uint64_t *dropped) {
         }
         for (uint64_t s = 1; s < n; s++) {
             if (!live[s] || seen[s] || orig_prev[s] != 0) continue;
-            uint64_t cur = s, b = rd(SLOT(c, s), F_HASH) % c->p.hash_size;
+            uint64_t cur = s, b = bucket_of(c, rd(SLOT(c, s), F_HASH));
             while (cur) {
                 uint64_t nx = orig_next[cur];
                 APPEND(cur);
                 if (!nx || nx >= n || !live[nx] || seen[nx] || orig_prev[nx] != cur ||
-                    rd(SLOT(c, nx), F_HASH) % c->p.hash_size != b)
+                    bucket_of(c, rd(SLOT(c, nx), F_HASH)) != b)
                     break;
                 cur = nx;
             }
@@ -1084,7 +1229,7 @@ static void rebuild(uwc_cache *c, uint64_t now, uint64_t *dropped) {
 int uwc_repair(uwc_cache *c, uint64_t now, uint64_t *dropped) {
     int rc = uwc_lock(c);
     if (rc) return rc;
-    rebuild(c, now, dropped);
+    rebuild(c, now, dropped, 0);
     uwc_unlock(c);
     return UWC_OK;
 }
@@ -1105,8 +1250,7 @@ int uwc_check(uwc_cache *c, char *msg, size_t msglen) {
     msg[0] = 0;
     int lrc = uwc_lock(c);
     if (lrc) { free(seen); free(bm); return lrc; }
-    for (unsigned i = 0; i < UWC_SEQ_STRIPES; i++)
-        CHECK((c->h->seqs[i].v & 1) == 0, "sequence stripe %u is odd outside a write", i);
+    touch_all(c);  /* every stripe: no overwrite runs while we look */
     uint64_t live = 0;
     for (uint64_t s = 1; s < n; s++) {
         if (!rd(SLOT(c, s), F_KEYSIZE)) continue;
@@ -1123,7 +1267,7 @@ int uwc_check(uwc_cache *c, char *msg, size_t msglen) {
             CHECK(!seen[s], "slot %llu is reached twice", (unsigned long long)s);
             const uint8_t *r = SLOT(c, s);
             CHECK(rd(r, F_KEYSIZE), "free slot %llu is in a chain", (unsigned long long)s);
-            CHECK(rd(r, F_HASH) % c->p.hash_size == b, "slot %llu is in the wrong bucket", (unsigned long long)s);
+            CHECK(bucket_of(c, rd(r, F_HASH)) == b, "slot %llu is in the wrong bucket", (unsigned long long)s);
             CHECK(rd(r, F_PREV) == prev, "slot %llu has a wrong prev link", (unsigned long long)s);
             seen[s] = 1;
             reached++;
@@ -1274,8 +1418,8 @@ int uwc_attach(uwc_cache *c, void *mem, uint64_t size, const uwc_params *expect,
 int uwc_recover(uwc_cache *c, uint64_t now, uint64_t *dropped) {
     if (init_mutex(&c->h->lock)) return UWC_ELOCK;
     memset(c->odd_mask, 0, sizeof c->odd_mask);
-    rebuild(c, now, dropped);
-    release_stripes(c);  /* nobody else is attached: no lock to release */
+    rebuild(c, now, dropped, 1);
+    release_stripes(c);  /* nobody else is attached: no mutex to release */
     c->h->full = 0;
     c->h->sweeper_pid = 0;
     c->h->sweeper_lease_until = 0;
@@ -1301,6 +1445,7 @@ int uwc_export_image(uwc_cache *c, uint8_t *dst, uint64_t dst_len) {
     if (dst_len < isz + dsz) return UWC_EPARAMS;
     int rc = uwc_lock(c);
     if (rc) return rc;
+    touch_all(c);  /* no overwrite may tear the copy */
     memcpy(dst, c->items, isz);
     memcpy(dst + isz, c->data, dsz);
     uwc_unlock(c);

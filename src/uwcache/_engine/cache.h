@@ -98,8 +98,10 @@ typedef struct uwc_counter_slot {
 /* One sequence counter per stripe of hash buckets, each on its own cache line: a write
  * only disturbs the readers of the buckets it touches. */
 typedef struct uwc_seq_stripe {
-    _Alignas(64) uint64_t v;
-    uint8_t pad[56];
+    _Alignas(64) uint64_t v;   /* odd while held: by the mutex holder, or by an overwrite */
+    int32_t owner;             /* pid of the holder, to recover from one that died */
+    uint32_t pad0;
+    uint8_t pad[48];
 } uwc_seq_stripe;
 
 typedef struct uwc_header {
@@ -128,6 +130,7 @@ typedef struct uwc_header {
     uint64_t repairs;
     uint64_t writes;
     uint64_t last_full_at;      /* for "full" events per second in monitors */
+    uint64_t stripe_takeovers;  /* stripes taken back from a dead (or stuck) holder */
     uint64_t sweep_on_full_next;
 
     _Alignas(64) int32_t sweeper_pid;
@@ -159,6 +162,7 @@ typedef struct uwc_cache {
     uint64_t rec_size;
     uint64_t max_item_size;
     uint64_t bitmap_bytes;
+    uint64_t hash_mask;   /* hash_size - 1 when it is a power of two, else 0 (use %) */
     uint64_t odd_mask[UWC_SEQ_STRIPES / 64];  /* stripes this lock holder made odd */
 } uwc_cache;
 
@@ -183,6 +187,7 @@ typedef struct uwc_stats {
     uint64_t blocks_used, bytes_used, expired_pending;
     uint64_t largest_free_run;   /* bitmap mode: longest run of free blocks */
     uint64_t odd_stripes;
+    uint64_t stripe_takeovers;
     int32_t sweeper_pid;
     uint64_t sweeper_lease_until;
 } uwc_stats;
