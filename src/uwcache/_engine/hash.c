@@ -12,7 +12,15 @@ static inline uint32_t sext(uint8_t b) { return (uint32_t)(int32_t)(int8_t)b; }
 
 uint32_t uwc_djb33x(const uint8_t *key, uint64_t len) {
     uint32_t h = 5381;
-    for (uint64_t i = 0; i < len; i++)
+    uint64_t i = 0;
+    /* the chain of multiplies is inherently serial; unrolling only sheds loop control */
+    for (; i + 4 <= len; i += 4) {
+        h = (h * 33u) ^ sext(key[i]);
+        h = (h * 33u) ^ sext(key[i + 1]);
+        h = (h * 33u) ^ sext(key[i + 2]);
+        h = (h * 33u) ^ sext(key[i + 3]);
+    }
+    for (; i < len; i++)
         h = (h * 33u) ^ sext(key[i]);
     return h;
 }
