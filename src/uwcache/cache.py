@@ -75,23 +75,24 @@ def list_caches(namespace: Optional[str] = None) -> List[str]:
 EngineParams = Tuple[int, int, int, int, int, int, int, int, int]
 
 
+# CacheOptions booleans and the engine's option bits, both ways
+_OPTION_BITS = (
+    ("mode_bitmap", _engine.OPT_BITMAP),
+    ("full_purge_lru", _engine.OPT_LRU),
+    ("lazy_expire", _engine.OPT_LAZY),
+    ("no_expire", _engine.OPT_NO_EXPIRE),
+    ("use_lastmod", _engine.OPT_LASTMOD),
+    ("clear_on_full", _engine.OPT_CLEAR_ON_FULL),
+    ("full_silent", _engine.OPT_FULL_SILENT),
+)
+
+
 def engine_params(options: CacheOptions) -> EngineParams:
     """The engine's geometry tuple for a cache's options."""
     flags = 0
-    if options.mode_bitmap:
-        flags |= _engine.OPT_BITMAP
-    if options.full_purge_lru:
-        flags |= _engine.OPT_LRU
-    if options.lazy_expire:
-        flags |= _engine.OPT_LAZY
-    if options.no_expire:
-        flags |= _engine.OPT_NO_EXPIRE
-    if options.use_lastmod:
-        flags |= _engine.OPT_LASTMOD
-    if options.clear_on_full:
-        flags |= _engine.OPT_CLEAR_ON_FULL
-    if options.full_silent:
-        flags |= _engine.OPT_FULL_SILENT
+    for field, bit in _OPTION_BITS:
+        if getattr(options, field):
+            flags |= bit
     algo = _engine.HASH_MURMUR2 if options.hash_algo == "murmur2" else _engine.HASH_DJB33X
     return (
         options.max_items,
@@ -108,6 +109,7 @@ def engine_params(options: CacheOptions) -> EngineParams:
 
 def _options_from_header(name: str, header: Dict[str, Any]) -> CacheOptions:
     flags = header["options"]
+    switches: Dict[str, Any] = {field: bool(flags & bit) for field, bit in _OPTION_BITS}
     return CacheOptions(
         name=name,
         max_items=header["max_items"],
@@ -116,15 +118,9 @@ def _options_from_header(name: str, header: Dict[str, Any]) -> CacheOptions:
         block_count=header["blocks"] if flags & _engine.OPT_BITMAP else None,
         hash_size=header["hash_size"],
         hash_algo="murmur2" if header["hash_algo"] == _engine.HASH_MURMUR2 else "djb33x",
-        mode_bitmap=bool(flags & _engine.OPT_BITMAP),
-        full_purge_lru=bool(flags & _engine.OPT_LRU),
-        lazy_expire=bool(flags & _engine.OPT_LAZY),
-        no_expire=bool(flags & _engine.OPT_NO_EXPIRE),
-        use_lastmod=bool(flags & _engine.OPT_LASTMOD),
-        clear_on_full=bool(flags & _engine.OPT_CLEAR_ON_FULL),
-        full_silent=bool(flags & _engine.OPT_FULL_SILENT),
         math_initial=header["math_initial"],
         sweep_on_full=header["sweep_on_full"],
+        **switches,
     )
 
 
