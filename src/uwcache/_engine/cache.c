@@ -248,8 +248,8 @@ static int compute_layout(const uwc_params *p, layout *l) {
     l->data_off = align_up(l->items_off + items_size, 64);
     if (__builtin_add_overflow(l->data_off, data_size, &t)) return UWC_EPARAMS;
     l->table_off = align_up(t, 64);
-    l->stack_off = align_up(l->table_off + 8 * p->hash_size, 64);
-    l->bitmap_off = align_up(l->stack_off + 8 * p->max_items, 64);
+    l->stack_off = align_up(l->table_off + sizeof(uint32_t) * p->hash_size, 64);
+    l->bitmap_off = align_up(l->stack_off + sizeof(uint32_t) * p->max_items, 64);
     uint64_t bm = (p->options & UWC_OPT_BITMAP) ? (p->blocks + 7) / 8 : 0;
     l->total = align_up(l->bitmap_off + bm, 4096);
     if (l->total > (1ull << 46)) return UWC_EPARAMS;
@@ -273,8 +273,8 @@ static void bind_handle(uwc_cache *c, void *mem, uint64_t size, const uwc_params
     c->p = *p;
     c->items = c->base + l.items_off;
     c->data = c->base + l.data_off;
-    c->table = (uint64_t *)(c->base + l.table_off);
-    c->stack = (uint64_t *)(c->base + l.stack_off);
+    c->table = (uint32_t *)(c->base + l.table_off);
+    c->stack = (uint32_t *)(c->base + l.stack_off);
     c->bitmap = (p->options & UWC_OPT_BITMAP) ? c->base + l.bitmap_off : NULL;
     c->rec_size = UWC_ITEM_HEADER + p->key_size;
     c->max_item_size = (p->options & UWC_OPT_BITMAP) ? p->block_size * p->blocks : p->block_size;
@@ -346,7 +346,7 @@ static int64_t bm_alloc(uwc_cache *c, uint64_t needed) {
 
 /* ---- free-slot stack ---- */
 
-static void stack_push(uwc_cache *c, uint64_t slot) { c->stack[c->h->stack_top++] = slot; }
+static void stack_push(uwc_cache *c, uint64_t slot) { c->stack[c->h->stack_top++] = (uint32_t)slot; }
 static uint64_t stack_pop(uwc_cache *c) { return c->h->stack_top ? c->stack[--c->h->stack_top] : 0; }
 
 static void stack_reset(uwc_cache *c) {
@@ -498,7 +498,7 @@ static void clear_locked(uwc_cache *c) {
         wr(r, F_LRU_PREV, 0); wr(r, F_LRU_NEXT, 0);
         stack_push(c, s);
     }
-    memset(c->table, 0, 8 * c->p.hash_size);
+    memset(c->table, 0, sizeof(uint32_t) * c->p.hash_size);
     if (is_bitmap(c)) bm_reset(c);
     c->h->lru_head = c->h->lru_tail = 0;
     c->h->n_items = 0;
@@ -1123,7 +1123,7 @@ static void rebuild(uwc_cache *c, uint64_t now, uint64_t *dropped, int cold) {
         /* without scratch memory the only safe state is an empty cache */
         free(live); free(seen);
         for (uint64_t s = 1; s < n; s++) zero_item(c, s);
-        memset(c->table, 0, 8 * c->p.hash_size);
+        memset(c->table, 0, sizeof(uint32_t) * c->p.hash_size);
         stack_reset(c);
         if (is_bitmap(c)) bm_reset(c);
         c->h->lru_head = c->h->lru_tail = 0;
@@ -1147,7 +1147,7 @@ static void rebuild(uwc_cache *c, uint64_t now, uint64_t *dropped, int cold) {
     }
 
     /* hash chains: while rebuilding, a head's F_PREV temporarily holds its chain tail */
-    memset(c->table, 0, 8 * c->p.hash_size);
+    memset(c->table, 0, sizeof(uint32_t) * c->p.hash_size);
 #define APPEND(s_) do {                                                          \
         uint64_t s__ = (s_), b__ = bucket_of(c, rd(SLOT(c, s__), F_HASH));    \
         uint64_t head__ = c->table[b__];                                         \
@@ -1353,7 +1353,7 @@ int uwc_create(uwc_cache *c, void *mem, uint64_t size, const uwc_params *p, cons
     if (init_mutex(&h->lock)) return UWC_ELOCK;
     bind_handle(c, mem, size, p);
     memset(c->items, 0, c->rec_size * p->max_items);
-    memset(c->table, 0, 8 * p->hash_size);
+    memset(c->table, 0, sizeof(uint32_t) * p->hash_size);
     stack_reset(c);
     if (is_bitmap(c)) bm_reset(c);
     __atomic_store_n(&h->state, UWC_STATE_READY, __ATOMIC_RELEASE);

@@ -18,7 +18,7 @@
 #include <pthread.h>
 
 #define UWC_MAGIC "UWCACHE"          /* 8 bytes with the NUL */
-#define UWC_FORMAT_VERSION 1u
+#define UWC_FORMAT_VERSION 2u  /* 2: 32-bit hash table and free stack */
 #define UWC_HEADER_SIZE 32768u
 #define UWC_ITEM_HEADER 88u
 #define UWC_COUNTER_SLOTS 160
@@ -156,8 +156,8 @@ typedef struct uwc_cache {
     uwc_params p;
     uint8_t *items;
     uint8_t *data;
-    uint64_t *table;
-    uint64_t *stack;
+    uint32_t *table;  /* slot index per bucket (uWSGI uses 8 bytes; slots fit in 32 bits) */
+    uint32_t *stack;
     uint8_t *bitmap;
     uint64_t rec_size;
     uint64_t max_item_size;
