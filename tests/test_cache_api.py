@@ -313,3 +313,14 @@ def test_memory_bytes_is_the_region_size(namespace, opts):
         assert c.options.memory_bytes == c.region_size == os.path.getsize(c.path)
     finally:
         c.close()
+
+
+def test_long_chains_are_warned_about(namespace, caplog):
+    with caplog.at_level("WARNING", logger="uwcache"):
+        c = uwcache.open_cache("chains", namespace=namespace, max_items=1001, block_size=8, hash_size=100)
+    c.close()
+    assert "average 10 items per chain when full" in caplog.text and "set hash_size" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="uwcache"):
+        uwcache.open_cache("short", namespace=namespace, max_items=1001, block_size=8, hash_size=1000).close()
+    assert "chain" not in caplog.text

@@ -221,6 +221,20 @@ class Cache(_engine.CacheBase):
         return f"<uwcache.Cache {self.name!r} namespace={self.namespace!r} {state}>"
 
 
+_CHAIN_WARNING = 4  # items per bucket past which lookups walk long chains
+
+
+def _warn_long_chains(options: CacheOptions) -> None:
+    """A full cache with many more items than buckets walks long chains on every lookup."""
+    per_bucket = options.capacity / options.hash_size
+    if per_bucket > _CHAIN_WARNING:
+        log.warning(
+            "cache %r: %d items over %d hash buckets (hash_size) average %.0f items per chain when full; "
+            "lookups slow down with the chain: set hash_size to about max_items",
+            options.name, options.capacity, options.hash_size, per_bucket,
+        )
+
+
 def _create_file(path: str) -> int:
     flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
     try:
@@ -255,6 +269,7 @@ def open_region(options: CacheOptions, namespace: Optional[str] = None, *, attac
         raise UnknownCache(f"no cache named {options.name!r} in namespace {ns!r} (looked for {path})")
     params = engine_params(options)
     size = _engine.region_size(params)
+    _warn_long_chains(options)
     fd = _create_file(path)
     try:
         cache = _open_locked(fd, path, options, params, size, persistent, attach_only)
