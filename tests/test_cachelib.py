@@ -5,7 +5,6 @@ import datetime as dt
 import json
 import logging
 import math
-import os
 import time
 
 import pytest
@@ -14,6 +13,7 @@ from cachelib.serializers import JSONSerializer as CachelibJSON  # noqa: E402
 
 import uwcache  # noqa: E402
 from uwcache.contrib.cachelib import UWCache  # noqa: E402
+from forks import run_in_forks
 
 GEOMETRY = {"max_items": 100, "block_size": 512, "key_size": 256, "hash_size": 64}
 
@@ -238,21 +238,13 @@ def test_serializer_assignment_and_cachelib_serializers(c):
 
 def test_processes_share_counters_and_values(make):
     c = make(name="shared")
-    pids = []
-    for i in range(4):
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                for _ in range(250):
-                    c.inc("hits")
-                c.set(f"child-{i}", {"i": i})
-                code = 0
-            finally:
-                os._exit(code)
-        pids.append(pid)
-    for pid in pids:
-        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+
+    def child(i):
+        for _ in range(250):
+            c.inc("hits")
+        c.set(f"child-{i}", {"i": i})
+
+    assert run_in_forks(4, child) == [0] * 4
     assert c.get("hits") == 1000
     assert c.get_many(*(f"child-{i}" for i in range(4))) == [{"i": i} for i in range(4)]
     assert uwcache.attach("shared", namespace=c._lazy.namespace).get_int("hits") == 1000

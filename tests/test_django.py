@@ -6,7 +6,6 @@ import datetime
 import decimal
 import logging
 import math
-import os
 import pickle
 import subprocess
 import sys
@@ -38,6 +37,7 @@ from django.views.decorators.cache import cache_page  # noqa: E402
 import uwcache  # noqa: E402
 from uwcache.contrib.django import UWCache  # noqa: E402
 from uwcache.serializers import SerializerMismatch  # noqa: E402
+from forks import run_in_forks
 
 BACKEND = "uwcache.contrib.django.UWCache"
 OPTIONS = {"max_items": 200, "block_size": 1024, "key_size": 512, "hash_size": 64}
@@ -680,19 +680,11 @@ def test_forked_workers_reopen_lazily_and_count_exactly(namespace):
     backend = UWCache("forked", {"OPTIONS": {"max_items": 50, "block_size": 128, "NAMESPACE": namespace}})
     backend.set("n", 0)  # opened in the parent before the fork, like gunicorn's preload_app
     parent_handle = backend.cache
-    pids = []
-    for _ in range(4):
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                for _ in range(250):
-                    backend.incr("n")
-                code = 0 if backend.cache is not parent_handle else 2
-            finally:
-                os._exit(code)
-        pids.append(pid)
-    for pid in pids:
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
+
+    def child(i):
+        for _ in range(250):
+            backend.incr("n")
+        return backend.cache is not parent_handle  # each worker opened its own handle
+
+    assert run_in_forks(4, child) == [0] * 4
     assert backend.get("n") == 1000

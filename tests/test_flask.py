@@ -13,6 +13,7 @@ from flask_caching import Cache  # noqa: E402
 
 import uwcache  # noqa: E402
 from uwcache.contrib.flask import UWCache  # noqa: E402
+from forks import run_in_forks
 
 GEOMETRY = {"max_items": 100, "block_size": 1024, "key_size": 256, "hash_size": 64}
 
@@ -198,18 +199,9 @@ def test_cached_view_is_shared_with_another_process(namespace):
 
 
 def test_inc_is_atomic_across_processes(c):
-    pids = []
-    for _ in range(4):
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                for _ in range(250):
-                    c.inc("hits")
-                code = 0
-            finally:
-                os._exit(code)
-        pids.append(pid)
-    for pid in pids:
-        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    def child(i):
+        for _ in range(250):
+            c.inc("hits")
+
+    assert run_in_forks(4, child) == [0] * 4
     assert c.get("hits") == 1000

@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional
 
 from . import _engine
 from .cache import Cache, open_region, region_path
-from .config import Caching, CacheOptions
+from .config import Caching
 from .errors import CacheError, ConfigError, UnknownCache
 
 log = logging.getLogger("uwcache")
