@@ -974,13 +974,75 @@ static PyObject *compat_call_remote(const char *op, PyObject *args) {
 
 #define RET_TRUE_OR_NONE(cond) do { if (cond) Py_RETURN_TRUE; Py_RETURN_NONE; } while (0)
 
-static PyObject *compat_cache_get(PyObject *m, PyObject *args) {
+/* Fast-call argument conversion with uWSGI's rules (its plugin uses "s#" for keys and
+ * values, "s" for the cache name, "l" for numbers). bytes and str take the fast path; any
+ * other object goes through CPython's own "s#" so its acceptance and errors stay identical. */
+static int compat_sbuf(PyObject *o, const char **p, Py_ssize_t *n) {
+    if (PyBytes_Check(o)) {
+        *p = PyBytes_AS_STRING(o);
+        *n = PyBytes_GET_SIZE(o);
+        return 0;
+    }
+    if (PyUnicode_Check(o)) {
+        *p = PyUnicode_AsUTF8AndSize(o, n);
+        return *p ? 0 : -1;
+    }
+    PyObject *t = PyTuple_Pack(1, o);
+    if (!t) return -1;
+    int ok = PyArg_ParseTuple(t, "s#", p, n);  /* the pointer stays valid: o outlives the call */
+    Py_DECREF(t);
+    return ok ? 0 : -1;
+}
+
+static int compat_cache_name(const char *fname, PyObject *o, const char **name) {
+    if (!PyUnicode_Check(o)) {
+        PyErr_Format(PyExc_TypeError, "%s() argument must be str, not %.100s", fname, Py_TYPE(o)->tp_name);
+        return -1;
+    }
+    Py_ssize_t n;
+    const char *c = PyUnicode_AsUTF8AndSize(o, &n);
+    if (!c) return -1;
+    if ((Py_ssize_t)strlen(c) != n) {
+        PyErr_SetString(PyExc_ValueError, "embedded null character");
+        return -1;
+    }
+    *name = c;
+    return 0;
+}
+
+static int compat_long(PyObject *o, long *v) {
+    *v = PyLong_AsLong(o);
+    return (*v == -1 && PyErr_Occurred()) ? -1 : 0;
+}
+
+static int compat_nargs(const char *fname, Py_ssize_t nargs, Py_ssize_t lo, Py_ssize_t hi) {
+    if (nargs >= lo && nargs <= hi) return 0;
+    PyErr_Format(PyExc_TypeError, "%s() takes from %zd to %zd positional arguments (%zd given)", fname, lo, hi, nargs);
+    return -1;
+}
+
+/* The original arguments as a tuple, for the remote hook ("name@host:port"). */
+static PyObject *compat_call_remote_fast(const char *op, PyObject *const *args, Py_ssize_t nargs) {
+    PyObject *t = PyTuple_New(nargs);
+    if (!t) return NULL;
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        Py_INCREF(args[i]);
+        PyTuple_SET_ITEM(t, i, args[i]);
+    }
+    PyObject *r = compat_call_remote(op, t);
+    Py_DECREF(t);
+    return r;
+}
+
+static PyObject *compat_cache_get(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
     const char *key, *cache = NULL;
     Py_ssize_t kl;
-    if (!PyArg_ParseTuple(args, "s#|s:cache_get", &key, &kl, &cache)) return NULL;
+    if (compat_nargs("cache_get", nargs, 1, 2) || compat_sbuf(args[0], &key, &kl) ||
+        (nargs > 1 && compat_cache_name("cache_get", args[1], &cache)))
+        return NULL;
     int remote;
     CacheObject *c = compat_resolve(cache, &remote);
-    if (remote) return compat_call_remote("get", args);
+    if (remote) return compat_call_remote_fast("get", args, nargs);
     if (!c) Py_RETURN_NONE;
     int rc;
     PyObject *v = do_get(c, key, kl, &rc, NULL);
@@ -1011,14 +1073,17 @@ static uwc_write compat_write_args(CacheObject *c, const char *key, Py_ssize_t k
     return w;
 }
 
-static PyObject *compat_write(PyObject *args, const char *fmt, const char *op, uint32_t flags) {
+static PyObject *compat_write(const char *fname, const char *op, uint32_t flags, PyObject *const *args,
+                              Py_ssize_t nargs) {
     const char *key, *val, *cache = NULL;
     Py_ssize_t kl, vl;
     long expires = 0;
-    if (!PyArg_ParseTuple(args, fmt, &key, &kl, &val, &vl, &expires, &cache)) return NULL;
+    if (compat_nargs(fname, nargs, 2, 4) || compat_sbuf(args[0], &key, &kl) || compat_sbuf(args[1], &val, &vl) ||
+        (nargs > 2 && compat_long(args[2], &expires)) || (nargs > 3 && compat_cache_name(fname, args[3], &cache)))
+        return NULL;
     int remote;
     CacheObject *c = compat_resolve(cache, &remote);
-    if (remote) return compat_call_remote(op, args);
+    if (remote) return compat_call_remote_fast(op, args, nargs);
     if (!c) Py_RETURN_NONE;
     uwc_write w = compat_write_args(c, key, kl, val, vl, expires, flags);
     int rc = uwc_set(&c->c, &w);
@@ -1027,33 +1092,37 @@ static PyObject *compat_write(PyObject *args, const char *fmt, const char *op, u
     RET_TRUE_OR_NONE(rc == UWC_OK);
 }
 
-static PyObject *compat_cache_set(PyObject *m, PyObject *args) {
-    return compat_write(args, "s#s#|ls:cache_set", "set", 0);
+static PyObject *compat_cache_set(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
+    return compat_write("cache_set", "set", 0, args, nargs);
 }
-static PyObject *compat_cache_update(PyObject *m, PyObject *args) {
-    return compat_write(args, "s#s#|ls:cache_update", "update", UWC_F_UPDATE);
+static PyObject *compat_cache_update(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
+    return compat_write("cache_update", "update", UWC_F_UPDATE, args, nargs);
 }
 
-static PyObject *compat_cache_del(PyObject *m, PyObject *args) {
+static PyObject *compat_cache_del(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
     const char *key, *cache = NULL;
     Py_ssize_t kl;
-    if (!PyArg_ParseTuple(args, "s#|s:cache_del", &key, &kl, &cache)) return NULL;
+    if (compat_nargs("cache_del", nargs, 1, 2) || compat_sbuf(args[0], &key, &kl) ||
+        (nargs > 1 && compat_cache_name("cache_del", args[1], &cache)))
+        return NULL;
     int remote;
     CacheObject *c = compat_resolve(cache, &remote);
-    if (remote) return compat_call_remote("del", args);
+    if (remote) return compat_call_remote_fast("del", args, nargs);
     if (!c) Py_RETURN_NONE;
     int rc = uwc_delete(&c->c, (const uint8_t *)key, (uint64_t)kl, now_s(), counters(c));
     if (rc == UWC_OK) fire_write(c, OP_DELETE, key, kl, "", 0, 0);
     RET_TRUE_OR_NONE(rc == UWC_OK);
 }
 
-static PyObject *compat_cache_exists(PyObject *m, PyObject *args) {
+static PyObject *compat_cache_exists(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
     const char *key, *cache = NULL;
     Py_ssize_t kl;
-    if (!PyArg_ParseTuple(args, "s#|s:cache_exists", &key, &kl, &cache)) return NULL;
+    if (compat_nargs("cache_exists", nargs, 1, 2) || compat_sbuf(args[0], &key, &kl) ||
+        (nargs > 1 && compat_cache_name("cache_exists", args[1], &cache)))
+        return NULL;
     int remote;
     CacheObject *c = compat_resolve(cache, &remote);
-    if (remote) return compat_call_remote("exists", args);
+    if (remote) return compat_call_remote_fast("exists", args, nargs);
     if (!c) Py_RETURN_NONE;
     RET_TRUE_OR_NONE(uwc_exists(&c->c, (const uint8_t *)key, (uint64_t)kl, now_s(), NULL) == UWC_OK);
 }
@@ -1223,11 +1292,11 @@ static PyObject *mod_hash(PyObject *m, PyObject *args) {
 }
 
 static PyMethodDef module_methods[] = {
-    {"cache_get", compat_cache_get, METH_VARARGS, "cache_get(key[, cache]) -> bytes or None"},
-    {"cache_set", compat_cache_set, METH_VARARGS, "cache_set(key, value[, expires[, cache]]) -> True or None"},
-    {"cache_update", compat_cache_update, METH_VARARGS, "cache_update(key, value[, expires[, cache]]) -> True or None"},
-    {"cache_del", compat_cache_del, METH_VARARGS, "cache_del(key[, cache]) -> True or None"},
-    {"cache_exists", compat_cache_exists, METH_VARARGS, "cache_exists(key[, cache]) -> True or None"},
+    {"cache_get", (PyCFunction)(void (*)(void))compat_cache_get, METH_FASTCALL, "cache_get(key[, cache]) -> bytes or None"},
+    {"cache_set", (PyCFunction)(void (*)(void))compat_cache_set, METH_FASTCALL, "cache_set(key, value[, expires[, cache]]) -> True or None"},
+    {"cache_update", (PyCFunction)(void (*)(void))compat_cache_update, METH_FASTCALL, "cache_update(key, value[, expires[, cache]]) -> True or None"},
+    {"cache_del", (PyCFunction)(void (*)(void))compat_cache_del, METH_FASTCALL, "cache_del(key[, cache]) -> True or None"},
+    {"cache_exists", (PyCFunction)(void (*)(void))compat_cache_exists, METH_FASTCALL, "cache_exists(key[, cache]) -> True or None"},
     {"cache_clear", compat_cache_clear, METH_VARARGS, "cache_clear([cache]) -> True or None"},
     {"cache_keys", compat_cache_keys, METH_VARARGS, "cache_keys([cache]) -> list of bytes"},
     {"cache_inc", compat_cache_inc, METH_VARARGS, "cache_inc(key[, value=1[, expires[, cache]]]) -> True or None"},
