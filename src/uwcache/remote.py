@@ -39,16 +39,8 @@ class RemoteUnavailable(RemoteError, ConnectionError):
     """The remote node cannot be reached, or did not answer within the timeout."""
 
 
-def _bytes(value: Bytesish, what: str) -> bytes:
-    if isinstance(value, str):
-        return value.encode("utf-8")
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value)
-    raise TypeError(f"{what} must be bytes or str, not {type(value).__name__}")
-
-
 def _key(key: Bytesish) -> bytes:
-    k = _bytes(key, "key")
+    k = wire.to_bytes(key, "key")
     if not k:
         raise EmptyValue("keys must not be empty")
     if len(k) > wire.MAX_FIELD:
@@ -150,7 +142,7 @@ class RemoteCache:
     # -- writes -----------------------------------------------------------------------------
 
     def _value(self, value: Bytesish) -> bytes:
-        v = _bytes(value, "value")
+        v = wire.to_bytes(value, "value")
         if not v:
             raise EmptyValue("values must not be empty (uWSGI's cache cannot store an empty value)")
         return v

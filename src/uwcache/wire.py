@@ -87,6 +87,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Tuple, Union
 from .errors import CacheError
 
 __all__ = [
+    "to_bytes",
     # errors
     "WireError",
     "Truncated",
@@ -231,13 +232,16 @@ Bytesish = Union[bytes, bytearray, memoryview, str]
 # --------------------------------------------------------------------------- helpers
 
 
-def _b(value: Bytesish, what: str) -> bytes:
-    """bytes for `value`; str becomes UTF-8."""
+def to_bytes(value: Bytesish, what: str) -> bytes:
+    """bytes for `value`; str becomes UTF-8 (the rule every uwcache client applies)."""
     if isinstance(value, str):
         return value.encode("utf-8")
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value)
     raise TypeError(f"{what} must be bytes or str, not {type(value).__name__}")
+
+
+_b = to_bytes
 
 
 def _num(value: int, what: str) -> bytes:
@@ -548,13 +552,18 @@ def encode_udp_set(key: Bytesish, value: Bytesish, expires: int = 0) -> bytes:
         + _field(v, "replicated value", extra=_TRUNC_NOTE)
         + _field(_num(expires, "expires"), "expires")
     )
+    return _udp_datagram(MOD2_UDP_SET, body, f" (key {len(k)}, value {len(v)})")
+
+
+def _udp_datagram(modifier2: int, body: bytes, sizes: str) -> bytes:
+    """Header + body, refused when it would not fit one UDP datagram (uWSGI truncates)."""
     total = 4 + len(body)
     if total > MAX_UDP_PAYLOAD:
         raise Oversized(
-            f"replication datagram would be {total} bytes (key {len(k)}, value {len(v)}); "
-            f"a UDP datagram carries at most {MAX_UDP_PAYLOAD} bytes"
+            f"replication datagram would be {total} bytes{sizes}; a UDP datagram carries at most "
+            f"{MAX_UDP_PAYLOAD} bytes"
         )
-    return _HEADER.pack(MODIFIER1_CACHE, len(body), MOD2_UDP_SET) + body
+    return _HEADER.pack(MODIFIER1_CACHE, len(body), modifier2) + body
 
 
 def encode_udp_delete(key: Bytesish, *, pad: bool = True) -> bytes:
@@ -565,13 +574,7 @@ def encode_udp_delete(key: Bytesish, *, pad: bool = True) -> bytes:
     """
     k = _udp_key(key)
     body = _field(k, "replicated key", extra=_TRUNC_NOTE) + (b"\0\0" if pad else b"")
-    total = 4 + len(body)
-    if total > MAX_UDP_PAYLOAD:
-        raise Oversized(
-            f"replication datagram would be {total} bytes; a UDP datagram carries at most "
-            f"{MAX_UDP_PAYLOAD} bytes"
-        )
-    return _HEADER.pack(MODIFIER1_CACHE, len(body), MOD2_UDP_DELETE) + body
+    return _udp_datagram(MOD2_UDP_DELETE, body, "")
 
 
 def _check_datagram(datagram: bytes) -> Header:
