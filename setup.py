@@ -5,11 +5,11 @@ engine = Extension(
     "uwcache._engine",
     sources=[
         "src/uwcache/_enginemodule.c",
-        "src/uwcache/_engine/cache.c",
-        "src/uwcache/_engine/hash.c",
+        "engine/cache.c",
+        "engine/hash.c",
     ],
-    include_dirs=["src/uwcache/_engine"],
-    depends=["src/uwcache/_engine/cache.h"],
+    include_dirs=["engine"],
+    depends=["engine/cache.h"],
     extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
     libraries=["pthread"],
 )
