@@ -3,7 +3,7 @@
 Normally started by ``benchmarks/run.sh`` (which builds the venv and starts Redis and
 memcached). Direct use, from a venv that has uwcache, uWSGI and the peers installed::
 
-    python benchmarks/bench.py [--quick] [--phases latency,throughput,mules,scaling,iscale,memory,profile,perf]
+    python benchmarks/bench.py [--quick] [--phases latency,throughput,cores,mules,scaling,iscale,memory,profile,perf]
         [--redis-socket PATH] [--memcached-socket PATH] [--out DIR]
 
 Every measurement that involves uWSGI runs inside ``uwsgi --pyrun benchmarks/worker.py``
@@ -34,17 +34,17 @@ sys.path.insert(0, HERE)
 
 import workload as wl  # noqa: E402
 
-ALL_PHASES = ("latency", "throughput", "mules", "scaling", "iscale", "memory", "profile", "perf")
+ALL_PHASES = ("latency", "throughput", "cores", "mules", "scaling", "iscale", "memory", "profile", "perf")
 LATENCY_SYSTEMS = ["uwcache", "uwcache-compat", "uwsgi", "dict", "cachetools", "diskcache", "redis", "memcached"]
 
 SETTINGS = {
     # full: what RESULTS.md is made of; quick: the same phases with small counts (debugging)
     "full": dict(lat_rounds=100, lat_fast_batches=5, tp_duration=2.0, tp_repeats=3, mule_repeats=3,
                  scale_rounds=60, scale_sizes=[1000, 10000, 100000, 1000000], prof_ops=100000, perf_duration=3.0,
-                 iscale_ops=20000),
+                 iscale_ops=20000, cores_duration=1.5, cores_repeats=2),
     "quick": dict(lat_rounds=4, lat_fast_batches=2, tp_duration=0.4, tp_repeats=1, mule_repeats=1,
                   scale_rounds=2, scale_sizes=[1000, 10000, 100000, 1000000], prof_ops=10000, perf_duration=0.5,
-                  iscale_ops=5000),
+                  iscale_ops=5000, cores_duration=0.3, cores_repeats=1),
 }
 PROCS = [1, 2, 4]
 CORE_MIXES = ["90/10", "50/50"]
@@ -134,6 +134,37 @@ def phase_throughput(r: Runner, st: Dict[str, Any]) -> List[Dict[str, Any]]:
         out.append(r.run({"phase": "throughput", "value_size": vs, "backends": ctx, "procs": PROCS,
                           "mixes": CORE_MIXES, "duration": st["tp_duration"], "repeats": 1}, [spec_for(vs)]))
     return out
+
+
+CORES_MIXES = ["100/0", "90/10", "50/50"]
+
+
+def cores_procs(spec: Optional[str] = None) -> List[int]:
+    """Process counts of the cores phase: 1, 2, 4, ... up to the core count (and the count
+    itself); on a machine of 2 cores or fewer, 1, 2, 4 and 8 (oversubscribed on purpose)."""
+    if spec:
+        return sorted({int(x) for x in spec.split(",") if x.strip()})
+    ncpu = os.cpu_count() or 1
+    if ncpu <= 2:
+        return [1, 2, 4, 8]
+    procs, n = [], 1
+    while n < ncpu:
+        procs.append(n)
+        n *= 2
+    return procs + [ncpu]
+
+
+def phase_cores(r: Runner, st: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Aggregate ops/s of 1..N processes on one shared cache, for 100/90/50 % reads."""
+    procs = cores_procs(r.args.procs)
+    log(f"cores: {procs} processes x {CORES_MIXES}, {st['cores_duration']} s per run, "
+        f"{st['cores_repeats']} repeats")
+    res = r.run({"phase": "throughput", "value_size": 100, "backends": ["uwcache", "uwsgi", "dict"],
+                 "procs": procs, "mixes": CORES_MIXES, "duration": st["cores_duration"],
+                 "repeats": st["cores_repeats"]}, [spec_for(100)])
+    res["procs"] = procs
+    res["cpus"] = os.cpu_count()
+    return [res]
 
 
 def run_mules(r: Runner, n: int, mix: str, duration: float, seed: int, vs: int = 100) -> Dict[str, Any]:
@@ -389,7 +420,7 @@ def phase_iscale(r: Runner, st: Dict[str, Any]) -> List[Dict[str, Any]]:
     return [{"rows": rows, "note": "instructions inside the get/set C function per call, uniform random keys"}]
 
 
-PHASE_FUNCS = {"latency": phase_latency, "throughput": phase_throughput, "mules": phase_mules,
+PHASE_FUNCS = {"latency": phase_latency, "throughput": phase_throughput, "cores": phase_cores, "mules": phase_mules,
                "scaling": phase_scaling, "memory": phase_memory, "profile": phase_profile, "perf": phase_perf,
                "iscale": phase_iscale}
 
@@ -503,6 +534,8 @@ def main() -> int:
     ap.add_argument("--phases", default=",".join(ALL_PHASES), help=f"comma list out of {', '.join(ALL_PHASES)}")
     ap.add_argument("--redis-socket")
     ap.add_argument("--memcached-socket")
+    ap.add_argument("--procs", help="process counts of the cores phase, e.g. 1,2,4,8,16 (default: 1, 2, 4, "
+                    "... up to the core count)")
     ap.add_argument("--uwsgi", help="uwsgi binary (default: the one of this venv)")
     ap.add_argument("--out", help="output directory (default benchmarks/, or benchmarks/.quick with --quick)")
     ap.add_argument("--command", default=None, help="the command line to record in RESULTS.md")

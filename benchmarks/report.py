@@ -180,6 +180,79 @@ def marginal_memory(data: Dict[str, Any]) -> Optional[Dict[str, float]]:
 
 # ---- plots -----------------------------------------------------------------------------------
 
+# ---- scaling with cores (the "cores" phase) ----------------------------------------------
+
+def cores_median(data: Dict[str, Any]) -> Dict[Tuple[str, str, int], float]:
+    """(system, mix, procs) -> median total ops/s of the cores phase."""
+    acc: Dict[Tuple[str, str, int], List[float]] = {}
+    for res in data.get("cores", []):
+        for run in res["runs"]:
+            acc.setdefault((run["system"], run["mix"], run["procs"]), []).append(run["total_ops_s"])
+    return {k: statistics.median(v) for k, v in acc.items()}
+
+
+def cores_plot(data: Dict[str, Any], pdir: str, plt: Any) -> Optional[str]:
+    cm = cores_median(data)
+    if not cm:
+        return None
+    procs = sorted({k[2] for k in cm})
+    mixes = [m for m in ("100/0", "90/10", "50/50") if any(k[1] == m for k in cm)]
+    fig, axes = plt.subplots(1, len(mixes), figsize=(4.6 * len(mixes), 4.2), squeeze=False)
+    for col, mix in enumerate(mixes):
+        ax = axes[0][col]
+        for s in ("uwcache", "uwsgi", "dict"):
+            one = cm.get((s, mix, 1))
+            pts = [(n, cm[(s, mix, n)] / one) for n in procs if one and (s, mix, n) in cm]
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=s, color=COLORS.get(s),
+                        linestyle="--" if s == "dict" else "-")
+        ax.plot(procs, procs, color="#bbb", linewidth=1, linestyle=":", label="linear")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(procs)
+        ax.set_xticklabels([str(n) for n in procs])
+        ax.set_xlabel(f"processes ({data.get('cores', [{}])[0].get('cpus', '?')} cores)")
+        ax.set_ylabel("total ÷ 1-process total")
+        ax.set_title(f"{mix} get/set")
+        ax.grid(alpha=0.3)
+        if col == 0:
+            ax.legend(fontsize=8)
+    fig.suptitle("Scaling with processes: one shared cache, 1000 keys, 100-byte values")
+    fig.tight_layout()
+    p = os.path.join(pdir, "cores.png")
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    return p
+
+
+def cores_section(data: Dict[str, Any], out: str, made: List[str]) -> List[str]:
+    cm = cores_median(data)
+    if not cm:
+        return []
+    res = data["cores"][0]
+    procs = sorted({k[2] for k in cm})
+    m = data.get("machine", {})
+    L = ["## Scaling with cores\n",
+         f"Machine: {m.get('cpu', '?')}, {res.get('cpus', '?')} cores. N processes forked after the cache is "
+         f"open, released together, {res.get('duration')} s per run, median of the repeats; 1000 keys, "
+         "100-byte values, all gets hit. `dict` (a private dict per process) is the control: how much "
+         "parallelism the machine gave. Beyond the core count the processes are oversubscribed.\n"]
+    rows = []
+    for mix in ("100/0", "90/10", "50/50"):
+        for s in ("uwcache", "uwsgi", "dict"):
+            one = cm.get((s, mix, 1))
+            if one is None:
+                continue
+            cells = [mops(cm[(s, mix, n)]) + (f" ({cm[(s, mix, n)] / one:.2f}x)" if n > 1 else "")
+                     if (s, mix, n) in cm else "–" for n in procs]
+            rows.append([mix, f"`{s}`"] + cells)
+    L.append(table(["reads/writes", "system"] + [f"{n} proc{'s' if n > 1 else ''} (M ops/s)" for n in procs], rows))
+    L.append("")
+    p = os.path.join(out, "plots", "cores.png")
+    if p in made:
+        L.append(f"![scaling with cores]({os.path.relpath(p, out)})\n")
+    return L
+
+
 def plots(data: Dict[str, Any], out: str) -> List[str]:
     try:
         import matplotlib
@@ -259,6 +332,9 @@ def plots(data: Dict[str, Any], out: str) -> List[str]:
         fig.savefig(p, dpi=110)
         plt.close(fig)
         made.append(p)
+    cp = cores_plot(data, pdir, plt)
+    if cp:
+        made.append(cp)
     sc = data.get("scaling", [])
     if sc:
         isc = data.get("iscale", [])
@@ -492,6 +568,8 @@ def write_report(data: Dict[str, Any], out: str) -> str:
         p = os.path.join(out, "plots", "throughput.png")
         if p in made:
             L.append(f"![throughput]({rel(p)})\n")
+
+    L.extend(cores_section(data, out, made))
 
     sc = data.get("scaling", [])
     if sc:

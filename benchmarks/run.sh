@@ -4,7 +4,7 @@
 #     benchmarks/run.sh            # full run: data/, RESULTS.md and plots/ under benchmarks/
 #     benchmarks/run.sh --quick    # small counts, to check the suite (output: benchmarks/.quick/)
 #
-# Extra arguments go to bench.py (--phases latency,throughput,mules,scaling,iscale,memory,profile,perf).
+# Extra arguments go to bench.py (--phases latency,throughput,cores,mules,scaling,iscale,memory,profile,perf).
 # It creates/uses a venv (BENCH_VENV, default benchmarks/.venv), installs the Python peers,
 # uWSGI from PyPI and uwcache from this checkout, starts redis-server and memcached on unix
 # sockets of its own (apt-get installing them first when missing and running as root),
