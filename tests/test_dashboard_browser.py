@@ -14,8 +14,9 @@ from typing import Any, Dict, List
 
 import pytest
 
+import uwcache
 from uwcache import attach
-from uwcache.net.stats import StatsServer
+from uwcache.net.stats import NamespaceStats, StatsServer
 
 from test_cli import RunningNode
 
@@ -53,6 +54,7 @@ def shown_items(dom: str) -> Dict[str, int]:
     return {html.unescape(name): int(count.replace(",", "")) for name, count in found}
 
 
+@pytest.mark.slow
 def test_dashboard_shows_every_cache_and_follows_writes(namespace, tmp_path):
     with RunningNode(namespace, "--cache2", "name=web,items=100,blocksize=256",
                      "--cache2", "name=api,items=40,blocksize=64",
@@ -123,6 +125,7 @@ def _doc(pid: int, started: float, now: float, *caches: Dict[str, Any], **extra:
                                             "started_at": started, "uptime": now - started, "now": now}, **extra}
 
 
+@pytest.mark.slow
 def test_dashboard_survives_restarts_errors_and_changing_caches(tmp_path):
     steps = [
         _doc(100, 1000.0, 1001.0, _cache("old", 5, 10), _cache("keep", 1, 0)),
@@ -146,3 +149,18 @@ def test_near_tier_section_is_hidden_without_near_key(tmp_path):
         dom = dump_dom(server.url, tmp_path)
     assert shown_items(dom) == {"c": 1}
     assert '<section class="panel" id="near" hidden="">' in dom
+
+
+def test_dashboard_with_a_token(namespace, tmp_path):
+    with attach_or_create(namespace) as cache, NamespaceStats(namespace) as reader, \
+            StatsServer("127.0.0.1:0", reader.collect, token="t0k-en") as server:
+        cache.set("a", b"1")
+        cache.set("b", b"2")
+        # the page passes its ?token= on to its polls
+        assert shown_items(dump_dom(server.url + "?token=t0k-en", tmp_path)) == {"guarded": 2}
+        refused = dump_dom(server.url, tmp_path)
+        assert "items-count" not in refused and "a token is required" in refused
+
+
+def attach_or_create(namespace: str):
+    return uwcache.open_cache("guarded", namespace=namespace, max_items=10, block_size=16)

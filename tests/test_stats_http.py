@@ -417,3 +417,27 @@ def test_1100_idle_connections_do_not_take_the_node_down(namespace):
             for sock in idle:
                 sock.close()
         assert node.stop() == 0
+
+
+@pytest.mark.slow
+def test_out_of_descriptors_backs_off_instead_of_spinning(namespace):
+    # a node allowed so few descriptors that accepting fails (EMFILE) before the cap is reached
+    with LimitedNode(namespace, "--cache2", "name=web,items=50,blocksize=128", "--stats", "127.0.0.1:0",
+                     nofile=40) as node:
+        url = node.wait_for(r"stats: (http://127\.0\.0\.1:\d+/) \(JSON\)").group(1)
+        node.wait_ready()
+        host, port = url[len("http://"):].rstrip("/").split(":")
+        pid = node.proc.pid
+        idle = [socket.create_connection((host, int(port)), timeout=10) for _ in range(80)]
+        try:
+            node.wait_for(r"stats http: cannot accept a connection: Too many open files")
+            cpu = _cpu_seconds(pid)
+            time.sleep(1.0)
+            assert _cpu_seconds(pid) - cpu < 0.3, "the accept loop spins when out of descriptors"
+        finally:
+            for sock in idle:
+                sock.close()
+        # once descriptors are free again, clients are served
+        status, _ctype, body = fetch(url + "stats.json")
+        assert status == 200 and json.loads(body)["caches"][0]["name"] == "web"
+        assert node.stop() == 0

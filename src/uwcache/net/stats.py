@@ -294,8 +294,8 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def setup(self) -> None:
-        self.timeout = self.server.idle_timeout  # every blocking read and write is bounded
         super().setup()
+        self.connection.settimeout(self.server.idle_timeout)  # every blocking read and write is bounded
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         self._answer(send_body=True)
@@ -382,6 +382,7 @@ class _HTTPServer(ThreadingHTTPServer):
         self._conns: Dict[socket.socket, List[Any]] = {}  # socket -> [waiting since or None]
         self._conns_lock = threading.Lock()
         self.dropped = 0
+        self._accept_warned = -10.0
         super().server_bind()
 
     def get_request(self) -> Tuple[socket.socket, Any]:
@@ -389,7 +390,10 @@ class _HTTPServer(ThreadingHTTPServer):
             return super().get_request()
         except OSError as exc:
             if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                log.warning("stats http: cannot accept a connection: %s", exc.strerror)
+                now = time.monotonic()
+                if now - self._accept_warned >= 10:  # once in a while, not ten times a second
+                    self._accept_warned = now
+                    log.warning("stats http: cannot accept a connection: %s", exc.strerror)
                 time.sleep(0.1)  # the process is out of descriptors: do not spin
             raise
 
@@ -440,6 +444,10 @@ class _HTTPServer(ThreadingHTTPServer):
         with self._conns_lock:
             self._conns.pop(request, None)
         super().shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # a client that went away mid-answer, or a connection dropped to make room
+        log.debug("stats http: error serving %s", client_address, exc_info=True)
 
     @property
     def open_connections(self) -> int:
