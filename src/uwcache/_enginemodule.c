@@ -596,6 +596,14 @@ static PyObject *Cache_stats_raw(CacheObject *self, PyObject *unused) {
         (unsigned long long)st.sweeper_lease_until);
 }
 
+/* A copy of the block bitmap (bitmap mode; b"" otherwise), one bit per block, most
+ * significant bit first, set = used; read without the lock (a monitor's snapshot). */
+static PyObject *Cache_block_bitmap(CacheObject *self, PyObject *unused) {
+    if (check_open(self)) return NULL;
+    if (!self->c.bitmap) return PyBytes_FromStringAndSize("", 0);
+    return PyBytes_FromStringAndSize((const char *)self->c.bitmap, (Py_ssize_t)self->c.bitmap_bytes);
+}
+
 static PyObject *Cache_check(CacheObject *self, PyObject *unused) {
     if (check_open(self)) return NULL;
     char msg[256];
@@ -902,6 +910,7 @@ static PyMethodDef Cache_methods[] = {
     {"_get_with_expiry", (PyCFunction)Cache_get_with_expiry, METH_O, NULL},
     {"_stats_raw", (PyCFunction)Cache_stats_raw, METH_NOARGS, NULL},
     {"_check", (PyCFunction)Cache_check, METH_NOARGS, NULL},
+    {"_block_bitmap", (PyCFunction)Cache_block_bitmap, METH_NOARGS, NULL},
     {"_repair", (PyCFunction)Cache_repair, METH_NOARGS, NULL},
     {"_sweep", (PyCFunction)(void (*)(void))Cache_sweep, METH_VARARGS | METH_KEYWORDS, NULL},
     {"_sweeper_claim", (PyCFunction)Cache_sweeper_claim, METH_VARARGS, NULL},

@@ -27,7 +27,7 @@ from .cache import Cache, attach, list_caches, namespace_dir, shm_dir
 from .config import Caching
 from .config import _resolve_namespace as resolve_namespace
 from .errors import CacheError, ConfigError, UnknownCache
-from .net.stats import NamespaceStats, StatsServer, is_loopback, parse_address, prometheus_text, stats_json
+from .net.stats import NamespaceStats, StatsServer, parse_address, prometheus_text, stats_json
 
 log = logging.getLogger("uwcache")
 
@@ -383,9 +383,6 @@ def _run(args: argparse.Namespace, stop: threading.Event, received: List[int]) -
                 raise CLIError(f"--stats {args.stats}: cannot listen on {stats_address[0]}:{stats_address[1]}: "
                                f"{exc.strerror or exc}") from None
             log.info("stats: %s (JSON) and %smetrics (Prometheus)", server.url, server.url)
-            if not is_loopback(server.host):
-                log.warning("stats are served on %s, not only on loopback: whoever reaches it can read "
-                            "cache names and counters", server.host)
         log.info('uwcache node ready: namespace "%s", caches: %s (pid %d); stop with Ctrl-C or SIGTERM',
                  caching.namespace, ", ".join(caches), os.getpid())
         watch = _FullWatch(caches)
@@ -688,8 +685,9 @@ def build_parser() -> argparse.ArgumentParser:
     for option in UWSGI_RUN_FLAGS:
         run.add_argument(option, dest="uwsgi_options", nargs=0, action=_UwsgiOption, help=f"uWSGI's {option}")
     run.add_argument("--stats", metavar="ADDR",
-                     help="serve stats over HTTP: JSON at /, Prometheus at /metrics. ADDR is HOST:PORT, a bare "
-                          "PORT (127.0.0.1) or :PORT (every address); port 0 picks a free one")
+                     help="serve stats over HTTP: a dashboard at / for browsers, JSON at / and /stats.json, "
+                          "Prometheus at /metrics. ADDR is HOST:PORT, a bare PORT or :PORT (both 127.0.0.1; "
+                          "0.0.0.0:PORT for every address); port 0 picks a free one")
     run.add_argument("--server", metavar="ADDR", help="serve the caches over the network (uWSGI cache protocol)")
     run.add_argument("--quiet", "-q", action="store_true", help="log warnings and errors only")
     run.set_defaults(func=cmd_run, uwsgi_options=[])
