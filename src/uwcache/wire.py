@@ -210,6 +210,8 @@ MOD2_UDP_SET = 10
 MOD2_UDP_DELETE = 11
 MOD2_MAGIC = 17
 MOD2_SIGNED = 110  # uwcache extension; unused by uWSGI, which ignores it
+MOD2_AUTH = 112  # uwcache extension: a client's answer to the server's challenge
+MOD2_AUTH_CHALLENGE = 113  # uwcache extension: a server with a secret sends it first
 
 MAX_FIELD = 0xFFFF  #: largest value of a u16le length (datasize, key/value lengths)
 MAX_UDP_PAYLOAD = 65507  #: 65535 - 8 (UDP header) - 20 (IPv4 header)
@@ -769,6 +771,55 @@ def verify_udp(
     if replay_guard is not None:
         replay_guard.check(timestamp, nonce, now)
     return signed[start + _NONCE_SIZE :]
+
+
+# --------------------------------------------------------------------------- server auth
+
+#: random bytes of a server challenge
+AUTH_NONCE_SIZE = 16
+AUTH_VERSION = 1
+_AUTH_CONTEXT = b"uwcache cache-server auth v1\0"
+#: size of the client's answer: header + HMAC-SHA256
+AUTH_PACKET_SIZE = 4 + _MAC_SIZE
+#: size of the server's challenge: header + u16 version + nonce
+AUTH_CHALLENGE_SIZE = 4 + 2 + AUTH_NONCE_SIZE
+
+
+def encode_auth_challenge(nonce: bytes) -> bytes:
+    """What a cache server with a secret sends first on every connection (modifier2 113):
+    ``u16le version | nonce``.  uWSGI never sends this (its clients cannot answer it)."""
+    if len(nonce) != AUTH_NONCE_SIZE:
+        raise Malformed(f"the challenge nonce must be {AUTH_NONCE_SIZE} bytes")
+    return encode_packet(MOD2_AUTH_CHALLENGE, _U16.pack(AUTH_VERSION) + bytes(nonce))
+
+
+def decode_auth_challenge(data: bytes) -> bytes:
+    """The nonce of a server challenge (exactly AUTH_CHALLENGE_SIZE bytes)."""
+    data = bytes(data)
+    if len(data) != AUTH_CHALLENGE_SIZE:
+        raise Malformed(f"a challenge is {AUTH_CHALLENGE_SIZE} bytes, got {len(data)}")
+    header = decode_header(data)
+    if header.modifier1 != MODIFIER1_CACHE or header.modifier2 != MOD2_AUTH_CHALLENGE \
+            or header.datasize != AUTH_CHALLENGE_SIZE - 4:
+        raise Malformed(f"not an auth challenge (modifiers {header.modifier1}/{header.modifier2}): "
+                        "the server does not use a secret, or is not a uwcache server")
+    (version,) = _U16.unpack_from(data, 4)
+    if version != AUTH_VERSION:
+        raise Malformed(f"unsupported auth challenge version {version}")
+    return data[6:]
+
+
+def auth_response(secret: Bytesish, nonce: bytes) -> bytes:
+    """The client's answer to a challenge (modifier2 112): HMAC-SHA256(secret, context |
+    nonce).  Sent before the request on the same connection."""
+    return encode_packet(MOD2_AUTH, _mac(_secret(secret), _AUTH_CONTEXT + bytes(nonce)))
+
+
+def check_auth(packet: bytes, secret: Bytesish, nonce: bytes) -> bool:
+    """True if `packet` (AUTH_PACKET_SIZE bytes) answers the challenge `nonce` with `secret`."""
+    if len(packet) != AUTH_PACKET_SIZE or not secret:
+        return False
+    return hmac.compare_digest(bytes(packet), auth_response(secret, nonce))
 
 
 # --------------------------------------------------------------------------- full dump
