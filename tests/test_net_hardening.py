@@ -1,0 +1,266 @@
+"""Hardening of the network doors (issue 9): floods on the cache server, its secret and
+default UNIX socket, bare-port binds, replays of signed replication, hostile sync peers."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import resource
+import socket
+import stat
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import urllib.request
+
+import pytest
+
+import uwcache
+from uwcache import wire
+from uwcache.remote import RemoteCache, RemoteError, RemoteUnavailable
+
+
+def _raise_nofile(want: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < want:
+        target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert soft >= want, f"RLIMIT_NOFILE is {soft}; the test needs {want} descriptors"
+
+
+def _host_port(address):
+    host, port = address.rsplit(":", 1)
+    return host, int(port)
+
+
+def _open_idle(address, n):
+    socks = []
+    for _ in range(n):
+        s = socket.socket()
+        s.settimeout(5)
+        s.connect(_host_port(address))
+        socks.append(s)
+    return socks
+
+
+# --------------------------------------------------------------------------- floods
+
+
+@pytest.mark.slow
+def test_good_client_served_while_1000_idle_and_slow_connections_are_open(namespace):
+    _raise_nofile(4096)
+    caching = uwcache.Caching(namespace).add_cache("c", max_items=10, block_size=64)
+    with caching.start(server="127.0.0.1:0", net_timeout=30.0) as node:
+        node.cache().set("k", b"v")
+        idle = _open_idle(node.server_address, 900)
+        slow = _open_idle(node.server_address, 100)
+        try:
+            for s in slow:  # slow clients: a byte of a header, then nothing more
+                s.send(b"\x6f")
+            for attempt in range(5):
+                started = time.monotonic()
+                assert RemoteCache("c@" + node.server_address, timeout=2).get("k") == b"v"
+                assert time.monotonic() - started < 2
+            # the cap holds: the oldest idle connections were dropped to make room
+            assert node._server.connections <= 256
+        finally:
+            for s in idle + slow:
+                s.close()
+
+
+_NODE_SCRIPT = """
+import os, resource, sys, time, uwcache
+limit = int(sys.argv[2])
+if limit:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+caching = uwcache.Caching(sys.argv[1]).add_cache("c", max_items=2, block_size=(16 << 20) + 4096)
+node = caching.start(server="127.0.0.1:0", stats="127.0.0.1:0", net_timeout=20.0,
+                     max_connections=int(sys.argv[3]))
+node.cache().set("k", b"v")
+print(node.server_address, node.stats_url, flush=True)
+sys.stdin.read()
+node.close()
+"""
+
+
+def _spawn_node(namespace, nofile=0, max_connections=256):
+    proc = subprocess.Popen([sys.executable, "-c", _NODE_SCRIPT, namespace, str(nofile), str(max_connections)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline().split()
+    assert len(line) == 2, "the node did not start"
+    return proc, line[0], line[1]
+
+
+def _rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.slow
+def test_announced_16mib_values_do_not_grow_the_node(namespace):
+    proc, address, _ = _spawn_node(namespace)
+    socks = []
+    try:
+        time.sleep(0.3)
+        before = _rss_kib(proc.pid)
+        announce = wire.encode_packet(17, wire.encode_vars(
+            [(b"cmd", b"update"), (b"key", b"big"), (b"size", str(16 << 20).encode())]))
+        for _ in range(64):
+            s = socket.create_connection(_host_port(address), timeout=5)
+            s.sendall(announce + b"x" * 100)  # a few value bytes, then nothing
+            socks.append(s)
+        time.sleep(1.0)
+        grown = _rss_kib(proc.pid) - before
+        assert grown < 6 * 1024, f"the node grew by {grown} KiB for 64 announced 16 MiB values"
+        assert RemoteCache("c@" + address, timeout=3).get("k") == b"v"
+    finally:
+        for s in socks:
+            s.close()
+        proc.communicate("", timeout=20)
+
+
+@pytest.mark.slow
+def test_cache_server_survives_emfile_and_the_stats_server_keeps_working(namespace):
+    # 60 descriptors for the whole node; a flood of 150 idle connections exhausts them.
+    # The cache server drops its oldest idle connections and serves; the stats server in
+    # the same process still answers, and the cache server's thread is not killed.
+    proc, address, stats_url = _spawn_node(namespace, nofile=60, max_connections=10_000)
+    flood = []
+    try:
+        for _ in range(150):
+            try:
+                flood.append(socket.create_connection(_host_port(address), timeout=2))
+            except OSError:
+                break
+        time.sleep(0.3)
+        for attempt in range(3):
+            assert RemoteCache("c@" + address, timeout=3).get("k") == b"v"
+        for s in flood:
+            s.close()
+        flood.clear()
+        with urllib.request.urlopen(stats_url, timeout=5) as reply:
+            assert json.load(reply)["caches"][0]["name"] == "c"
+        # and the other way round: the stats server's descriptors exhausted for a moment
+        host, port = stats_url.split("//", 1)[1].rstrip("/").rsplit(":", 1)
+        for _ in range(150):
+            try:
+                flood.append(socket.create_connection((host, int(port)), timeout=2))
+            except OSError:
+                break
+        time.sleep(0.3)
+        for s in flood:
+            s.close()
+        flood.clear()
+        deadline = time.monotonic() + 10
+        while True:  # once the stats flood ends, the cache server serves again
+            try:
+                assert RemoteCache("c@" + address, timeout=2).get("k") == b"v"
+                break
+            except RemoteUnavailable:
+                assert time.monotonic() < deadline, "the cache server did not recover"
+                time.sleep(0.2)
+    finally:
+        for s in flood:
+            s.close()
+        proc.communicate("", timeout=30)
+    assert proc.returncode == 0
+
+
+def test_value_larger_than_the_cache_item_is_refused_before_reading(namespace):
+    caching = uwcache.Caching(namespace).add_cache("c", max_items=10, block_size=64)
+    with caching.start(server="127.0.0.1:0", net_timeout=5.0) as node:
+        announce = wire.encode_packet(17, wire.encode_vars(
+            [(b"cmd", b"set"), (b"key", b"big"), (b"size", b"65")]))
+        started = time.monotonic()
+        with socket.create_connection(_host_port(node.server_address), timeout=5) as s:
+            s.sendall(announce)
+            assert s.recv(10) == b""  # closed at once, not after net_timeout
+        assert time.monotonic() - started < 2
+        assert node.stats()[0]["net_request_errors"] == 1
+
+
+# --------------------------------------------------------------------------- secret, socket, binds
+
+
+def test_server_secret_challenge(namespace, caplog):
+    caching = uwcache.Caching(namespace).add_cache("c", max_items=10, block_size=64)
+    with caching.start(server="127.0.0.1:0", server_secret="s3cret", net_timeout=2.0) as node:
+        node.cache().set("k", b"v")
+        good = RemoteCache("c@" + node.server_address, secret="s3cret")
+        assert good.get("k") == b"v"
+        good.set("k2", b"w")
+        assert node.cache().get("k2") == b"w"
+        wrong = RemoteCache("c@" + node.server_address, secret="wrong")
+        assert wrong.get("k") is None  # the server closes the connection: nothing served
+        with pytest.raises(RemoteError):
+            wrong.set("k", b"forged")
+        assert node.cache().get("k") == b"v"
+        # a uWSGI-style client without a secret: it reads the challenge, not a reply
+        with pytest.raises(RemoteError):
+            RemoteCache("c@" + node.server_address).get("k")
+        with socket.create_connection(_host_port(node.server_address), timeout=5) as s:
+            challenge = s.recv(64)
+            s.sendall(wire.encode_magic_get("k"))  # no answer to the challenge
+            assert s.recv(64) == b""
+        assert len(challenge) == wire.AUTH_CHALLENGE_SIZE
+        assert node.stats()[0]["net_request_errors"] >= 2
+        # uwcache.uwsgi's compat functions carry no secret: refused (None), never served
+        from uwcache import uwsgi as compat
+        assert compat.cache_get("k", "c@" + node.server_address) is None
+
+
+def test_server_secret_defaults_to_the_caching_secret(namespace):
+    caching = uwcache.Caching(namespace, secret="mesh").add_cache("c", max_items=10, block_size=64)
+    with caching.start(server="127.0.0.1:0", net_timeout=2.0) as node:
+        node.cache().set("k", b"v")
+        assert RemoteCache("c@" + node.server_address, secret="mesh").get("k") == b"v"
+        with pytest.raises(RemoteError):
+            RemoteCache("c@" + node.server_address).get("k")
+    with caching.start(server="127.0.0.1:0", server_secret=False, net_timeout=2.0) as node:
+        assert RemoteCache("c@" + node.server_address).get("k") == b"v"  # explicitly open
+
+
+def test_default_server_is_an_owner_only_unix_socket(namespace, caplog):
+    from uwcache.net.server import default_socket_path
+
+    caching = uwcache.Caching(namespace).add_cache("c", max_items=10, block_size=64)
+    with caplog.at_level(logging.INFO, logger="uwcache.net"):
+        with caching.start(server=True) as node:
+            path = node.server_address
+            assert path == default_socket_path(namespace)
+            assert not path.startswith("@")
+            st = os.stat(path)
+            assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600
+            assert stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode) == 0o700
+            node.cache().set("k", b"v")
+            assert RemoteCache("c@" + path).get("k") == b"v"
+        assert not os.path.exists(path)
+    assert "reachable by its owner only" in caplog.text
+
+
+def test_open_servers_warn_what_is_exposed(namespace, caplog):
+    caching = uwcache.Caching(namespace).add_cache("c", max_items=10, block_size=64)
+    with caplog.at_level(logging.WARNING, logger="uwcache.net"):
+        with caching.start(server="127.0.0.1:0"):
+            pass
+        assert "has no secret" in caplog.text and "read, write and clear every cache" in caplog.text
+        caplog.clear()
+        with caching.start(server=f"@uwcache-test-{namespace}"):
+            pass
+        assert "abstract sockets have no permissions" in caplog.text
+
+
+def test_bare_port_binds_loopback(namespace):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    caching = uwcache.Caching(namespace).add_cache("c", max_items=10, block_size=64)
+    with caching.start(server=f":{port}") as node:
+        assert node.server_address == f"127.0.0.1:{port}"
