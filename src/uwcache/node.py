@@ -24,7 +24,7 @@ import zlib
 from typing import Any, Dict, List, Optional, Union
 
 from . import _engine
-from .cache import Cache, open_region, region_path
+from .cache import Cache, namespace_dir, open_region, region_path
 from .config import Caching
 from .errors import CacheError, ConfigError, UnknownCache
 
@@ -59,7 +59,8 @@ class Node:
     ``server_secret`` makes clients prove a shared secret before any command (None: the
     Caching's ``secret`` if it has one; False: none, uWSGI's open protocol).
     ``max_connections`` caps the server's open connections (the least recently active
-    idle ones are dropped first).
+    idle ones are dropped first).  ``replay_window``: signed replication packets whose
+    timestamp is further than this many seconds from our clock are refused.
     ``net_timeout`` bounds every network wait: sync dumps, server requests.
     ``stats="host:port"`` serves the namespace's stats over HTTP, JSON at ``/`` and
     Prometheus text at ``/metrics`` (a bare port means 127.0.0.1; see :attr:`stats_url`).
@@ -68,12 +69,15 @@ class Node:
     def __init__(self, caching: Caching, *, sweeper: bool = True, server: Optional[str] = None,
                  stats: Optional[str] = None, register_compat: bool = True,
                  net_timeout: float = 4.0, server_secret: Union[str, bool, None] = None,
-                 max_connections: int = 256) -> None:
+                 max_connections: int = 256, replay_window: int = 30) -> None:
         caching.validate()
         if not net_timeout > 0:
             raise ConfigError(f"net_timeout must be > 0 seconds, got {net_timeout!r}")
         self.caching = caching
         self.net_timeout = float(net_timeout)
+        if isinstance(replay_window, bool) or not isinstance(replay_window, int) or not 1 <= replay_window <= 86400:
+            raise ConfigError(f"replay_window must be an int of seconds in 1..86400, got {replay_window!r}")
+        self.replay_window = replay_window
         self._sender: Any = None
         self._receiver: Any = None
         self._server: Any = None
@@ -231,7 +235,8 @@ class Node:
             from .net.udp import UdpReceiver
 
             self._receiver = UdpReceiver.for_caches(
-                receivers, lambda c: region_path(c.name, self.namespace) + ".udp-lock")
+                receivers, namespace_dir(self.namespace, create=True),
+                lambda c: os.path.basename(region_path(c.name, self.namespace)), self.replay_window)
             self._receiver.start()
         if server is not None and server is not False:
             from .net.server import CacheServer, default_socket_path

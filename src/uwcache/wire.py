@@ -79,6 +79,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import heapq
+import ipaddress
 import os
 import struct
 from dataclasses import dataclass
@@ -771,6 +772,150 @@ def verify_udp(
     if replay_guard is not None:
         replay_guard.check(timestamp, nonce, now)
     return signed[start + _NONCE_SIZE :]
+
+
+# --------------------------------------------------------------------------- signed v2
+
+#: the envelope version nodes send and accept (version 1, :func:`sign_udp`, has no
+#: sender sequence and is refused by uwcache receivers since it can be replayed)
+SIGNED_VERSION_2 = 2
+_SIGNED2_PREFIX = struct.Struct("<HQQQQ")  # version, timestamp, sender, epoch, sequence
+_MAX_NAME = 0xFF
+
+
+@dataclass(frozen=True)
+class SignedPacket:
+    """A version 2 envelope whose MAC verified (nothing else is checked yet: the receiver
+    checks the time window, the cache name, the destination and the sequence)."""
+
+    timestamp: int
+    sender: int
+    epoch: int
+    sequence: int
+    cache: bytes
+    destination: Optional[Tuple[str, int]]
+    inner: bytes
+
+
+def _pack_destination(destination: Optional[Tuple[str, int]]) -> bytes:
+    if destination is None:
+        return b"\0"
+    host, port = destination[0], int(destination[1])
+    if not 0 <= port <= 0xFFFF:
+        raise Malformed(f"destination port {port} out of range")
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        raise Malformed(f"destination {host!r} is not a numeric IP address") from None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # v4-mapped: the IPv4 address it stands for
+    return (b"\4" if ip.version == 4 else b"\6") + ip.packed + _U16.pack(port)
+
+
+def _unpack_destination(data: bytes, pos: int) -> Tuple[Optional[Tuple[str, int]], int]:
+    family, pos = data[pos], pos + 1
+    if family == 0:
+        return None, pos
+    size = {4: 4, 6: 16}.get(family)
+    if size is None:
+        raise BadSignature(f"unknown destination family {family}")
+    raw, pos = data[pos:pos + size], pos + size
+    (port,) = _U16.unpack_from(data, pos)
+    return (str(ipaddress.ip_address(raw)), port), pos + 2
+
+
+def normalize_destination(host: str, port: int) -> Tuple[str, int]:
+    """A destination as the envelope carries it (a v4-mapped IPv6 address becomes IPv4)."""
+    dest, _ = _unpack_destination(_pack_destination((host, port)), 0)
+    assert dest is not None
+    return dest
+
+
+def signed_overhead(cache: Bytesish, destination: Optional[Tuple[str, int]] = ("::", 0)) -> int:
+    """Bytes a version 2 envelope adds to the inner datagram (outer header included)."""
+    return 4 + _SIGNED2_PREFIX.size + 1 + len(_b(cache, "cache name")) + len(_pack_destination(destination)) \
+        + _MAC_SIZE
+
+
+def sign_replication(
+    datagram: bytes,
+    secret: Bytesish,
+    *,
+    timestamp: int,
+    sender: int,
+    epoch: int,
+    sequence: int,
+    cache: Bytesish,
+    destination: Optional[Tuple[str, int]],
+) -> bytes:
+    """Wrap a replication datagram in a version 2 signed envelope (modifier2 110)::
+
+        6f | u16le datasize | 6e
+        u16le version (= 2) | u64le timestamp | u64le sender | u64le epoch | u64le sequence
+        u8 name length | cache name
+        u8 family (0 none, 4, 6) | 4 or 16 address bytes | u16le port   (the destination)
+        inner datagram (mod2 10 or 11, header included)
+        32 bytes HMAC-SHA256(secret, every byte above)
+
+    The MAC covers who sent it (`sender`, `epoch`, `sequence`), for which cache and to
+    which address, so a receiver can refuse a copy sent anywhere else or a second time.
+    """
+    secret = _secret(secret)
+    inner = bytes(datagram)
+    decode_udp(inner)  # sign only what a receiver could apply
+    name = _b(cache, "cache name")
+    if len(name) > _MAX_NAME:
+        raise Oversized(f"cache name of {len(name)} bytes: a signed envelope carries at most {_MAX_NAME}")
+    for what, v in (("timestamp", timestamp), ("sender", sender), ("epoch", epoch), ("sequence", sequence)):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise TypeError(f"{what} must be an int")
+        if not 0 <= v <= MAX_UINT64:
+            raise Malformed(f"{what} must be between 0 and 2**64-1, got {v}")
+    body = (_SIGNED2_PREFIX.pack(SIGNED_VERSION_2, timestamp, sender, epoch, sequence)
+            + bytes([len(name)]) + name + _pack_destination(destination) + inner)
+    datasize = len(body) + _MAC_SIZE
+    if 4 + datasize > MAX_UDP_PAYLOAD:
+        raise Oversized(f"signed datagram would be {4 + datasize} bytes; a UDP datagram carries at most "
+                        f"{MAX_UDP_PAYLOAD} bytes")
+    signed = _HEADER.pack(MODIFIER1_CACHE, datasize, MOD2_SIGNED) + body
+    return signed + _mac(secret, signed)
+
+
+def open_replication(datagram: bytes, secret: Bytesish) -> SignedPacket:
+    """Check the structure and MAC of a version 2 envelope; BadSignature otherwise
+    (unsigned, version 1, truncated, forged or altered)."""
+    secret = _secret(secret)
+    datagram = bytes(datagram)
+    minimum = 4 + _SIGNED2_PREFIX.size + 2 + _MAC_SIZE
+    if len(datagram) < 4 + 2:
+        raise BadSignature(f"not a signed replication packet: {len(datagram)} bytes")
+    modifier1, datasize, modifier2 = _HEADER.unpack_from(datagram)
+    if modifier1 != MODIFIER1_CACHE or modifier2 != MOD2_SIGNED:
+        raise BadSignature(f"not a signed replication packet (modifier1 {modifier1}, modifier2 {modifier2}; "
+                           f"expected {MODIFIER1_CACHE}, {MOD2_SIGNED})")
+    if datasize != len(datagram) - 4:
+        raise BadSignature(f"signed packet datasize {datasize} does not match its length {len(datagram) - 4}")
+    (version,) = _U16.unpack_from(datagram, 4)
+    if version != SIGNED_VERSION_2:
+        raise BadSignature(f"signed envelope version {version}: only version {SIGNED_VERSION_2} (with a "
+                           "sender sequence) is accepted; version 1 can be replayed")
+    if len(datagram) < minimum:
+        raise BadSignature(f"signed packet of {len(datagram)} bytes is truncated")
+    signed, mac = datagram[:-_MAC_SIZE], datagram[-_MAC_SIZE:]
+    if not hmac.compare_digest(_mac(secret, signed), mac):
+        raise BadSignature("signature mismatch (wrong secret or altered packet)")
+    try:
+        _, timestamp, sender, epoch, sequence = _SIGNED2_PREFIX.unpack_from(signed, 4)
+        pos = 4 + _SIGNED2_PREFIX.size
+        size = signed[pos]
+        name = signed[pos + 1:pos + 1 + size]
+        pos += 1 + size
+        destination, pos = _unpack_destination(signed, pos)
+    except (IndexError, struct.error, ValueError):
+        raise BadSignature("malformed signed envelope") from None
+    if len(name) != size or pos > len(signed):
+        raise BadSignature("malformed signed envelope")
+    return SignedPacket(timestamp, sender, epoch, sequence, name, destination, signed[pos:])
 
 
 # --------------------------------------------------------------------------- server auth
