@@ -264,3 +264,126 @@ def test_bare_port_binds_loopback(namespace):
     caching = uwcache.Caching(namespace).add_cache("c", max_items=10, block_size=64)
     with caching.start(server=f":{port}") as node:
         assert node.server_address == f"127.0.0.1:{port}"
+
+
+# --------------------------------------------------------------------------- replays
+
+
+def _free_udp():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _send(port, datagram):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.sendto(datagram, ("127.0.0.1", port))
+
+
+def _wait(predicate, what, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def _rejected(node, name="c"):
+    return next(s for s in node.stats() if s["name"] == name)["net_rejected"]
+
+
+@pytest.mark.slow
+def test_signed_replays_are_refused_after_restart_elsewhere_and_after_100k_newer(namespace):
+    from uwcache import _engine
+
+    secret = "mesh secret"
+    p_b, p_d, p_c = _free_udp(), _free_udp(), _free_udp()
+    receiver_b = (uwcache.Caching(namespace + "-b", secret=secret)
+                  .add_cache("c", max_items=10, block_size=64, udp_servers=[f"127.0.0.1:{p_b}"])
+                  .add_cache("d", max_items=10, block_size=64, udp_servers=[f"127.0.0.1:{p_d}"]))
+    receiver_c = uwcache.Caching(namespace + "-c", secret=secret).add_cache(
+        "c", max_items=10, block_size=64, udp_servers=[f"127.0.0.1:{p_c}"])
+    sender = uwcache.Caching(namespace + "-a", secret=secret).add_cache(
+        "c", max_items=10, block_size=64, udp_clients=[f"127.0.0.1:{p_b}"])
+    with sender.start() as node_a, receiver_c.start() as node_c:
+        replicator = node_a.cache()._on_write
+        # what an eavesdropper captures of A's packets to B (the very bytes A sends)
+        captured = [replicator.datagrams(_engine.OP_SET, b"k", b"old-%d" % i, 0)[0] for i in range(3)]
+        with receiver_b.start() as node_b:
+            for datagram in captured:
+                _send(p_b, datagram)
+            _wait(lambda: node_b.cache().get("k") == b"old-2", "the captured packets, once")
+            node_a.cache().set("k", b"new")
+            _wait(lambda: node_b.cache().get("k") == b"new", "a genuine write")
+            # 1. replayed while B runs
+            _send(p_b, captured[1])
+            _send(p_b, wire.encode_udp_set("flag", "1"))  # unsigned marker: rejected too
+            _wait(lambda: _rejected(node_b) == 2, "two rejections")
+        # 2. replayed after B restarts (its replay memory is a file of the namespace)
+        with receiver_b.start() as node_b:
+            for datagram in captured:
+                _send(p_b, datagram)
+            _wait(lambda: _rejected(node_b) == 2 + 3, "rejections after the restart")
+            # 3. replayed to another cache of B that shares the secret
+            _send(p_d, captured[0])
+            _wait(lambda: _rejected(node_b, "d") == 1, "rejection by another cache")
+            # 4. replayed to another node that shares the secret (A never sent to C)
+            _send(p_c, captured[0])
+            _wait(lambda: _rejected(node_c) == 1, "rejection by another node")
+            assert "k" not in node_c.cache() and "k" not in node_b.cache("d")
+            # 5. after 100,000 newer packets (every 50th and the last 64 really sent)
+            newer = [replicator.datagrams(_engine.OP_SET, b"n", b"%d" % i, 0)[0] for i in range(100_000)]
+            sent = newer[::50] + newer[-64:]
+            for i, datagram in enumerate(sent):
+                _send(p_b, datagram)
+                if i % 200 == 199:
+                    time.sleep(0.01)  # let the receiver keep up (UDP drops what overflows)
+            _wait(lambda: node_b.cache().get("n") == b"99999", "the newest packet")
+            before = _rejected(node_b)
+            for datagram in captured + newer[:3] + newer[-70:-64:2] + newer[-1:]:
+                _send(p_b, datagram)
+            _wait(lambda: _rejected(node_b) == before + 3 + 3 + 3 + 1, "replays after 100,000 newer")
+            assert node_b.cache().get("k") == b"new" and node_b.cache().get("n") == b"99999"
+
+
+def test_replay_memory_file_is_private_and_links_are_refused(namespace, shm_dir):
+    port = _free_udp()
+    caching = uwcache.Caching(namespace, secret="s").add_cache(
+        "c", max_items=10, block_size=64, udp_servers=[f"127.0.0.1:{port}"])
+    with caching.start():
+        pass
+    ns_dir = os.path.join(shm_dir, "uwcache-" + namespace)
+    seen = os.path.join(ns_dir, "c.cache.udp-seen")
+    assert stat.S_IMODE(os.stat(seen).st_mode) == 0o600
+    victim = os.path.join(shm_dir, f"victim-{namespace}")
+    with open(victim, "wb") as f:
+        f.write(b"precious")
+    for name in ("c.cache.udp-seen", "c.cache.udp-lock"):
+        os.unlink(os.path.join(ns_dir, name))
+        os.symlink(victim, os.path.join(ns_dir, name))
+        with pytest.raises(uwcache.ConfigError, match="symbolic link"):
+            caching.start()
+        os.unlink(os.path.join(ns_dir, name))
+    with open(victim, "rb") as f:
+        assert f.read() == b"precious"
+
+
+def test_forked_sender_gets_its_own_sequence(namespace):
+    port = _free_udp()
+    receiver = uwcache.Caching(namespace + "-r", secret="s").add_cache(
+        "c", max_items=10, block_size=64, udp_servers=[f"127.0.0.1:{port}"])
+    sender = uwcache.Caching(namespace + "-s", secret="s").add_cache(
+        "c", max_items=10, block_size=64, udp_clients=[f"127.0.0.1:{port}"])
+    with receiver.start() as rnode, sender.start() as snode:
+        snode.cache().set("parent", b"1")
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - child
+            code = 1
+            try:
+                snode.cache().set("child", b"1")  # the same sequence number as the parent's next
+                code = 0
+            finally:
+                os._exit(code)
+        os.waitpid(pid, 0)
+        snode.cache().set("parent2", b"1")
+        _wait(lambda: all(k in rnode.cache() for k in ("parent", "child", "parent2")), "every write")
+        assert _rejected(rnode) == 0
