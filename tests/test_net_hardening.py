@@ -387,3 +387,94 @@ def test_forked_sender_gets_its_own_sequence(namespace):
         snode.cache().set("parent2", b"1")
         _wait(lambda: all(k in rnode.cache() for k in ("parent", "child", "parent2")), "every write")
         assert _rejected(rnode) == 0
+
+
+# --------------------------------------------------------------------------- hostile sync peers
+
+
+class _FakePeer:
+    """A TCP server that answers every connection with `reply(sock)` (a hostile peer)."""
+
+    def __init__(self, reply):
+        self.reply = reply
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(8)
+        self.address = "127.0.0.1:%d" % self.listener.getsockname()[1]
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        self.listener.settimeout(0.2)
+        while not self.stop.is_set():
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                continue
+            with sock:
+                sock.settimeout(0.5)
+                try:
+                    sock.recv(4096)  # the dump request
+                    self.reply(sock, self.stop)
+                except OSError:
+                    pass
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(5)
+        self.listener.close()
+
+
+def _dump_header(items, blocksize):
+    return wire.encode_packet(7, wire.encode_vars([(b"items", items), (b"blocksize", blocksize)]))
+
+
+def _endless(sock, stop):
+    sock.sendall(_dump_header(10, 64))
+    chunk = b"\xff" * 65536
+    while not stop.is_set():
+        sock.sendall(chunk)
+
+
+HOSTILE = {
+    "huge items": lambda s, stop: s.sendall(_dump_header(2**63, 1 << 40) + b"x" * 1000),
+    "huge blocksize": lambda s, stop: s.sendall(_dump_header(10, 2**64 - 1)),
+    "garbage": lambda s, stop: s.sendall(os.urandom(4096)),
+    "endless stream": _endless,
+    "wrong geometry": lambda s, stop: s.sendall(_dump_header(10, 64) + b"\0" * 100),
+    "damaged image": lambda s, stop: s.sendall(_dump_header(10, 64) + os.urandom((88 + 32) * 10 + 64 * 10)),
+    "zero items": lambda s, stop: s.sendall(_dump_header(0, 64)),
+    "silence": lambda s, stop: stop.wait(3),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE))
+def test_hostile_sync_peer_cannot_stop_the_node(namespace, caplog, kind):
+    peer = _FakePeer(HOSTILE[kind])
+    try:
+        caching = uwcache.Caching(namespace).add_cache(
+            "c", max_items=10, block_size=64, key_size=32, sync_from=[peer.address])
+        started = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="uwcache.net"):
+            with caching.start(net_timeout=1.0) as node:
+                node.cache().set("k", b"v")
+                assert node.cache().get("k") == b"v"
+        assert time.monotonic() - started < 8
+        assert f"no dump from {peer.address}" in caplog.text or "dropped" in caplog.text
+    finally:
+        peer.close()
+
+
+def test_sync_from_a_server_with_the_mesh_secret(namespace):
+    mesh = uwcache.Caching(namespace + "-a", secret="mesh").add_cache("c", max_items=10, block_size=64)
+    with mesh.start(server="127.0.0.1:0", net_timeout=2.0) as source:
+        source.cache().set("k", b"v")
+        joiner = uwcache.Caching(namespace + "-b", secret="mesh").add_cache(
+            "c", max_items=10, block_size=64, sync_from=[source.server_address])
+        with joiner.start(net_timeout=2.0) as node:
+            assert node.cache().get("k") == b"v"
+        outsider = uwcache.Caching(namespace + "-c").add_cache(
+            "c", max_items=10, block_size=64, sync_from=[source.server_address])
+        with outsider.start(net_timeout=1.0) as node:  # no secret: no dump, but it starts
+            assert "k" not in node.cache()

@@ -219,7 +219,10 @@ class Node:
             from .net.sync import sync_cache
 
             for cache in caches:
-                sync_cache(cache, cache.options.sync_from, timeout=self.net_timeout)
+                try:
+                    sync_cache(cache, cache.options.sync_from, timeout=self.net_timeout)
+                except Exception as exc:  # a hostile or broken peer must not stop the node
+                    log.error('[cache-sync] cache "%s": sync_from failed: %r; starting without it', cache.name, exc)
 
     def _start_network(self, server: Union[str, bool, None], server_secret: Union[str, bool, None],
                        max_connections: int) -> None:
