@@ -478,3 +478,14 @@ def test_sync_from_a_server_with_the_mesh_secret(namespace):
             "c", max_items=10, block_size=64, sync_from=[source.server_address])
         with outsider.start(net_timeout=1.0) as node:  # no secret: no dump, but it starts
             assert "k" not in node.cache()
+
+
+def test_udp_bare_port_binds_loopback():
+    from uwcache.net.udp import bind_udp
+
+    port = _free_udp()
+    sock = bind_udp("udp_servers", f":{port}")
+    try:
+        assert sock.getsockname() == ("127.0.0.1", port)
+    finally:
+        sock.close()

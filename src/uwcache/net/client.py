@@ -179,6 +179,8 @@ def magic_request(address: Address, packet: bytes, *, timeout: float = DEFAULT_T
     if packet_in is None:
         return None
     header = packet_in.header
+    if header.modifier1 == wire.MODIFIER1_CACHE and header.modifier2 == wire.MOD2_AUTH_CHALLENGE:
+        raise wire.Malformed("the server requires a shared secret (it sent an auth challenge)")
     if header.modifier1 != wire.MODIFIER1_CACHE or header.modifier2 != wire.MOD2_MAGIC:
         raise wire.Malformed(f"unexpected reply modifiers {header.modifier1}/{header.modifier2}")
     reply = wire.decode_magic_reply(packet_in.body)
