@@ -489,3 +489,31 @@ def test_udp_bare_port_binds_loopback():
         assert sock.getsockname() == ("127.0.0.1", port)
     finally:
         sock.close()
+
+
+def test_clients_that_do_not_read_replies_cannot_pile_up_memory(namespace):
+    from uwcache.net.server import CacheServer
+
+    size = 8 << 20  # more than the kernel buffers of a connection take
+    caching = uwcache.Caching(namespace).add_cache("c", max_items=3, block_size=size + 64)
+    with caching.start() as node:
+        node.cache().set("big", b"x" * size)
+        node.cache().set("k", b"v")
+        server = CacheServer("127.0.0.1:0", node.caches, timeout=20.0, max_buffered=2 * size)
+        server.start()
+        hogs = []
+        try:
+            for _ in range(10):  # each asks for 8 MiB and never reads it
+                s = socket.socket()
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                s.connect(_host_port(server.address))
+                s.sendall(wire.encode_magic_get("big"))
+                hogs.append(s)
+            time.sleep(0.5)
+            assert server._held <= 3 * size
+            assert RemoteCache("c@" + server.address, timeout=2).get("k") == b"v"
+            assert node.stats()[0]["net_request_errors"] >= 5  # the oldest hogs were dropped
+        finally:
+            for s in hogs:
+                s.close()
+            server.close()

@@ -93,7 +93,7 @@ class _Refused(Exception):
 
 class _Conn:
     __slots__ = ("sock", "buf", "need", "stage", "last", "deadline", "out", "nonce", "header",
-                 "request", "cache", "dump", "got")
+                 "request", "cache", "dump", "got", "held")
 
     def __init__(self, sock: socket.socket, now: float, timeout: float) -> None:
         self.sock = sock
@@ -109,6 +109,7 @@ class _Conn:
         self.cache: Any = None
         self.dump = False
         self.got = 0  # bytes received in all
+        self.held = 0  # bytes of request or reply held in memory for it (dumps excepted)
 
 
 class CacheServer:
@@ -117,11 +118,14 @@ class CacheServer:
     Linux abstract socket).  ``caches`` is ordered: the first is the default.
 
     ``secret``: require the challenge-response of :func:`uwcache.wire.auth_response`
-    before any command (None: uWSGI's unauthenticated protocol)."""
+    before any command (None: uWSGI's unauthenticated protocol).  ``max_buffered``: the
+    bytes of requests and replies held in memory for all connections together (default:
+    64 MiB or twice the largest item, whichever is more; dumps are limited apart)."""
 
     def __init__(self, address: str, caches: Dict[str, Any], *, timeout: float = DEFAULT_TIMEOUT,
                  max_connections: int = DEFAULT_MAX_CONNECTIONS, idle_timeout: Optional[float] = None,
-                 secret: Optional[str] = None, default_path: bool = False) -> None:
+                 secret: Optional[str] = None, default_path: bool = False,
+                 max_buffered: Optional[int] = None) -> None:
         if not caches:
             raise ConfigError("the cache server needs at least one cache")
         if max_connections < 1:
@@ -143,6 +147,11 @@ class CacheServer:
         self._unix_path: Optional[str] = None
         self._conns: Dict[int, _Conn] = {}
         self._dumps = 0
+        self._held = 0
+        largest = max(int(c.max_item_size) for c in self.caches.values())
+        #: requests being read and replies being sent may hold this much in all; beyond
+        #: it the least recently active connections are dropped
+        self.max_buffered = int(max_buffered) if max_buffered is not None else max(64 << 20, 2 * largest)
         self._stop = False
         self._closed = False
         self._paused_until = 0.0
@@ -323,8 +332,8 @@ class CacheServer:
             elif key.data == "listen":
                 self._accept()
             else:
-                conn = key.data
-                if conn.sock.fileno() < 0 or self._conns.get(id(conn)) is not conn:
+                conn: _Conn = key.data
+                if self._conns.get(id(conn)) is not conn or conn.sock.fileno() < 0:
                     continue
                 try:
                     if mask & selectors.EVENT_READ and conn.stage != _WRITE:
@@ -405,9 +414,24 @@ class CacheServer:
             self._fail(conn, "dropped to make room for a new connection", logging.INFO)
         return min(n, len(readers))
 
+    def _hold(self, conn: _Conn, held: int) -> None:
+        self._held += held - conn.held
+        conn.held = held
+
+    def _shed(self, keep: _Conn) -> None:
+        """Over the memory budget: drop the least recently active other connections."""
+        if self._held <= self.max_buffered:
+            return
+        others = sorted((c for c in self._conns.values() if c is not keep and c.held), key=lambda c: c.last)
+        for conn in others:
+            self._fail(conn, "dropped: the server holds too much for its connections", logging.WARNING)
+            if self._held <= self.max_buffered:
+                return
+
     def _drop(self, conn: _Conn) -> None:
         if self._conns.pop(id(conn), None) is None:
             return
+        self._hold(conn, 0)
         if conn.dump:
             self._dumps -= 1
         try:
@@ -448,6 +472,8 @@ class CacheServer:
         conn.got += len(data)
         conn.last = time.monotonic()
         conn.buf += data
+        self._hold(conn, len(conn.buf))
+        self._shed(conn)
         try:
             while conn.stage != _WRITE and len(conn.buf) >= conn.need:
                 self._advance(conn)
@@ -499,6 +525,8 @@ class CacheServer:
         conn.stage = _WRITE
         conn.out = [memoryview(p) for p in parts if p]
         size = sum(len(p) for p in conn.out)
+        self._hold(conn, 0 if conn.dump else size)
+        self._shed(conn)
         now = time.monotonic()
         conn.last = now
         conn.deadline = now + self.timeout + size / (1 << 20) * _SECONDS_PER_MIB
@@ -517,6 +545,8 @@ class CacheServer:
                 self._drop(conn)
                 return
             conn.last = time.monotonic()
+            if conn.held:
+                self._hold(conn, max(conn.held - n, 0))
             head = conn.out[0][n:]
             if len(head):
                 conn.out[0] = head
