@@ -517,3 +517,83 @@ def test_clients_that_do_not_read_replies_cannot_pile_up_memory(namespace):
             for s in hogs:
                 s.close()
             server.close()
+
+
+# --------------------------------------------------------------------------- codec and replay memory
+
+
+def _v2(**extra):
+    fields = dict(timestamp=1_700_000_000, sender=7, epoch=9, sequence=3, cache="c",
+                  destination=("127.0.0.1", 3031))
+    fields.update(extra)
+    return wire.sign_replication(wire.encode_udp_set("k", "v", 5), "secret", **fields)
+
+
+def test_signed_v2_round_trip_and_every_altered_byte_is_refused():
+    signed = _v2()
+    packet = wire.open_replication(signed, "secret")
+    assert (packet.timestamp, packet.sender, packet.epoch, packet.sequence) == (1_700_000_000, 7, 9, 3)
+    assert packet.cache == b"c" and packet.destination == ("127.0.0.1", 3031)
+    assert wire.decode_udp(packet.inner) == wire.UdpSet(b"k", b"v", 5)
+    for pos in range(len(signed)):
+        altered = bytearray(signed)
+        altered[pos] ^= 0x41
+        with pytest.raises(wire.BadSignature):
+            wire.open_replication(bytes(altered), "secret")
+    for cut in (1, 10, len(signed) - 5):
+        with pytest.raises(wire.BadSignature):
+            wire.open_replication(signed[:-cut], "secret")
+    with pytest.raises(wire.BadSignature, match="mismatch"):
+        wire.open_replication(signed, "other")
+    with pytest.raises(wire.BadSignature, match="version 1"):
+        wire.open_replication(wire.sign_udp(wire.encode_udp_set("k", "v"), "secret", timestamp=1), "secret")
+    mapped = wire.open_replication(_v2(destination=("::ffff:10.0.0.5", 9)), "secret")
+    assert mapped.destination == ("10.0.0.5", 9)
+    v6 = wire.open_replication(_v2(destination=("::1", 9)), "secret")
+    assert v6.destination == ("::1", 9)
+    with pytest.raises(wire.Malformed):
+        _v2(destination=("localhost", 1))  # numeric addresses only
+
+
+def test_server_auth_codec():
+    nonce = os.urandom(wire.AUTH_NONCE_SIZE)
+    challenge = wire.encode_auth_challenge(nonce)
+    assert len(challenge) == wire.AUTH_CHALLENGE_SIZE and wire.decode_auth_challenge(challenge) == nonce
+    answer = wire.auth_response("s", nonce)
+    assert len(answer) == wire.AUTH_PACKET_SIZE
+    assert wire.check_auth(answer, b"s", nonce)
+    assert not wire.check_auth(answer, b"t", nonce)
+    assert not wire.check_auth(answer, b"s", os.urandom(wire.AUTH_NONCE_SIZE))
+    assert not wire.check_auth(answer[:-1], b"s", nonce)
+    with pytest.raises(wire.Malformed, match="not an auth challenge"):
+        wire.decode_auth_challenge(wire.encode_packet(17, b"\0" * (wire.AUTH_CHALLENGE_SIZE - 4)))
+
+
+def test_seen_table_window_epochs_and_capacity(tmp_path):
+    from uwcache.net import seen as seen_mod
+
+    directory = str(tmp_path)
+    os.chmod(directory, 0o700)
+    table = seen_mod.SeenTable(directory, "t.udp-seen", window=30)
+    now = 1_000_000
+    assert table.check(5, 1, 10, now, now) is None
+    assert table.check(5, 1, 12, now, now) is None
+    assert table.check(5, 1, 11, now, now) is None      # reordered: applied once
+    assert "already" in table.check(5, 1, 11, now, now)
+    assert "already" in table.check(5, 1, 12, now, now)
+    assert table.check(5, 1, 100_012, now, now) is None
+    assert "behind" in table.check(5, 1, 100_011 - 64, now, now)
+    assert "epoch" in table.check(5, 0, 10**9, now, now)
+    assert table.check(5, 2, 1, now, now) is None        # a new epoch starts over
+    table.close()
+    again = seen_mod.SeenTable(directory, "t.udp-seen", window=30)  # a restart remembers
+    assert "already" in again.check(5, 2, 1, now, now)
+    # more fresh senders than places: refused, not accepted unchecked
+    crowd = [seen_mod.SLOTS * i + 77 for i in range(1, seen_mod.PROBES + 2)]
+    results = [again.check(s, 1, 1, now, now) for s in crowd]
+    assert results[:-1] == [None] * seen_mod.PROBES and "too many" in results[-1]
+    # once their packets are older than twice the window, their places are reused
+    later = now + 61
+    assert again.check(crowd[-1], 1, 1, later, later) is None
+    again.close()
+    assert stat.S_IMODE(os.stat(os.path.join(directory, "t.udp-seen")).st_mode) == 0o600

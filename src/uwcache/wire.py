@@ -34,7 +34,15 @@ UDP replication (one datagram per operation, no vars, no names)
       form (a length check off by two), so :func:`encode_udp_delete` appends two zero
       bytes by default, which they do apply.  :func:`decode_udp` accepts both forms.
 
-Signed replication envelope (a uwcache extension), modifier2 110::
+Signed replication envelope, version 2 (a uwcache extension), modifier2 110: see
+:func:`sign_replication`.  The MAC covers a sender id, an epoch and a sequence number,
+the cache name and the destination address, so that a receiver which remembers the
+highest sequence per sender (``uwcache.net.seen``) refuses every replay.  Nodes send and
+accept only version 2.
+
+Signed replication envelope, version 1 (legacy: :func:`sign_udp` / :func:`verify_udp`,
+no longer sent nor accepted by nodes, since it can be replayed to another receiver, after
+a restart or once the replay memory overflowed), modifier2 110::
 
     6f | u16le datasize | 6e                       outer header (modifier1 111, modifier2 110)
     u16le version (= 1)
@@ -53,6 +61,11 @@ Signed replication envelope (a uwcache extension), modifier2 110::
     one for the other.  A real uWSGI receiver acts only on modifier2 10 and 11 and
     silently ignores every other value, so a signed packet reaching it is harmless (and
     does nothing): replicate to real uWSGI nodes unsigned.
+
+Cache server authentication (uwcache extension, only when the server has a secret)
+    on connect the server sends ``[111, 18, 113]`` + ``u16le version (1) | 16-byte nonce``;
+    the client answers ``[111, 32, 112]`` + HMAC-SHA256(secret, context | nonce) before
+    its request (:func:`auth_response`).  Anything else is closed without a reply.
 
 Full dump (``sync``)
     request: packet modifier2 6 whose body is the raw cache name (empty = first cache);
@@ -137,6 +150,22 @@ __all__ = [
     "sign_udp",
     "verify_udp",
     "ReplayGuard",
+    "SIGNED_VERSION_2",
+    "SignedPacket",
+    "sign_replication",
+    "open_replication",
+    "signed_overhead",
+    "normalize_destination",
+    # cache server authentication
+    "MOD2_AUTH",
+    "MOD2_AUTH_CHALLENGE",
+    "AUTH_NONCE_SIZE",
+    "AUTH_PACKET_SIZE",
+    "AUTH_CHALLENGE_SIZE",
+    "encode_auth_challenge",
+    "decode_auth_challenge",
+    "auth_response",
+    "check_auth",
     # dump
     "DumpInfo",
     "encode_dump_request",
