@@ -597,3 +597,92 @@ def test_seen_table_window_epochs_and_capacity(tmp_path):
     assert again.check(crowd[-1], 1, 1, later, later) is None
     again.close()
     assert stat.S_IMODE(os.stat(os.path.join(directory, "t.udp-seen")).st_mode) == 0o600
+
+
+# --------------------------------------------------------------------------- a second local user
+
+
+@pytest.fixture
+def second_user():
+    """(uid, gid) of a throw-away local user, created with useradd and removed after."""
+    if os.geteuid() != 0:
+        print("SKIP REASON: creating a second user needs root")
+        pytest.skip("creating a second user needs root (useradd)")
+    import pwd
+
+    name = f"uwc{os.getpid() % 100000}"
+    made = subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+                          capture_output=True, text=True)
+    if made.returncode not in (0, 9):  # 9: already exists
+        print(f"SKIP REASON: useradd refused: {made.stderr.strip()}")
+        pytest.skip(f"useradd refused: {made.stderr.strip()}")
+    try:
+        entry = pwd.getpwnam(name)
+        yield entry.pw_uid, entry.pw_gid
+    finally:
+        subprocess.run(["userdel", name], capture_output=True)
+
+
+def _as_user(user, func):
+    """Run func() in a forked child with the other user's ids; returns its exit code."""
+    uid, gid = user
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        code = 99
+        try:
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+            code = func()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def _try_connect(path):
+    def attempt():
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(b"\0" + path[1:].encode() if path.startswith("@") else path)
+            return 0
+        except PermissionError:
+            return 13
+        except OSError:
+            return 1
+        finally:
+            s.close()
+    return attempt
+
+
+def test_another_user_cannot_reach_the_default_socket(namespace, second_user, tmp_path, monkeypatch):
+    root = tmp_path / "shm"
+    root.mkdir()
+    os.chmod(tmp_path, 0o755)
+    os.chmod(root, 0o755)  # a world-traversable shm dir: only the namespace directory protects
+    monkeypatch.setenv("UWCACHE_SHM_DIR", str(root))
+    caching = uwcache.Caching(namespace).add_cache("c", max_items=10, block_size=64)
+    with caching.start(server=True) as node:
+        assert _as_user(second_user, _try_connect(node.server_address)) == 13
+        assert _try_connect(node.server_address)() == 0  # its owner can
+    # an abstract socket has no permissions: the other user connects (hence the warning)
+    with caching.start(server=f"@uwcache-test-{namespace}") as node:
+        assert _as_user(second_user, _try_connect(node.server_address)) == 0
+
+
+def test_unsigned_replication_warns_what_is_exposed(namespace, caplog):
+    port = _free_udp()
+    caching = uwcache.Caching(namespace).add_cache(
+        "c", max_items=10, block_size=64, udp_servers=[f"127.0.0.1:{port}"], udp_clients=[f"127.0.0.1:{port}"])
+    with caplog.at_level(logging.WARNING):
+        with caching.start():
+            pass
+    assert "replication without a secret for cache(s) 'c'" in caplog.text
+    assert "without a secret: every local user" in caplog.text
+    caplog.clear()
+    signed = uwcache.Caching(namespace + "-s", secret="s").add_cache(
+        "c", max_items=10, block_size=64, udp_servers=[f"127.0.0.1:{port}"])
+    with caplog.at_level(logging.WARNING):
+        with signed.start():
+            pass
+    assert "without a secret" not in caplog.text
