@@ -66,7 +66,7 @@ class Node:
     Prometheus text at ``/metrics`` (a bare port means 127.0.0.1; see :attr:`stats_url`).
     """
 
-    def __init__(self, caching: Caching, *, sweeper: bool = True, server: Optional[str] = None,
+    def __init__(self, caching: Caching, *, sweeper: bool = True, server: Union[str, bool, None] = None,
                  stats: Optional[str] = None, register_compat: bool = True,
                  net_timeout: float = 4.0, server_secret: Union[str, bool, None] = None,
                  max_connections: int = 256, replay_window: int = 30) -> None:
