@@ -686,3 +686,27 @@ def test_unsigned_replication_warns_what_is_exposed(namespace, caplog):
         with signed.start():
             pass
     assert "without a secret" not in caplog.text
+
+
+def test_lookup_requests_cannot_amplify_a_reply_beyond_the_budget(namespace):
+    from uwcache.net.server import CacheServer
+
+    caching = uwcache.Caching(namespace).add_cache("c", max_items=3, block_size=70_000)
+    with caching.start() as node:
+        node.cache().set("b", b"x" * 65_000)
+        server = CacheServer("127.0.0.1:0", node.caches, timeout=5.0, max_buffered=1 << 20)
+        server.start()
+        try:
+            many = wire.encode_simple_dict([(b"key", b"b")] * 100)  # 100 x 65 kB asked in 500 bytes
+            with socket.create_connection(_host_port(server.address), timeout=5) as s:
+                s.sendall(many)
+                assert s.recv(10) == b""
+            few = wire.encode_simple_dict([(b"key", b"b")] * 2)
+            with socket.create_connection(_host_port(server.address), timeout=5) as s:
+                s.sendall(few)
+                got = b""
+                while chunk := s.recv(1 << 16):
+                    got += chunk
+            assert got == b"x" * 130_000
+        finally:
+            server.close()

@@ -601,12 +601,16 @@ class CacheServer:
             return []
         if mod2 in (wire.MOD2_DICT, wire.MOD2_DICT_404):
             parts = []
+            total = 0
             for kind, key in wire.decode_simple_lookups(body):
                 value = cache.get(key)
+                if value is None and kind == b"get":
+                    value = _NOT_FOUND
                 if value is not None:
+                    total += len(value)
+                    if total > self.max_buffered:  # thousands of keys naming big values
+                        raise _Refused(f"the reply would exceed {self.max_buffered} bytes")
                     parts.append(value)
-                elif kind == b"get":
-                    parts.append(_NOT_FOUND)
             return parts
         raise _Refused(f"unknown modifier2 {mod2}")
 
