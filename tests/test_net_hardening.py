@@ -710,3 +710,27 @@ def test_lookup_requests_cannot_amplify_a_reply_beyond_the_budget(namespace):
             assert got == b"x" * 130_000
         finally:
             server.close()
+
+
+def test_signed_replication_over_ipv6_checks_the_destination(namespace):
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind(("::1", 0))
+        except OSError as exc:
+            print(f"SKIP REASON: no IPv6 loopback: {exc}")
+            pytest.skip(f"no IPv6 loopback: {exc}")
+        port = s.getsockname()[1]
+    receiver = uwcache.Caching(namespace + "-r", secret="s").add_cache(
+        "c", max_items=10, block_size=64, udp_servers=[f"[::1]:{port}"])
+    sender = uwcache.Caching(namespace + "-s", secret="s").add_cache(
+        "c", max_items=10, block_size=64, udp_clients=[f"[::1]:{port}"])
+    with receiver.start() as rnode, sender.start() as snode:
+        snode.cache().set("k", b"v")
+        _wait(lambda: rnode.cache().get("k") == b"v", "an IPv6 signed packet")
+        elsewhere = wire.sign_replication(wire.encode_udp_set("x", "y"), "s", timestamp=int(time.time()),
+                                          sender=1, epoch=1, sequence=1, cache="c",
+                                          destination=("::1", port + 1))
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.sendto(elsewhere, ("::1", port))
+        _wait(lambda: _rejected(rnode) == 1, "a redirected IPv6 packet")
+        assert "x" not in rnode.cache()

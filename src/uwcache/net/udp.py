@@ -355,11 +355,16 @@ class _Endpoint:
         return True
 
     def holder(self) -> str:
-        try:
-            with open(self.lock_path, "rb") as f:
-                return f.read(32).decode(errors="replace") or "?"
+        try:  # for a log line only; never through a link
+            fd = os.open(self.lock_path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
         except OSError:
             return "?"
+        try:
+            return os.read(fd, 32).decode(errors="replace") or "?"
+        except OSError:
+            return "?"
+        finally:
+            os.close(fd)
 
     def _release(self, fd: int) -> None:
         for sock in self.sockets:
