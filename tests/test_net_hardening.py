@@ -734,3 +734,26 @@ def test_signed_replication_over_ipv6_checks_the_destination(namespace):
             s.sendto(elsewhere, ("::1", port))
         _wait(lambda: _rejected(rnode) == 1, "a redirected IPv6 packet")
         assert "x" not in rnode.cache()
+
+
+def test_replay_window_is_configurable(namespace):
+    port = _free_udp()
+    caching = uwcache.Caching(namespace, secret="s").add_cache(
+        "c", max_items=10, block_size=64, udp_servers=[f"127.0.0.1:{port}"])
+    with pytest.raises(uwcache.ConfigError, match="replay_window"):
+        caching.start(replay_window=0)
+    sequence = iter(range(1, 10))
+
+    def packet(key, age):
+        return wire.sign_replication(wire.encode_udp_set(key, "v"), "s", timestamp=int(time.time()) - age,
+                                     sender=42, epoch=1, sequence=next(sequence), cache="c",
+                                     destination=("127.0.0.1", port))
+
+    with caching.start(replay_window=5) as node:
+        _send(port, packet("old", 10))
+        _send(port, packet("fresh", 2))
+        _wait(lambda: "fresh" in node.cache(), "the fresh packet")
+        assert "old" not in node.cache() and _rejected(node) == 1
+    with caching.start() as node:  # the default window, 30 s
+        _send(port, packet("old", 10))
+        _wait(lambda: "old" in node.cache(), "a 10 s old packet")
