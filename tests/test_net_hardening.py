@@ -61,14 +61,37 @@ def test_good_client_served_while_1000_idle_and_slow_connections_are_open(namesp
         try:
             for s in slow:  # slow clients: a byte of a header, then nothing more
                 s.send(b"\x6f")
+            _wait(lambda: node._server.connections >= 1000, "the server to accept them all")
             for attempt in range(5):
                 started = time.monotonic()
                 assert RemoteCache("c@" + node.server_address, timeout=2).get("k") == b"v"
                 assert time.monotonic() - started < 2
-            # the cap holds: the oldest idle connections were dropped to make room
-            assert node._server.connections <= 256
+            assert node._server.connections >= 1000  # all of them still open
         finally:
             for s in idle + slow:
+                s.close()
+
+
+@pytest.mark.slow
+def test_connection_cap_drops_the_oldest_idle_first(namespace):
+    caching = uwcache.Caching(namespace).add_cache("c", max_items=10, block_size=64)
+    with caching.start(server="127.0.0.1:0", net_timeout=30.0, max_connections=50) as node:
+        node.cache().set("k", b"v")
+        idle = _open_idle(node.server_address, 300)
+        try:
+            for attempt in range(5):
+                started = time.monotonic()
+                assert RemoteCache("c@" + node.server_address, timeout=2).get("k") == b"v"
+                assert time.monotonic() - started < 2
+            assert node._server.connections <= 50
+            newest = idle[-1]  # still open: the oldest went first
+            newest.sendall(wire.encode_magic_get("k"))
+            assert b"status\x02\x00ok" in newest.recv(100)
+            oldest = idle[0]
+            oldest.settimeout(2)
+            assert oldest.recv(10) == b""  # closed by the server
+        finally:
+            for s in idle:
                 s.close()
 
 

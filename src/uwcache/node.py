@@ -59,7 +59,7 @@ class Node:
     ``server_secret`` makes clients prove a shared secret before any command (None: the
     Caching's ``secret`` if it has one; False: none, uWSGI's open protocol).
     ``max_connections`` caps the server's open connections (the least recently active
-    idle ones are dropped first).  ``replay_window``: signed replication packets whose
+    idle ones are dropped first; default: half the file descriptor limit, 64 to 4096).  ``replay_window``: signed replication packets whose
     timestamp is further than this many seconds from our clock are refused.
     ``net_timeout`` bounds every network wait: sync dumps, server requests.
     ``stats="host:port"`` serves the namespace's stats over HTTP, JSON at ``/`` and
@@ -69,7 +69,7 @@ class Node:
     def __init__(self, caching: Caching, *, sweeper: bool = True, server: Union[str, bool, None] = None,
                  stats: Optional[str] = None, register_compat: bool = True,
                  net_timeout: float = 4.0, server_secret: Union[str, bool, None] = None,
-                 max_connections: int = 256, replay_window: int = 30) -> None:
+                 max_connections: Optional[int] = None, replay_window: int = 30) -> None:
         caching.validate()
         if not net_timeout > 0:
             raise ConfigError(f"net_timeout must be > 0 seconds, got {net_timeout!r}")
@@ -225,7 +225,7 @@ class Node:
                     log.error('[cache-sync] cache "%s": sync_from failed: %r; starting without it', cache.name, exc)
 
     def _start_network(self, server: Union[str, bool, None], server_secret: Union[str, bool, None],
-                       max_connections: int) -> None:
+                       max_connections: Optional[int]) -> None:
         senders = [c for c in self._caches.values() if c.options.udp_clients]
         receivers = [c for c in self._caches.values() if c.options.udp_servers]
         if senders:

@@ -48,8 +48,18 @@ log = logging.getLogger("uwcache.net")
 _NOT_FOUND = (b"HTTP/1.0 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 9\r\n"
               b"\r\nNot Found")
 
-#: default cap on open connections (beyond it the least recently active reader is dropped)
-DEFAULT_MAX_CONNECTIONS = 256
+def default_max_connections() -> int:
+    """The default cap on open connections: half of this process's file descriptor limit
+    (the rest is for everything else), between 64 and 4096."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):
+        return 256
+    if soft == resource.RLIM_INFINITY or soft <= 0:
+        return 4096
+    return max(64, min(4096, soft // 2))
 #: file name of the default UNIX socket inside the namespace directory (``server=True``)
 SOCKET_NAME = "server.sock"
 #: a request may take this long on top of the timeout per MiB of value (slow links)
@@ -123,11 +133,13 @@ class CacheServer:
     64 MiB or twice the largest item, whichever is more; dumps are limited apart)."""
 
     def __init__(self, address: str, caches: Dict[str, Any], *, timeout: float = DEFAULT_TIMEOUT,
-                 max_connections: int = DEFAULT_MAX_CONNECTIONS, idle_timeout: Optional[float] = None,
+                 max_connections: Optional[int] = None, idle_timeout: Optional[float] = None,
                  secret: Optional[str] = None, default_path: bool = False,
                  max_buffered: Optional[int] = None) -> None:
         if not caches:
             raise ConfigError("the cache server needs at least one cache")
+        if max_connections is None:
+            max_connections = default_max_connections()
         if max_connections < 1:
             raise ConfigError(f"max_connections must be >= 1, got {max_connections!r}")
         try:
