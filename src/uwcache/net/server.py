@@ -27,7 +27,6 @@ answer it (:func:`uwcache.wire.auth_response`); plain uWSGI clients cannot.
 from __future__ import annotations
 
 import errno
-import hmac
 import logging
 import os
 import selectors
