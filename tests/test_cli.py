@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import textwrap
@@ -440,6 +441,21 @@ def test_store_is_flushed_on_stop_and_restored(namespace, tmp_path):
     with RunningNode(namespace, *args) as node:
         node.wait_ready()
         assert uwcache_cmd(namespace, "get", "persist", "k").stdout == b"kept"
+        assert node.stop() == 0
+
+
+def test_bare_server_option_listens_on_the_owner_only_socket(namespace):
+    from uwcache.net.server import default_socket_path
+    from uwcache.remote import RemoteCache
+
+    path = default_socket_path(namespace)
+    with RunningNode(namespace, "--cache2", "name=s,items=10", "--server") as node:
+        node.wait_ready()
+        node.wait_for(rf"cache server listening on {re.escape(path)}")
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        remote = RemoteCache("s@" + path)
+        remote.set("k", b"v")
+        assert remote.get("k") == b"v"
         assert node.stop() == 0
 
 

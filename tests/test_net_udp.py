@@ -246,24 +246,35 @@ def test_forged_and_replayed_packets_rejected(signed):
     rnode, port = signed
     cache = rnode.cache()
     now = int(time.time())
+    sequence = iter(range(1, 100))
+
+    def sign(inner, secret="s3cret", timestamp=now, **extra):
+        fields = dict(timestamp=timestamp, sender=0xABC, epoch=1, sequence=next(sequence), cache="c",
+                      destination=("127.0.0.1", port))
+        fields.update(extra)
+        return wire.sign_replication(inner, secret, **fields)
+
     inner = wire.encode_udp_set("evil", "x")
-    valid = wire.sign_udp(wire.encode_udp_set("good", "ok"), "s3cret", timestamp=now)
-    tampered = bytearray(wire.sign_udp(wire.encode_udp_set("evil", "y"), "s3cret", timestamp=now))
+    valid = sign(wire.encode_udp_set("good", "ok"))
+    tampered = bytearray(sign(wire.encode_udp_set("evil", "y")))
     tampered[-40] ^= 1  # flip a bit of the inner packet: the MAC no longer matches
     attacks = [
         inner,                                                      # unsigned
         wire.encode_udp_delete("good"),                            # unsigned delete
-        wire.sign_udp(inner, "wrong secret", timestamp=now),       # forged
+        sign(inner, "wrong secret"),                               # forged
         bytes(tampered),                                           # altered in flight
-        wire.sign_udp(inner, "s3cret", timestamp=now - 3600),      # stale (replayed much later)
-        wire.sign_udp(inner, "s3cret", timestamp=now + 3600),      # from the future
+        sign(inner, timestamp=now - 3600),                         # stale (replayed much later)
+        sign(inner, timestamp=now + 3600),                         # from the future
+        wire.sign_udp(inner, "s3cret", timestamp=now),             # version 1: no sequence, refused
+        sign(inner, cache="other"),                                # signed for another cache
+        sign(inner, destination=("127.0.0.1", port + 1)),          # sent to another address
     ]
     send(port, valid)
     wait_for(lambda: cache.get("good") == b"ok", what="valid signed packet")
     for datagram in attacks:
         send(port, datagram)
     send(port, valid)  # replay of an accepted packet inside the window
-    send(port, wire.sign_udp(wire.encode_udp_set("marker", "m"), "s3cret", timestamp=now))
+    send(port, sign(wire.encode_udp_set("marker", "m")))
     wait_for(lambda: "marker" in cache, what="marker")
     stats = net(rnode)
     assert stats["net_rejected"] == len(attacks) + 1

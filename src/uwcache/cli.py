@@ -360,7 +360,7 @@ def _run(args: argparse.Namespace, stop: threading.Event, received: List[int]) -
     log.info('namespace "%s": shared memory regions in %s', caching.namespace, namespace_dir(caching.namespace))
     start_args: Dict[str, Any] = {}
     if args.server is not None:
-        start_args["server"] = args.server
+        start_args["server"] = args.server or True  # bare --server: <namespace dir>/server.sock
     try:
         node = caching.start(**start_args)
     except NotImplementedError as exc:
@@ -688,7 +688,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="serve stats over HTTP: a dashboard at / for browsers, JSON at / and /stats.json, "
                           "Prometheus at /metrics. ADDR is HOST:PORT, a bare PORT or :PORT (both 127.0.0.1; "
                           "0.0.0.0:PORT for every address); port 0 picks a free one")
-    run.add_argument("--server", metavar="ADDR", help="serve the caches over the network (uWSGI cache protocol)")
+    run.add_argument("--server", metavar="ADDR", nargs="?", const="",
+                     help="serve the caches (uWSGI cache protocol) on ADDR: HOST:PORT (:PORT = 127.0.0.1) or a "
+                          "UNIX socket path; without ADDR, the owner-only socket <namespace dir>/server.sock")
     run.add_argument("--quiet", "-q", action="store_true", help="log warnings and errors only")
     run.set_defaults(func=cmd_run, uwsgi_options=[])
 

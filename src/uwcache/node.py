@@ -21,10 +21,10 @@ import struct
 import threading
 import time
 import zlib
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Union
 
 from . import _engine
-from .cache import Cache, open_region, region_path
+from .cache import Cache, namespace_dir, open_region, region_path
 from .config import Caching
 from .errors import CacheError, ConfigError, UnknownCache
 
@@ -53,20 +53,31 @@ class Node:
     other processes.
 
     ``server="host:port"`` (or a UNIX socket path) serves the caches to uWSGI and uwcache
-    peers (remote access and dumps; port 0 picks a free port, see :attr:`server_address`).
+    peers (remote access and dumps; port 0 picks a free port, see :attr:`server_address`);
+    a bare ``":port"`` means 127.0.0.1.  ``server=True`` listens on the UNIX socket
+    ``<namespace dir>/server.sock``, which only the owning user can reach.
+    ``server_secret`` makes clients prove a shared secret before any command (None: the
+    Caching's ``secret`` if it has one; False: none, uWSGI's open protocol).
+    ``max_connections`` caps the server's open connections (the least recently active
+    idle ones are dropped first; default: half the file descriptor limit, 64 to 4096).  ``replay_window``: signed replication packets whose
+    timestamp is further than this many seconds from our clock are refused.
     ``net_timeout`` bounds every network wait: sync dumps, server requests.
     ``stats="host:port"`` serves the namespace's stats over HTTP, JSON at ``/`` and
     Prometheus text at ``/metrics`` (a bare port means 127.0.0.1; see :attr:`stats_url`).
     """
 
-    def __init__(self, caching: Caching, *, sweeper: bool = True, server: Optional[str] = None,
+    def __init__(self, caching: Caching, *, sweeper: bool = True, server: Union[str, bool, None] = None,
                  stats: Optional[str] = None, register_compat: bool = True,
-                 net_timeout: float = 4.0) -> None:
+                 net_timeout: float = 4.0, server_secret: Union[str, bool, None] = None,
+                 max_connections: Optional[int] = None, replay_window: int = 30) -> None:
         caching.validate()
         if not net_timeout > 0:
             raise ConfigError(f"net_timeout must be > 0 seconds, got {net_timeout!r}")
         self.caching = caching
         self.net_timeout = float(net_timeout)
+        if isinstance(replay_window, bool) or not isinstance(replay_window, int) or not 1 <= replay_window <= 86400:
+            raise ConfigError(f"replay_window must be an int of seconds in 1..86400, got {replay_window!r}")
+        self.replay_window = replay_window
         self._sender: Any = None
         self._receiver: Any = None
         self._server: Any = None
@@ -88,7 +99,7 @@ class Node:
                 for name, cache in self._caches.items():
                     if _engine._compat_register(name, cache):
                         self._registered.append(name)
-            self._start_network(server)
+            self._start_network(server, server_secret, max_connections)
             if stats is not None:
                 self._start_stats(stats)
             if sweeper and not caching.no_expire and any(not o.no_expire for o in caching.caches):
@@ -208,9 +219,13 @@ class Node:
             from .net.sync import sync_cache
 
             for cache in caches:
-                sync_cache(cache, cache.options.sync_from, timeout=self.net_timeout)
+                try:
+                    sync_cache(cache, cache.options.sync_from, timeout=self.net_timeout)
+                except Exception as exc:  # a hostile or broken peer must not stop the node
+                    log.error('[cache-sync] cache "%s": sync_from failed: %r; starting without it', cache.name, exc)
 
-    def _start_network(self, server: Optional[str]) -> None:
+    def _start_network(self, server: Union[str, bool, None], server_secret: Union[str, bool, None],
+                       max_connections: Optional[int]) -> None:
         senders = [c for c in self._caches.values() if c.options.udp_clients]
         receivers = [c for c in self._caches.values() if c.options.udp_servers]
         if senders:
@@ -223,13 +238,35 @@ class Node:
             from .net.udp import UdpReceiver
 
             self._receiver = UdpReceiver.for_caches(
-                receivers, lambda c: region_path(c.name, self.namespace) + ".udp-lock")
+                receivers, namespace_dir(self.namespace, create=True),
+                lambda c: os.path.basename(region_path(c.name, self.namespace)), self.replay_window)
             self._receiver.start()
-        if server is not None:
-            from .net.server import CacheServer
+        if server is not None and server is not False:
+            from .net.server import CacheServer, default_socket_path
 
-            self._server = CacheServer(server, self._caches, timeout=self.net_timeout)
+            if server_secret is None:
+                secret = self.caching.secret
+            elif server_secret is False:
+                secret = None
+            elif isinstance(server_secret, str) and server_secret:
+                secret = server_secret
+            else:
+                raise ConfigError("server_secret must be a non-empty str, None (the Caching's secret) or False")
+            default_path = server is True
+            address = default_socket_path(self.namespace) if default_path else server
+            if not isinstance(address, str):
+                raise ConfigError(f"server must be 'host:port', a UNIX socket path or True, got {server!r}")
+            self._server = CacheServer(address, self._caches, timeout=self.net_timeout, secret=secret,
+                                       max_connections=max_connections, default_path=default_path)
             self._server.start()
+        if self._sender is not None or self._receiver is not None:
+            unsigned = sorted({c.name for c in senders + receivers if c.options.secret is None})
+            if unsigned:
+                log.warning("replication without a secret for cache(s) %s: every datagram that reaches a "
+                            "udp_servers address is applied, whoever sent it (anyone who can send to it can "
+                            "write and delete keys), and what is sent can be read on the way; give the "
+                            "caches a secret unless they replicate with real uWSGI nodes",
+                            ", ".join(repr(n) for n in unsigned))
 
     def _stop_network(self) -> None:
         for part in ("_server", "_receiver", "_sender"):

@@ -58,9 +58,13 @@ def _expires(expires: int) -> int:
 
 class RemoteCache:
     """One cache of a remote node, addressed as ``"name@host:port"`` (``"@host:port"`` or
-    just ``"host:port"``: the remote node's default cache)."""
+    just ``"host:port"``: the remote node's default cache; ``"name@/path/to.sock"``: a
+    UNIX socket, such as a node's default ``<namespace dir>/server.sock``).
 
-    def __init__(self, spec: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    ``secret``: the shared secret of a server started with one (it is never sent: the
+    client answers the server's challenge with an HMAC)."""
+
+    def __init__(self, spec: str, *, timeout: float = DEFAULT_TIMEOUT, secret: Optional[str] = None) -> None:
         if not isinstance(spec, str):
             raise TypeError("spec must be a str like 'name@host:port'")
         if "@" in spec:
@@ -73,8 +77,11 @@ class RemoteCache:
             raise ValueError(f"RemoteCache({spec!r}): {exc}; expected 'name@host:port'") from None
         if timeout <= 0:
             raise ValueError("timeout must be > 0 seconds")
+        if secret is not None and (not isinstance(secret, str) or not secret):
+            raise ValueError("secret must be a non-empty str (the server's shared secret) or None")
         self.name: str = name
         self.timeout = float(timeout)
+        self._secret = secret
 
     @property
     def address(self) -> str:
@@ -84,7 +91,7 @@ class RemoteCache:
 
     def _call(self, packet: bytes) -> Optional[Tuple[wire.MagicReply, bytes]]:
         try:
-            return magic_request(self._address, packet, timeout=self.timeout)
+            return magic_request(self._address, packet, timeout=self.timeout, secret=self._secret)
         except (socket.timeout, TimeoutError) as exc:
             raise RemoteUnavailable(f"{self._where()}: no answer within {self.timeout:g} s") from exc
         except OSError as exc:

@@ -34,7 +34,15 @@ UDP replication (one datagram per operation, no vars, no names)
       form (a length check off by two), so :func:`encode_udp_delete` appends two zero
       bytes by default, which they do apply.  :func:`decode_udp` accepts both forms.
 
-Signed replication envelope (a uwcache extension), modifier2 110::
+Signed replication envelope, version 2 (a uwcache extension), modifier2 110: see
+:func:`sign_replication`.  The MAC covers a sender id, an epoch and a sequence number,
+the cache name and the destination address, so that a receiver which remembers the
+highest sequence per sender (``uwcache.net.seen``) refuses every replay.  Nodes send and
+accept only version 2.
+
+Signed replication envelope, version 1 (legacy: :func:`sign_udp` / :func:`verify_udp`,
+no longer sent nor accepted by nodes, since it can be replayed to another receiver, after
+a restart or once the replay memory overflowed), modifier2 110::
 
     6f | u16le datasize | 6e                       outer header (modifier1 111, modifier2 110)
     u16le version (= 1)
@@ -53,6 +61,11 @@ Signed replication envelope (a uwcache extension), modifier2 110::
     one for the other.  A real uWSGI receiver acts only on modifier2 10 and 11 and
     silently ignores every other value, so a signed packet reaching it is harmless (and
     does nothing): replicate to real uWSGI nodes unsigned.
+
+Cache server authentication (uwcache extension, only when the server has a secret)
+    on connect the server sends ``[111, 18, 113]`` + ``u16le version (1) | 16-byte nonce``;
+    the client answers ``[111, 32, 112]`` + HMAC-SHA256(secret, context | nonce) before
+    its request (:func:`auth_response`).  Anything else is closed without a reply.
 
 Full dump (``sync``)
     request: packet modifier2 6 whose body is the raw cache name (empty = first cache);
@@ -79,6 +92,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import heapq
+import ipaddress
 import os
 import struct
 from dataclasses import dataclass
@@ -136,6 +150,22 @@ __all__ = [
     "sign_udp",
     "verify_udp",
     "ReplayGuard",
+    "SIGNED_VERSION_2",
+    "SignedPacket",
+    "sign_replication",
+    "open_replication",
+    "signed_overhead",
+    "normalize_destination",
+    # cache server authentication
+    "MOD2_AUTH",
+    "MOD2_AUTH_CHALLENGE",
+    "AUTH_NONCE_SIZE",
+    "AUTH_PACKET_SIZE",
+    "AUTH_CHALLENGE_SIZE",
+    "encode_auth_challenge",
+    "decode_auth_challenge",
+    "auth_response",
+    "check_auth",
     # dump
     "DumpInfo",
     "encode_dump_request",
@@ -210,6 +240,8 @@ MOD2_UDP_SET = 10
 MOD2_UDP_DELETE = 11
 MOD2_MAGIC = 17
 MOD2_SIGNED = 110  # uwcache extension; unused by uWSGI, which ignores it
+MOD2_AUTH = 112  # uwcache extension: a client's answer to the server's challenge
+MOD2_AUTH_CHALLENGE = 113  # uwcache extension: a server with a secret sends it first
 
 MAX_FIELD = 0xFFFF  #: largest value of a u16le length (datasize, key/value lengths)
 MAX_UDP_PAYLOAD = 65507  #: 65535 - 8 (UDP header) - 20 (IPv4 header)
@@ -769,6 +801,199 @@ def verify_udp(
     if replay_guard is not None:
         replay_guard.check(timestamp, nonce, now)
     return signed[start + _NONCE_SIZE :]
+
+
+# --------------------------------------------------------------------------- signed v2
+
+#: the envelope version nodes send and accept (version 1, :func:`sign_udp`, has no
+#: sender sequence and is refused by uwcache receivers since it can be replayed)
+SIGNED_VERSION_2 = 2
+_SIGNED2_PREFIX = struct.Struct("<HQQQQ")  # version, timestamp, sender, epoch, sequence
+_MAX_NAME = 0xFF
+
+
+@dataclass(frozen=True)
+class SignedPacket:
+    """A version 2 envelope whose MAC verified (nothing else is checked yet: the receiver
+    checks the time window, the cache name, the destination and the sequence)."""
+
+    timestamp: int
+    sender: int
+    epoch: int
+    sequence: int
+    cache: bytes
+    destination: Optional[Tuple[str, int]]
+    inner: bytes
+
+
+def _pack_destination(destination: Optional[Tuple[str, int]]) -> bytes:
+    if destination is None:
+        return b"\0"
+    host, port = destination[0], int(destination[1])
+    if not 0 <= port <= 0xFFFF:
+        raise Malformed(f"destination port {port} out of range")
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        raise Malformed(f"destination {host!r} is not a numeric IP address") from None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # v4-mapped: the IPv4 address it stands for
+    return (b"\4" if ip.version == 4 else b"\6") + ip.packed + _U16.pack(port)
+
+
+def _unpack_destination(data: bytes, pos: int) -> Tuple[Optional[Tuple[str, int]], int]:
+    family, pos = data[pos], pos + 1
+    if family == 0:
+        return None, pos
+    size = {4: 4, 6: 16}.get(family)
+    if size is None:
+        raise BadSignature(f"unknown destination family {family}")
+    raw, pos = data[pos:pos + size], pos + size
+    (port,) = _U16.unpack_from(data, pos)
+    return (str(ipaddress.ip_address(raw)), port), pos + 2
+
+
+def normalize_destination(host: str, port: int) -> Tuple[str, int]:
+    """A destination as the envelope carries it (a v4-mapped IPv6 address becomes IPv4)."""
+    dest, _ = _unpack_destination(_pack_destination((host, port)), 0)
+    assert dest is not None
+    return dest
+
+
+def signed_overhead(cache: Bytesish, destination: Optional[Tuple[str, int]] = ("::", 0)) -> int:
+    """Bytes a version 2 envelope adds to the inner datagram (outer header included)."""
+    return 4 + _SIGNED2_PREFIX.size + 1 + len(_b(cache, "cache name")) + len(_pack_destination(destination)) \
+        + _MAC_SIZE
+
+
+def sign_replication(
+    datagram: bytes,
+    secret: Bytesish,
+    *,
+    timestamp: int,
+    sender: int,
+    epoch: int,
+    sequence: int,
+    cache: Bytesish,
+    destination: Optional[Tuple[str, int]],
+) -> bytes:
+    """Wrap a replication datagram in a version 2 signed envelope (modifier2 110)::
+
+        6f | u16le datasize | 6e
+        u16le version (= 2) | u64le timestamp | u64le sender | u64le epoch | u64le sequence
+        u8 name length | cache name
+        u8 family (0 none, 4, 6) | 4 or 16 address bytes | u16le port   (the destination)
+        inner datagram (mod2 10 or 11, header included)
+        32 bytes HMAC-SHA256(secret, every byte above)
+
+    The MAC covers who sent it (`sender`, `epoch`, `sequence`), for which cache and to
+    which address, so a receiver can refuse a copy sent anywhere else or a second time.
+    """
+    secret = _secret(secret)
+    inner = bytes(datagram)
+    decode_udp(inner)  # sign only what a receiver could apply
+    name = _b(cache, "cache name")
+    if len(name) > _MAX_NAME:
+        raise Oversized(f"cache name of {len(name)} bytes: a signed envelope carries at most {_MAX_NAME}")
+    for what, v in (("timestamp", timestamp), ("sender", sender), ("epoch", epoch), ("sequence", sequence)):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise TypeError(f"{what} must be an int")
+        if not 0 <= v <= MAX_UINT64:
+            raise Malformed(f"{what} must be between 0 and 2**64-1, got {v}")
+    body = (_SIGNED2_PREFIX.pack(SIGNED_VERSION_2, timestamp, sender, epoch, sequence)
+            + bytes([len(name)]) + name + _pack_destination(destination) + inner)
+    datasize = len(body) + _MAC_SIZE
+    if 4 + datasize > MAX_UDP_PAYLOAD:
+        raise Oversized(f"signed datagram would be {4 + datasize} bytes; a UDP datagram carries at most "
+                        f"{MAX_UDP_PAYLOAD} bytes")
+    signed = _HEADER.pack(MODIFIER1_CACHE, datasize, MOD2_SIGNED) + body
+    return signed + _mac(secret, signed)
+
+
+def open_replication(datagram: bytes, secret: Bytesish) -> SignedPacket:
+    """Check the structure and MAC of a version 2 envelope; BadSignature otherwise
+    (unsigned, version 1, truncated, forged or altered)."""
+    secret = _secret(secret)
+    datagram = bytes(datagram)
+    minimum = 4 + _SIGNED2_PREFIX.size + 2 + _MAC_SIZE
+    if len(datagram) < 4 + 2:
+        raise BadSignature(f"not a signed replication packet: {len(datagram)} bytes")
+    modifier1, datasize, modifier2 = _HEADER.unpack_from(datagram)
+    if modifier1 != MODIFIER1_CACHE or modifier2 != MOD2_SIGNED:
+        raise BadSignature(f"not a signed replication packet (modifier1 {modifier1}, modifier2 {modifier2}; "
+                           f"expected {MODIFIER1_CACHE}, {MOD2_SIGNED})")
+    if datasize != len(datagram) - 4:
+        raise BadSignature(f"signed packet datasize {datasize} does not match its length {len(datagram) - 4}")
+    (version,) = _U16.unpack_from(datagram, 4)
+    if version != SIGNED_VERSION_2:
+        raise BadSignature(f"signed envelope version {version}: only version {SIGNED_VERSION_2} (with a "
+                           "sender sequence) is accepted; version 1 can be replayed")
+    if len(datagram) < minimum:
+        raise BadSignature(f"signed packet of {len(datagram)} bytes is truncated")
+    signed, mac = datagram[:-_MAC_SIZE], datagram[-_MAC_SIZE:]
+    if not hmac.compare_digest(_mac(secret, signed), mac):
+        raise BadSignature("signature mismatch (wrong secret or altered packet)")
+    try:
+        _, timestamp, sender, epoch, sequence = _SIGNED2_PREFIX.unpack_from(signed, 4)
+        pos = 4 + _SIGNED2_PREFIX.size
+        size = signed[pos]
+        name = signed[pos + 1:pos + 1 + size]
+        pos += 1 + size
+        destination, pos = _unpack_destination(signed, pos)
+    except (IndexError, struct.error, ValueError):
+        raise BadSignature("malformed signed envelope") from None
+    if len(name) != size or pos > len(signed):
+        raise BadSignature("malformed signed envelope")
+    return SignedPacket(timestamp, sender, epoch, sequence, name, destination, signed[pos:])
+
+
+# --------------------------------------------------------------------------- server auth
+
+#: random bytes of a server challenge
+AUTH_NONCE_SIZE = 16
+AUTH_VERSION = 1
+_AUTH_CONTEXT = b"uwcache cache-server auth v1\0"
+#: size of the client's answer: header + HMAC-SHA256
+AUTH_PACKET_SIZE = 4 + _MAC_SIZE
+#: size of the server's challenge: header + u16 version + nonce
+AUTH_CHALLENGE_SIZE = 4 + 2 + AUTH_NONCE_SIZE
+
+
+def encode_auth_challenge(nonce: bytes) -> bytes:
+    """What a cache server with a secret sends first on every connection (modifier2 113):
+    ``u16le version | nonce``.  uWSGI never sends this (its clients cannot answer it)."""
+    if len(nonce) != AUTH_NONCE_SIZE:
+        raise Malformed(f"the challenge nonce must be {AUTH_NONCE_SIZE} bytes")
+    return encode_packet(MOD2_AUTH_CHALLENGE, _U16.pack(AUTH_VERSION) + bytes(nonce))
+
+
+def decode_auth_challenge(data: bytes) -> bytes:
+    """The nonce of a server challenge (exactly AUTH_CHALLENGE_SIZE bytes)."""
+    data = bytes(data)
+    if len(data) != AUTH_CHALLENGE_SIZE:
+        raise Malformed(f"a challenge is {AUTH_CHALLENGE_SIZE} bytes, got {len(data)}")
+    header = decode_header(data)
+    if header.modifier1 != MODIFIER1_CACHE or header.modifier2 != MOD2_AUTH_CHALLENGE \
+            or header.datasize != AUTH_CHALLENGE_SIZE - 4:
+        raise Malformed(f"not an auth challenge (modifiers {header.modifier1}/{header.modifier2}): "
+                        "the server does not use a secret, or is not a uwcache server")
+    (version,) = _U16.unpack_from(data, 4)
+    if version != AUTH_VERSION:
+        raise Malformed(f"unsupported auth challenge version {version}")
+    return data[6:]
+
+
+def auth_response(secret: Bytesish, nonce: bytes) -> bytes:
+    """The client's answer to a challenge (modifier2 112): HMAC-SHA256(secret, context |
+    nonce).  Sent before the request on the same connection."""
+    return encode_packet(MOD2_AUTH, _mac(_secret(secret), _AUTH_CONTEXT + bytes(nonce)))
+
+
+def check_auth(packet: bytes, secret: Bytesish, nonce: bytes) -> bool:
+    """True if `packet` (AUTH_PACKET_SIZE bytes) answers the challenge `nonce` with `secret`."""
+    if len(packet) != AUTH_PACKET_SIZE or not secret:
+        return False
+    return hmac.compare_digest(bytes(packet), auth_response(secret, nonce))
 
 
 # --------------------------------------------------------------------------- full dump

@@ -66,8 +66,23 @@ def unix_sockaddr(path: str) -> Union[str, bytes]:
     return b"\0" + path[1:].encode() if path.startswith("@") else path
 
 
-def connect(address: Address, timeout: float = DEFAULT_TIMEOUT) -> socket.socket:
-    """A connected stream socket with `timeout` set (OSError on failure)."""
+def connect(address: Address, timeout: float = DEFAULT_TIMEOUT, *, secret: Optional[str] = None) -> socket.socket:
+    """A connected stream socket with `timeout` set (OSError on failure).  With a
+    `secret`, the server's challenge is answered first (wire.WireError if the server
+    sends no challenge, i.e. it has no secret or is not a uwcache server)."""
+    sock = _connect(address, timeout)
+    if secret is None:
+        return sock
+    try:
+        nonce = wire.decode_auth_challenge(Stream(sock, timeout).read_exact(wire.AUTH_CHALLENGE_SIZE))
+        send_all(sock, wire.auth_response(secret, nonce), timeout)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _connect(address: Address, timeout: float) -> socket.socket:
     if isinstance(address, str):
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -107,16 +122,15 @@ class Stream:
         return self.sock.recv(size)
 
     def read_exact(self, size: int) -> bytes:
-        """Exactly `size` bytes; wire.Truncated if the peer closes before."""
-        buf = bytearray(size)
-        view = memoryview(buf)
-        got = 0
-        while got < size:
+        """Exactly `size` bytes; wire.Truncated if the peer closes before.  Memory grows
+        with the bytes that arrive, never with what `size` announces."""
+        buf = bytearray()
+        while len(buf) < size:
             self._wait()
-            n = self.sock.recv_into(view[got:], min(size - got, 1 << 20))
-            if not n:
-                raise wire.Truncated(f"connection closed after {got} of {size} bytes")
-            got += n
+            chunk = self.sock.recv(min(size - len(buf), 1 << 20))
+            if not chunk:
+                raise wire.Truncated(f"connection closed after {len(buf)} of {size} bytes")
+            buf += chunk
         return bytes(buf)
 
     def read_packet(self, policy: Optional[wire.TrailerPolicy] = None) -> Optional[wire.Packet]:
@@ -153,16 +167,20 @@ def send_all(sock: socket.socket, data: bytes, timeout: float, chunk: int = 1 <<
 
 
 def magic_request(address: Address, packet: bytes, *, timeout: float = DEFAULT_TIMEOUT,
-                  max_value: int = MAX_REPLY_VALUE) -> Optional[Tuple[wire.MagicReply, bytes]]:
+                  max_value: int = MAX_REPLY_VALUE, secret: Optional[str] = None
+                  ) -> Optional[Tuple[wire.MagicReply, bytes]]:
     """Send one modifier2 17 request; (reply, value) on ``status=ok``, None when the server
     closed without a reply (uWSGI's only failure signal).  OSError if it cannot be
-    reached or times out, wire.WireError if it answers garbage."""
-    with connect(address, timeout) as sock:
+    reached or times out, wire.WireError if it answers garbage.  `secret`: answer the
+    challenge of a server that has one (:mod:`uwcache.net.server`)."""
+    with connect(address, timeout, secret=secret) as sock:
         send_all(sock, packet, timeout)
         packet_in = Stream(sock, timeout).read_packet(wire.magic_trailer(max_value, reply=True))
     if packet_in is None:
         return None
     header = packet_in.header
+    if header.modifier1 == wire.MODIFIER1_CACHE and header.modifier2 == wire.MOD2_AUTH_CHALLENGE:
+        raise wire.Malformed("the server requires a shared secret (it sent an auth challenge)")
     if header.modifier1 != wire.MODIFIER1_CACHE or header.modifier2 != wire.MOD2_MAGIC:
         raise wire.Malformed(f"unexpected reply modifiers {header.modifier1}/{header.modifier2}")
     reply = wire.decode_magic_reply(packet_in.body)

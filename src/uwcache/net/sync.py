@@ -11,6 +11,13 @@ uWSGI would load garbage.  A dump that fits is translated item by item into our 
 (hash chains, free list, bitmap and LRU rebuilt; expired items skipped; items too big for
 this cache dropped and counted in the log).
 
+A peer is not trusted: the dump it announces may be at most :func:`max_dump_size` bytes
+(geometries beyond it are refused before anything is read), bytes are buffered only as
+they arrive, the whole dump must arrive within ``timeout`` plus one second per MiB, and
+anything wrong with a peer (garbage, a huge announced size, an endless stream, a
+mismatched geometry, a damaged image) is logged and the next peer is tried.  The node
+starts in every case.
+
 Items are written over the local cache (same keys replaced, others kept): several
 processes may start a node on one shared cache, and a later one must not wipe what the
 first already holds.  uWSGI replaces the whole memory.
@@ -30,6 +37,10 @@ log = logging.getLogger("uwcache.net")
 
 #: uWSGI waits this long for the connection to a sync peer
 CONNECT_TIMEOUT = 3.0
+#: a peer's dump may be this many times the size of our own image (other geometries are
+#: translated), and at least MIN_DUMP_LIMIT bytes
+DUMP_SIZE_FACTOR = 8
+MIN_DUMP_LIMIT = 256 << 20
 
 
 class SyncError(CacheError):
@@ -47,14 +58,25 @@ def _geometry(cache: Any, info: wire.DumpInfo) -> Tuple[int, int, int, int]:
     return items, cache.key_size, block_size, blocks
 
 
-def fetch_dump(cache: Any, address: str, *, timeout: float = DEFAULT_TIMEOUT) -> Tuple[bytes, Tuple[int, int, int, int]]:
+def max_dump_size(cache: Any) -> int:
+    """The largest dump image accepted from a peer for `cache`."""
+    own = (88 + cache.key_size) * cache.max_items + cache.block_size * cache.blocks
+    return max(DUMP_SIZE_FACTOR * own, MIN_DUMP_LIMIT)
+
+
+def fetch_dump(cache: Any, address: str, *, timeout: float = DEFAULT_TIMEOUT,
+               secret: Optional[str] = None) -> Tuple[bytes, Tuple[int, int, int, int]]:
     """Ask `address` for the dump of the cache named like `cache`; (image, geometry).
-    Raises OSError (unreachable, timeout) or SyncError/WireError (bad or mismatched dump)."""
+    Raises OSError (unreachable, timeout) or SyncError/WireError (bad or mismatched dump).
+    `secret`: answer the challenge of a peer server that has one."""
     try:
         parsed = parse_address(address)
     except AddressError as exc:
         raise SyncError(str(exc)) from None
     with connect(parsed, min(timeout, CONNECT_TIMEOUT)) as sock:
+        if secret is not None:
+            nonce = wire.decode_auth_challenge(Stream(sock, timeout).read_exact(wire.AUTH_CHALLENGE_SIZE))
+            send_all(sock, wire.auth_response(secret, nonce), timeout)
         send_all(sock, wire.encode_dump_request(cache.name), timeout)
         stream = Stream(sock, timeout)
         head = stream.read_exact(4)
@@ -65,6 +87,10 @@ def fetch_dump(cache: Any, address: str, *, timeout: float = DEFAULT_TIMEOUT) ->
         if items < 2 or block_size < 1:
             raise SyncError(f"the peer announces an unusable geometry: items={items}, blocksize={block_size}")
         size = (88 + key_size) * items + block_size * blocks
+        limit = max_dump_size(cache)
+        if size > limit:
+            raise SyncError(f"the peer announces a dump of {size} bytes (items={items}, blocksize={block_size}); "
+                            f"at most {limit} are accepted for this cache")
         stream.allow(size)
         described = (f"items={items}, blocksize={block_size} from the peer, keysize={key_size}, "
                      f"blocks={blocks} assumed from this cache")
@@ -90,13 +116,20 @@ def sync_cache(cache: Any, addresses: Sequence[str], *, timeout: float = DEFAULT
     for address in addresses:
         log.info("[cache-sync] getting cache dump of \"%s\" from %s ...", cache.name, address)
         try:
-            image, (items, key_size, block_size, blocks) = fetch_dump(cache, address, timeout=timeout)
-        except (OSError, wire.WireError, SyncError) as exc:
+            image, (items, key_size, block_size, blocks) = fetch_dump(cache, address, timeout=timeout,
+                                                                      secret=cache.options.secret)
+            bitmap = bool(cache.options.mode_bitmap) or blocks != items
+            loaded, dropped = cache._import_image(image, items, key_size, block_size, blocks, bitmap)
+        except (OSError, CacheError, ValueError, OverflowError, MemoryError) as exc:  # WireError, SyncError too
             log.warning('[cache-sync] cache "%s": no dump from %s: %s; trying the next sync node...',
                         cache.name, address, exc.strerror if isinstance(exc, OSError) and exc.strerror else exc)
             continue
-        bitmap = bool(cache.options.mode_bitmap) or blocks != items
-        loaded, dropped = cache._import_image(image, items, key_size, block_size, blocks, bitmap)
+        except Exception as exc:  # whatever a peer sends must not stop the node from starting
+            log.error('[cache-sync] cache "%s": the dump from %s failed unexpectedly: %r; trying the next '
+                      "sync node...", cache.name, address, exc)
+            continue
+        finally:
+            image = b""
         log.info('[cache-sync] cache "%s": restored %d items from %s', cache.name, loaded, address)
         if dropped:
             log.warning('[cache-sync] cache "%s": %d items of the dump from %s were dropped (damaged, or too '

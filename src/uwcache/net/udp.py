@@ -5,13 +5,19 @@ successful write through that Cache object it sends one datagram per peer: set/u
 (modifier2 10, the stored value and its *absolute* expiry -- for math operations the
 result, not the operand) or delete (modifier2 11 with the two pad bytes real uWSGI
 receivers need).  With a secret the datagram is wrapped in a signed envelope
-(:func:`uwcache.wire.sign_udp`), which plain uWSGI ignores.  Sending never raises into
+(:func:`uwcache.wire.sign_replication`, version 2), which plain uWSGI ignores: the MAC
+covers a random sender id, an epoch (the sender's start time), a sequence number, the
+cache name and the peer's address, so a copy replayed later, elsewhere or again is
+refused.  Sending never raises into
 the writer: failures are counted and logged (rate-limited).
 
 Receiver: :class:`UdpReceiver` is one thread per node that binds the ``udp_servers``
 addresses of its caches and applies what arrives with ``_set_raw``/``_delete_local``
 (never re-sent).  Malformed, truncated, oversized or unknown datagrams are dropped and
-counted; with a secret only authentic, fresh, unreplayed envelopes are applied.
+counted; with a secret only authentic, fresh, unreplayed envelopes addressed to this
+cache at this address are applied.  The highest sequence seen per sender is kept in
+:class:`uwcache.net.seen.SeenTable`, a file of the namespace directory, so a restart
+of the receiver does not reopen the door to replays.
 
 Only one process per machine needs to receive for a cache (the cache is shared memory),
 so the receiver of a cache is guarded by an ``flock`` on a file next to its region: a
@@ -26,6 +32,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import ipaddress
+import itertools
 import logging
 import os
 import selectors
@@ -38,11 +45,14 @@ from typing import Any, Dict, List, Optional, Tuple
 from .. import _engine, wire
 from ..errors import CacheError, ConfigError
 from .counters import NetCounter, count, net_stats  # noqa: F401  (re-exported)
+from .seen import SeenTable, open_private
 
 log = logging.getLogger("uwcache.net")
 
-#: signed packets older or newer than this many seconds are refused (clock skew window)
+#: signed packets older or newer than this many seconds are refused (clock skew window;
+#: ``Node(replay_window=...)`` overrides it per node)
 MAX_SKEW = 30
+_IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)  # Linux's value; Python does not export it
 _RCVBUF = 4 << 20  # ask for a large receive buffer: bursts of writes arrive at once
 _STANDBY_RETRY = 0.5  # seconds between takeover attempts of a standby receiver
 
@@ -119,14 +129,17 @@ def _is_multicast_v4(host: str) -> bool:
 def bind_udp(option: str, address: str) -> socket.socket:
     """A non-blocking UDP socket bound to `address`.
 
-    An empty host means every IPv4 address (uWSGI's meaning: explicit configuration).
+    An empty host (a bare ``:port``) means 127.0.0.1 (uWSGI: every address; write
+    ``0.0.0.0:port`` for that).
     An IPv4 multicast group (224.0.0.0/4) is joined on the default interface;
     ``255.255.255.255`` receives broadcasts (bound to every address, as uWSGI does).
     """
     host, port = _split(option, address)
     mreq = None
     family: int
-    if host in ("", "255.255.255.255"):
+    if not host:
+        host = "127.0.0.1"
+    if host == "255.255.255.255":
         family, sockaddr = socket.AF_INET, ("0.0.0.0", port)
     elif _is_multicast_v4(host):
         family, sockaddr = socket.AF_INET, (host, port)
@@ -157,13 +170,23 @@ def bind_udp(option: str, address: str) -> socket.socket:
 # --------------------------------------------------------------------------- sender
 
 
-def max_replicated_value(key_size: int, signed: bool) -> int:
+def max_replicated_value(key_size: int, signed: bool, cache_name: str = "") -> int:
     """Largest value that fits one replication datagram with a key of `key_size` bytes
     and the longest expiry field (20 digits)."""
     room = wire.MAX_UDP_PAYLOAD - 4 - 2 - key_size - 2 - 2 - 20
     if signed:
-        room -= 4 + wire.SIGNED_OVERHEAD
+        room -= wire.signed_overhead(cache_name)
     return max(room, 0)
+
+
+_live_replicators: "weakref.WeakSet[Replicator]" = weakref.WeakSet()
+
+
+def _new_sender_id() -> int:
+    while True:
+        sender = int.from_bytes(os.urandom(8), "little")
+        if sender:
+            return sender
 
 
 class Replicator:
@@ -179,22 +202,41 @@ class Replicator:
         self.peers = [(sockets[family], sockaddr) for family, sockaddr in peers]
         self.secret = secret
         self._log = limiter
+        self.destinations = [wire.normalize_destination(sockaddr[0], sockaddr[1]) for _, sockaddr in peers]
+        self.reseed()
+        _live_replicators.add(self)
+
+    def reseed(self) -> None:
+        """A new sender identity: a random id, the start time as epoch, sequence from 1
+        (a forked child gets its own, so that parent and child never share a sequence)."""
+        self.sender = _new_sender_id()
+        self.epoch = time.time_ns()
+        self._sequence = itertools.count(1)
+
+    def datagrams(self, op: int, key: bytes, value: bytes, expires: int) -> List[bytes]:
+        """The datagram for each peer (in order) of one write; wire errors raise."""
+        if op == _engine.OP_SET:
+            datagram = wire.encode_udp_set(key, value, expires)
+        else:
+            datagram = wire.encode_udp_delete(key)
+        if self.secret is None:
+            return [datagram] * len(self.peers)
+        sequence = next(self._sequence)
+        now = int(time.time())
+        return [wire.sign_replication(datagram, self.secret, timestamp=now, sender=self.sender, epoch=self.epoch,
+                                      sequence=sequence, cache=self.name, destination=dest)
+                for dest in self.destinations]
 
     def __call__(self, op: int, key: bytes, value: bytes, expires: int) -> None:
         try:
-            if op == _engine.OP_SET:
-                datagram = wire.encode_udp_set(key, value, expires)
-            elif op == _engine.OP_DELETE:
-                datagram = wire.encode_udp_delete(key)
-            else:
+            if op not in (_engine.OP_SET, _engine.OP_DELETE):
                 # clear: uWSGI sends one empty-key delete per slot, which every receiver
                 # (uWSGI's and ours) ignores; sending nothing is the same, minus the flood
                 count(self.cache, NetCounter.UNREPLICATED)
                 self._log(logging.WARNING, "clear:" + self.name,
                           'cache "%s": clear() is not replicated (uWSGI has no clear packet)', self.name)
                 return
-            if self.secret is not None:
-                datagram = wire.sign_udp(datagram, self.secret, timestamp=int(time.time()))
+            datagrams = self.datagrams(op, key, value, expires)
         except wire.Oversized as exc:
             count(self.cache, NetCounter.UNREPLICATED)
             self._log(logging.WARNING, "big:" + self.name,
@@ -206,7 +248,7 @@ class Replicator:
             self._log(logging.ERROR, "enc:" + self.name, 'cache "%s": replication failed: %s', self.name, exc)
             return
         sent = 0
-        for sock, sockaddr in self.peers:
+        for (sock, sockaddr), datagram in zip(self.peers, datagrams):
             try:
                 sock.sendto(datagram, sockaddr)
                 sent += 1
@@ -238,7 +280,7 @@ class Sender:
                 self.sockets[family] = sock
             if family == socket.AF_INET and sockaddr[0] == "255.255.255.255":
                 self.sockets[family].setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-        limit = max_replicated_value(cache.key_size, options.secret is not None)
+        limit = max_replicated_value(cache.key_size, options.secret is not None, cache.name)
         if cache.max_item_size > limit:
             log.info('cache "%s": values over about %d bytes do not fit one UDP datagram; '
                      "they are stored locally but not replicated (counted in net_unreplicated)",
@@ -264,20 +306,23 @@ class Sender:
 class _Endpoint:
     """The receiving side of one cache: its sockets (once bound) and its guard lock."""
 
-    def __init__(self, cache: Any, lock_path: str) -> None:
+    def __init__(self, cache: Any, directory: str, file_name: str, window: int = MAX_SKEW) -> None:
         self.cache = cache
         self.name = cache.name
+        self.name_bytes = cache.name.encode("utf-8")
         self.addresses = cache.options.udp_servers
         self.secret = cache.options.secret
-        self.guard = wire.ReplayGuard(MAX_SKEW) if self.secret is not None else None
-        self.lock_path = lock_path
+        self.window = int(window)
+        self.directory = directory
+        self.file_name = file_name
+        self.lock_path = os.path.join(directory, file_name + ".udp-lock")
         self.lock_fd: Optional[int] = None
+        self.seen: Optional[SeenTable] = None
         self.sockets: List[socket.socket] = []
 
     def try_own(self) -> bool:
         """Take the receiver duty of this cache if no other process holds it."""
-        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
-        fd = os.open(self.lock_path, flags, 0o600)
+        fd = open_private(self.directory, self.file_name + ".udp-lock", what=f"cache {self.name!r}: udp lock")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -287,6 +332,13 @@ class _Endpoint:
             option = f"cache {self.name!r}: udp_servers"
             for address in self.addresses:
                 self.sockets.append(bind_udp(option, address))
+            if self.secret is not None:
+                self.seen = SeenTable(self.directory, self.file_name + ".udp-seen", self.window)
+                for sock in self.sockets:  # learn the address each datagram was sent to
+                    if sock.family == socket.AF_INET6:
+                        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+                    else:
+                        sock.setsockopt(socket.IPPROTO_IP, _IP_PKTINFO, 1)
         except BaseException:
             self._release(fd)
             raise
@@ -295,22 +347,32 @@ class _Endpoint:
         self.lock_fd = fd
         for address, sock in zip(self.addresses, self.sockets):
             log.info('*** udp server for cache "%s" running on %s ***', self.name, address)
-            if self.secret is None and not is_loopback(sock.getsockname()[0]):
-                log.warning('cache "%s": replication packets are accepted on %s without a secret: '
-                            "anyone who can reach it can write to the cache", self.name, address)
+            if self.secret is None:
+                who = ("every local user (and every container sharing this network)"
+                       if is_loopback(sock.getsockname()[0]) else "anyone who can send a datagram to it")
+                log.warning('cache "%s": replication packets are accepted on %s without a secret: %s can '
+                            "write and delete keys of this cache", self.name, address, who)
         return True
 
     def holder(self) -> str:
-        try:
-            with open(self.lock_path, "rb") as f:
-                return f.read(32).decode(errors="replace") or "?"
+        try:  # for a log line only; never through a link
+            fd = os.open(self.lock_path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
         except OSError:
             return "?"
+        try:
+            return os.read(fd, 32).decode(errors="replace") or "?"
+        except OSError:
+            return "?"
+        finally:
+            os.close(fd)
 
     def _release(self, fd: int) -> None:
         for sock in self.sockets:
             sock.close()
         self.sockets.clear()
+        if self.seen is not None:
+            self.seen.close()
+            self.seen = None
         os.close(fd)  # drops the flock
 
     def close(self) -> None:
@@ -318,13 +380,38 @@ class _Endpoint:
             self._release(self.lock_fd)
             self.lock_fd = None
 
-    def apply(self, datagram: bytes, limiter: RateLimitedLog) -> None:
-        """Verify, decode and apply one datagram; every failure is counted, none raises."""
+    def _verify(self, datagram: bytes, arrived: Optional[Tuple[str, int]]) -> bytes:
+        """The inner datagram of an envelope that passes every check; BadSignature else."""
+        assert self.secret is not None
+        packet = wire.open_replication(datagram, self.secret)
+        now = int(time.time())
+        if packet.timestamp + self.window < now:
+            raise wire.BadSignature(f"stale packet: signed at {packet.timestamp}, now {now}, "
+                                    f"window {self.window}s")
+        if packet.timestamp > now + self.window:
+            raise wire.BadSignature(f"packet from the future: signed at {packet.timestamp}, now {now}, "
+                                    f"window {self.window}s")
+        if packet.cache != self.name_bytes:
+            raise wire.BadSignature(f"packet signed for cache {packet.cache[:64]!r}, not this one")
+        if packet.destination is not None and arrived is not None and packet.destination != arrived:
+            raise wire.BadSignature(
+                f"packet addressed to {packet.destination[0]}:{packet.destination[1]} arrived at "
+                f"{arrived[0]}:{arrived[1]} (a copy replayed to another node, or NAT / port forwarding "
+                "between the nodes, which signed replication does not support)")
+        if self.seen is None:
+            raise wire.BadSignature("no replay memory (receiver closed)")
+        why = self.seen.check(packet.sender, packet.epoch, packet.sequence, packet.timestamp, now)
+        if why is not None:
+            raise wire.BadSignature(why)
+        return packet.inner
+
+    def apply(self, datagram: bytes, limiter: RateLimitedLog, arrived: Optional[Tuple[str, int]] = None) -> None:
+        """Verify, decode and apply one datagram; every failure is counted, none raises.
+        `arrived`: the (address, port) it was sent to, for signed caches."""
         cache = self.cache
         if self.secret is not None:
             try:
-                datagram = wire.verify_udp(datagram, self.secret, now=int(time.time()), max_skew=MAX_SKEW,
-                                           replay_guard=self.guard)
+                datagram = self._verify(datagram, arrived)
             except wire.BadSignature as exc:
                 count(cache, NetCounter.REJECTED)
                 limiter(logging.WARNING, "rej:" + self.name,
@@ -356,6 +443,22 @@ class _Endpoint:
         count(cache, NetCounter.RECEIVED)
 
 
+_CMSG_SPACE = socket.CMSG_SPACE(20) + socket.CMSG_SPACE(20)
+
+
+def _destination(ancdata: List[Tuple[int, int, bytes]], port: int) -> Optional[Tuple[str, int]]:
+    """The (address, port) a datagram was sent to, from its IP_PKTINFO/IPV6_PKTINFO."""
+    for level, kind, data in ancdata:
+        try:
+            if level == socket.IPPROTO_IP and kind == _IP_PKTINFO and len(data) >= 12:
+                return wire.normalize_destination(socket.inet_ntop(socket.AF_INET, data[8:12]), port)
+            if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO and len(data) >= 16:
+                return wire.normalize_destination(socket.inet_ntop(socket.AF_INET6, data[:16]), port)
+        except (ValueError, OSError):
+            return None
+    return None
+
+
 _live_receivers: "weakref.WeakSet[UdpReceiver]" = weakref.WeakSet()
 
 
@@ -364,6 +467,9 @@ def _forget_in_child() -> None:
     # close its copies so the port and the duty are released when the parent lets go
     for receiver in list(_live_receivers):
         receiver._abandon()
+    # and it sends as a sender of its own (parent and child must not share a sequence)
+    for replicator in list(_live_replicators):
+        replicator.reseed()
 
 
 if hasattr(os, "register_at_fork"):
@@ -396,8 +502,11 @@ class UdpReceiver:
             raise
 
     @classmethod
-    def for_caches(cls, caches: List[Any], lock_path_of: Any) -> "UdpReceiver":
-        return cls([_Endpoint(c, lock_path_of(c)) for c in caches])
+    def for_caches(cls, caches: List[Any], directory: str, file_name_of: Any,
+                   window: int = MAX_SKEW) -> "UdpReceiver":
+        """`directory`: the namespace directory (lock and replay files live there);
+        `file_name_of(cache)`: the base name of a cache's files in it."""
+        return cls([_Endpoint(c, directory, file_name_of(c), window) for c in caches])
 
     def _register(self, endpoint: _Endpoint) -> None:
         for sock in endpoint.sockets:
@@ -437,16 +546,23 @@ class UdpReceiver:
                     self._take_over(endpoint)
 
     def _read(self, sock: socket.socket, endpoint: _Endpoint) -> None:
+        signed = endpoint.secret is not None
+        port = sock.getsockname()[1]
         for _ in range(256):  # bounded, so one busy socket cannot starve the others
+            arrived = None
             try:
-                datagram = sock.recv(65536)
+                if signed:
+                    datagram, ancdata, _, _ = sock.recvmsg(65536, _CMSG_SPACE)
+                    arrived = _destination(ancdata, port)
+                else:
+                    datagram = sock.recv(65536)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # e.g. ECONNREFUSED reported for an earlier send
                 self._log(logging.DEBUG, "recv", "udp recv: %s", exc)
                 return
             try:
-                endpoint.apply(datagram, self._log)
+                endpoint.apply(datagram, self._log, arrived)
             except Exception as exc:  # a bug must not stop replication: count, log, go on
                 count(endpoint.cache, NetCounter.DROPPED)
                 self._log(logging.ERROR, "bug", "udp receiver: unexpected error: %r", exc)
@@ -472,6 +588,9 @@ class UdpReceiver:
             if endpoint.lock_fd is not None:
                 os.close(endpoint.lock_fd)  # our copy only: the parent keeps the lock
                 endpoint.lock_fd = None
+            if endpoint.seen is not None:
+                endpoint.seen.close()
+                endpoint.seen = None
         for obj in (self._selector, self._wake_r, self._wake_w):
             obj.close()
 
