@@ -24,7 +24,7 @@ import zlib
 from typing import Any, Dict, List, Optional
 
 from . import _engine
-from .cache import Cache, open_region, region_path
+from .cache import Cache, _collect_quietly, open_region, region_path
 from .config import Caching
 from .errors import CacheError, ConfigError, UnknownCache
 
@@ -200,7 +200,7 @@ class Node:
         bitmap = (o.blocks + 7) // 8 if o.mode_bitmap else 0
         return (f'*** Cache "{o.name}" initialized: {cache.region_size // (1024 * 1024)}MB '
                 f"(key: {88 + o.key_size} bytes, keys: {items_area} bytes, data: {data_area} bytes, "
-                f"bitmap: {bitmap} bytes) preallocated at {cache.path} ***")
+                f"bitmap: {bitmap} bytes) reserved at {cache.path} ***")
 
     def _sync_from(self) -> None:
         caches = [c for c in self._caches.values() if c.options.sync_from]
@@ -303,6 +303,9 @@ class Node:
                     for key in keys or ():
                         log.info('freed "%s" from cache "%s"', key.decode(errors="replace"), cache.name)
                     log.info('freed %d items for cache "%s"', freed, cache.name)
+            for cache in self._caches.values():  # old generations whose last user died without closing
+                if cache.options.store is None:
+                    _collect_quietly(cache.name, self.namespace)
 
     def _store_sync_loop(self) -> None:
         stores = [c for c in self._caches.values() if c.options.store and c.options.store_sync_interval]

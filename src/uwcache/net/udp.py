@@ -36,6 +36,7 @@ import weakref
 from typing import Any, Dict, List, Optional, Tuple
 
 from .. import _engine, wire
+from .._fs import open_private_path
 from ..errors import CacheError, ConfigError
 from .counters import NetCounter, count, net_stats  # noqa: F401  (re-exported)
 
@@ -276,8 +277,8 @@ class _Endpoint:
 
     def try_own(self) -> bool:
         """Take the receiver duty of this cache if no other process holds it."""
-        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
-        fd = os.open(self.lock_path, flags, 0o600)
+        # in the namespace directory: never follow a link planted there, the file must be ours
+        fd = open_private_path(self.lock_path, os.O_RDWR | os.O_CREAT, what="the UDP receiver lock file")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -302,9 +303,12 @@ class _Endpoint:
 
     def holder(self) -> str:
         try:
-            with open(self.lock_path, "rb") as f:
-                return f.read(32).decode(errors="replace") or "?"
-        except OSError:
+            fd = open_private_path(self.lock_path, os.O_RDONLY, what="the UDP receiver lock file")
+            try:
+                return os.read(fd, 32).decode(errors="replace") or "?"
+            finally:
+                os.close(fd)
+        except (OSError, CacheError):
             return "?"
 
     def _release(self, fd: int) -> None:
