@@ -95,7 +95,11 @@ def private_dir(parent_fd: int, parent: str, name: str, *, create: bool) -> Opti
         return None
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            kind = "a symbolic link" if exc.errno == errno.ELOOP else "not a directory"
+            try:
+                is_link = stat.S_ISLNK(os.lstat(name, dir_fd=parent_fd).st_mode)
+            except OSError:
+                is_link = exc.errno == errno.ELOOP
+            kind = "a symbolic link" if is_link else "not a directory"
             raise CacheError(f"refusing the namespace directory {path}: it is {kind} ({_who(name, parent_fd)}); "
                              "remove it, it was not made by uwcache") from None
         raise CacheError(f"cannot open the namespace directory {path}: {exc.strerror}") from exc

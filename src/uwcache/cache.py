@@ -623,6 +623,10 @@ def _open_locked(fd: int, path: str, options: CacheOptions, params: EngineParams
         fcntl.lockf(fd, fcntl.LOCK_UN, 1, 0)
 
 
+class _Damaged(str):
+    """A region problem that is damage (an unreadable header), not another configuration."""
+
+
 def _choose_mode(fd: int, path: str, options: CacheOptions, params: EngineParams, size: int, file_size: int,
                  cold: bool, persistent: bool, attach_only: bool) -> str:
     """'create', 'attach' or 'recover' for this region, or raise why it cannot be used."""
@@ -633,13 +637,14 @@ def _choose_mode(fd: int, path: str, options: CacheOptions, params: EngineParams
     problem = _region_problem(fd, path, options, params, size, file_size)
     if problem is None:
         return "recover" if cold else "attach"
+    error = CorruptStore if isinstance(problem, _Damaged) else RegionMismatch
     if not cold:
-        raise RegionMismatch(
+        raise error(
             f"cache {options.name!r} is in use by other processes with another configuration: {problem}. "
             "Stop them or use the same options."
         )
     if persistent and not options.store_delete:
-        raise RegionMismatch(
+        raise error(
             f"the store file {path} does not match cache {options.name!r}: {problem}. "
             "Remove it, fix the options, or set store_delete=True to recreate it."
         )
@@ -659,7 +664,7 @@ def _region_problem(fd: int, path: str, options: CacheOptions, params: EnginePar
         hint = ""
         if file_size % 8 == 0 and os.pread(fd, 8, 0) != b"UWCACHE\0":
             hint = " (a uWSGI store file has no header: import it with uwcache.import_uwsgi_store)"
-        return f"{exc}{hint}"
+        return _Damaged(f"{exc}{hint}")
     if not header["ready"]:
         return "its initialisation never finished"
     expected = dict(zip(("max_items", "key_size", "block_size", "blocks", "hash_size", "hash_algo"), params[:6]))
