@@ -205,6 +205,22 @@ def generations(name: str, namespace: Optional[str] = None) -> List[Dict[str, An
     return found
 
 
+def current_path(name: str, namespace: Optional[str] = None) -> Optional[str]:
+    """The path of the region (or store file) that the name entry of ``name`` points at."""
+    ns = resolve_namespace(namespace)
+    fd = _namespace_fd(ns, create=False)
+    if fd is None:
+        return None
+    ns_path = os.path.join(shm_dir(), "uwcache-" + ns)
+    try:
+        entry = _read_entry(fd, ns_path, name)
+    finally:
+        os.close(fd)
+    if entry is None:
+        return None
+    return entry[1] if entry[0] == "store" else os.path.join(ns_path, entry[1])
+
+
 def collect_generations(name: str, namespace: Optional[str] = None, *, keep: Optional[str] = None) -> List[str]:
     """Unlink the memory-only regions of ``name`` that nobody uses and that are not current.
 
@@ -484,7 +500,7 @@ def open_region(options: CacheOptions, namespace: Optional[str] = None, *, attac
             cache, mode = _open_generation(dir_fd, ns_path, options, params, size, ns, attach_only)
             wanted = ("region", os.path.basename(cache.path))
         try:
-            if entry != wanted and (options.store is not None or mode != "attach"
+            if entry != wanted and (options.store is not None or (mode != "attach" and not attach_only)
                                     or not _entry_alive(dir_fd, entry)):
                 _write_entry(dir_fd, options.name, wanted)
         except OSError as exc:

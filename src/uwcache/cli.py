@@ -438,7 +438,8 @@ def stats_table(stats: List[Dict[str, Any]]) -> List[str]:
     rows = []
     for s in stats:
         used, total = _data_fill(s)
-        rows.append((s["name"], s["items"], s["capacity"], _percent(s["items"], s["capacity"]),
+        name = s["name"] + (" (old generation)" if s.get("generation") == "old" else "")
+        rows.append((name, s["items"], s["capacity"], _percent(s["items"], s["capacity"]),
                      _percent(used, total), s["hits"], s["miss"], _percent(s["hits"], s["hits"] + s["miss"]),
                      s["writes"], s["full"], s["evictions"], s["expired_freed"], _human(s["memory"]),
                      s["mode"] + (",lru" if s["purge_lru"] else "")))
@@ -452,7 +453,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         if name not in names:
             raise CLIError(f"no cache named {name!r} in namespace {namespace!r} (caches there: {', '.join(names)})")
     with NamespaceStats(namespace) as reader:
-        stats = reader.collect(args.caches or None)
+        stats = reader.collect(args.caches or None, old_generations=not args.prometheus)
     if not stats:
         raise CLIError(f"none of the caches of namespace {namespace!r} could be read (see the warnings above)")
     if args.json:
@@ -460,8 +461,9 @@ def cmd_stats(args: argparse.Namespace) -> int:
     elif args.prometheus:
         sys.stdout.write(prometheus_text(stats))
     else:
-        print(f'namespace "{namespace}" ({namespace_dir(namespace)}): {len(stats)} cache'
-              f"{'' if len(stats) == 1 else 's'}")
+        count = sum(1 for s in stats if s.get("generation") != "old")
+        print(f'namespace "{namespace}" ({namespace_dir(namespace)}): {count} cache'
+              f"{'' if count == 1 else 's'}")
         print("\n".join(stats_table(stats)))
     return 0
 
