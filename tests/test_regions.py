@@ -417,3 +417,60 @@ def test_bad_byte_in_header_name_is_corrupt_store(namespace, tmp_path):
     _damage_name(str(store), "named2")
     with pytest.raises(uwcache.CorruptStore):
         uwcache.open_cache("named2", namespace=namespace, max_items=10, block_size=64, store=str(store))
+
+
+# --------------------------------------------------------------------------- truncated regions
+
+
+_TRUNCATED_CHILD = textwrap.dedent("""
+    import logging, sys, time, uwcache
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    caching = uwcache.Caching(sys.argv[1]).set_basic_params(expire_scan_interval=1)
+    caching.add_cache("t", max_items=100, block_size=4096).add_cache("w", max_items=100, block_size=4096)
+    with caching.start() as node:
+        t, w = node.cache("t"), node.cache("w")
+        for i in range(1, 50):
+            t.set(f"k{i}", b"v" * 3000)
+        w.set("a", b"1")
+        print(t.path, w.path, flush=True)
+        sys.stdin.readline()                     # the parent truncates t, and wipes w
+        t.get("k40")                             # touches a page past the new end: SIGBUS of old
+        try:
+            t.get("k1")
+            print("t: no error")
+        except uwcache.CorruptStore as exc:
+            print("t: CorruptStore:", exc)
+        try:
+            for i in range(200):
+                w.set(f"x{i}", b"z")
+            print("w: no error")
+        except uwcache.CacheError as exc:
+            print("w:", type(exc).__name__, exc)
+        time.sleep(2.5)                          # the sweeper meets the broken cache and logs it
+        print("alive", flush=True)
+""")
+
+
+@pytest.mark.slow
+def test_truncated_region_does_not_kill_attached_processes(namespace):
+    env = dict(os.environ, PYTHONPATH=SRC)
+    child = subprocess.Popen([sys.executable, "-c", _TRUNCATED_CHILD, namespace], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        t_path, w_path = child.stdout.readline().split()
+        os.truncate(t_path, 0)                   # another process truncates a live region
+        size = os.stat(w_path).st_size
+        os.truncate(w_path, 0)                   # ... and truncates and re-extends another
+        os.truncate(w_path, size)
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        out, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 0, (child.returncode, err)  # -7 (SIGBUS) on the old code
+    assert "t: CorruptStore: the region of cache 't' was truncated by another process" in out
+    assert "w: CorruptStore" in out and "wiped" in out      # not a misleading "cache is full"
+    assert "alive" in out
+    assert "cache 't' is unusable in this node" in err

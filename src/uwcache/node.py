@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Optional
 from . import _engine
 from .cache import Cache, _collect_quietly, open_region, region_path
 from .config import Caching
-from .errors import CacheError, ConfigError, UnknownCache
+from .errors import CacheError, ConfigError, CorruptStore, UnknownCache
 
 log = logging.getLogger("uwcache")
 
@@ -78,6 +78,7 @@ class Node:
         self._registered: List[str] = []
         self._pid = os.getpid()
         self._closed = False
+        self._reported_broken: set = set()
         try:
             for options in caching.caches:
                 self._caches[options.name] = open_region(options, self.namespace)
@@ -159,10 +160,13 @@ class Node:
         for cache in self._caches.values():
             if cache.closed:
                 continue
-            if not forked:
-                cache._sweeper_release(self._pid)
-            if cache.options.store:
-                cache.flush()
+            try:
+                if not forked:
+                    cache._sweeper_release(self._pid)
+                if cache.options.store:
+                    cache.flush()
+            except CorruptStore:  # truncated underneath us: nothing left to release or flush
+                pass
             cache.close()
 
     @property
@@ -296,6 +300,11 @@ class Node:
                     if not cache._sweeper_claim(self._pid, lease):
                         continue
                     freed, keys = cache._sweep(report=self.caching.report_freed)
+                except CorruptStore as exc:  # its file was truncated or wiped by another process
+                    if cache.name not in self._reported_broken:
+                        self._reported_broken.add(cache.name)
+                        log.error("cache %r is unusable in this node: %s", cache.name, exc)
+                    continue
                 except CacheError as exc:  # closed underneath us during shutdown
                     log.debug("sweeper: %s", exc)
                     continue
