@@ -105,6 +105,20 @@ def test_namespace_directory_that_is_a_link_is_refused(other_user, shared_tmp, n
     assert os.listdir(target) == []
 
 
+def test_shm_dir_others_can_write_without_sticky_bit_is_refused(other_user, tmp_path, namespace, monkeypatch):
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    os.chmod(loose, 0o777)
+    monkeypatch.setenv("UWCACHE_SHM_DIR", str(loose))
+    with pytest.raises(uwcache.CacheError, match=rf"shared-memory directory {loose}: other users can write"):
+        uwcache.open_cache("c", namespace=namespace, max_items=10, block_size=64)
+    os.chmod(loose, 0o755)
+    os.chown(loose, other_user[0], other_user[1])
+    with pytest.raises(uwcache.CacheError, match=rf"shared-memory directory {loose}: it is owned by uwcatk"):
+        uwcache.open_cache("c", namespace=namespace, max_items=10, block_size=64)
+    assert os.listdir(loose) == []
+
+
 def test_our_directory_with_a_loose_mode_is_refused(shared_tmp, namespace):
     ns_path = os.path.join(shared_tmp, "uwcache-" + namespace)
     os.mkdir(ns_path)
@@ -137,9 +151,12 @@ def test_a_link_in_our_directory_is_refused_not_followed(namespace, victim):
     os.unlink(region)
     entry = os.path.join(ns_dir, "c.cache")
     os.unlink(entry)
-    os.symlink(str(victim), entry)  # the name entry too
-    with pytest.raises(uwcache.CacheError, match="is a symbolic link"):
+    os.symlink(str(victim), entry)  # the name entry too (older uwcache versions made links)
+    with pytest.raises(uwcache.UnknownCache):  # a link entry is never followed
         uwcache.attach("c", namespace=namespace)
+    again = uwcache.open_cache("c", namespace=namespace, max_items=10, block_size=64)
+    assert not os.path.islink(entry)  # replaced by a regular entry, the link's target untouched
+    again.close()
     assert victim.read_bytes() == b"do not touch"
 
 

@@ -113,10 +113,15 @@ Entry = Tuple[str, str]
 def _read_entry(dir_fd: int, ns_path: str, name: str) -> Optional[Entry]:
     path = os.path.join(ns_path, _file_name(name))
     try:
-        fd = _fs.open_private(dir_fd, _file_name(name), os.O_RDONLY, path=path, what="the cache entry")
+        fd = os.open(_file_name(name), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # an older uwcache's link to a store: never followed, replaced
+            return None
+        raise CacheError(f"cannot read the cache entry {path}: {exc.strerror}") from exc
     try:
+        _fs.check_private_file(fd, path, "the cache entry")
         data = os.read(fd, 8192)
     finally:
         os.close(fd)
@@ -434,13 +439,17 @@ def _warn_long_chains(options: CacheOptions) -> None:
         )
 
 
-def _space_problem(name: str, size: int, directory: str, free: int) -> Optional[str]:
+def _space_problem(name: str, size: int, directory: str, free: int, *, store: bool = False) -> Optional[str]:
     """Why a region of ``size`` bytes cannot be reserved with ``free`` bytes free, or None."""
     if size <= free:
         return None
-    return (f"cache {name!r} needs {_human(size)} ({size} bytes) of memory, but {directory} has only "
-            f"{_human(free)} ({free} bytes) free. Give it more room (Docker: docker run --shm-size=..., "
-            "Compose: shm_size), point UWCACHE_SHM_DIR at a bigger tmpfs, or make the cache smaller "
+    if store:
+        room = "free the disk, move the store file (store=)"
+    else:
+        room = ("give it more room (Docker: docker run --shm-size=..., Compose: shm_size), point "
+                "UWCACHE_SHM_DIR at a bigger tmpfs")
+    return (f"cache {name!r} needs {_human(size)} ({size} bytes) of {'disk' if store else 'memory'}, but "
+            f"{directory} has only {_human(free)} ({free} bytes) free: {room}, or make the cache smaller "
             "(max_items, block_size, block_count)")
 
 
@@ -452,7 +461,7 @@ def _human(n: int) -> str:
     return str(n)
 
 
-def _reserve(fd: int, path: str, name: str, size: int, reclaimed: int) -> None:
+def _reserve(fd: int, path: str, name: str, size: int, reclaimed: int, store: bool) -> None:
     """Give the (empty or unusable) file ``size`` bytes of committed storage, or raise SharedMemoryFull.
 
     posix_fallocate allocates every page now, so no later write into the mapping can fault
@@ -461,7 +470,7 @@ def _reserve(fd: int, path: str, name: str, size: int, reclaimed: int) -> None:
     directory = os.path.dirname(path)
     vfs = os.fstatvfs(fd)
     free = vfs.f_bavail * vfs.f_frsize + reclaimed
-    problem = _space_problem(name, size, directory, free)
+    problem = _space_problem(name, size, directory, free, store=store)
     if problem is not None:
         raise SharedMemoryFull(problem)
     os.ftruncate(fd, 0)
@@ -471,7 +480,8 @@ def _reserve(fd: int, path: str, name: str, size: int, reclaimed: int) -> None:
         os.ftruncate(fd, 0)
         if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.ENOMEM):
             vfs = os.fstatvfs(fd)
-            raise SharedMemoryFull(_space_problem(name, size, directory, min(free, vfs.f_bavail * vfs.f_frsize))
+            raise SharedMemoryFull(_space_problem(name, size, directory, min(free, vfs.f_bavail * vfs.f_frsize),
+                                                  store=store)
                                    or f"cache {name!r}: reserving {size} bytes in {directory} failed: "
                                    f"{exc.strerror}") from None
         raise CacheError(f"cannot reserve {size} bytes for cache {name!r} in {path}: {exc.strerror}") from exc
@@ -611,7 +621,7 @@ def _open_locked(fd: int, path: str, options: CacheOptions, params: EngineParams
         mode = _choose_mode(fd, path, options, params, size, st.st_size, cold, persistent, attach_only)
         if mode == "create":
             try:
-                _reserve(fd, path, options.name, size, st.st_blocks * 512 if st.st_size else 0)
+                _reserve(fd, path, options.name, size, st.st_blocks * 512 if st.st_size else 0, persistent)
             except CacheError:
                 if ours or st.st_size == 0:  # leave nothing half-made behind
                     try:

@@ -87,11 +87,18 @@ def known_namespaces() -> List[str]:
             if e.startswith("uwcache-") and os.path.isdir(os.path.join(shm_dir(), e))]
 
 
+def _has_caches(namespace: str) -> bool:
+    try:
+        return bool(list_caches(namespace))
+    except CacheError:  # a directory we do not trust (another user's): not offered as a hint
+        return False
+
+
 def _require_namespace(namespace: str) -> List[str]:
     """The caches of a namespace; CLIError when it has none."""
     names = list_caches(namespace)
     if not names:
-        others = [n for n in known_namespaces() if n != namespace and list_caches(n)]
+        others = [n for n in known_namespaces() if n != namespace and _has_caches(n)]
         hint = f"namespaces with caches: {', '.join(others)}" if others else "no namespace has caches yet"
         raise CLIError(f"namespace {namespace!r} has no caches (looked in {namespace_dir(namespace)}; {hint}). "
                        "Start a node with `uwcache run`, or pass --namespace / set UWCACHE_NAMESPACE")
