@@ -3,7 +3,15 @@
 Every cache lives in one mapped region: a file in shared memory (``/dev/shm``) or, with
 ``store=``, the store file itself. Processes find a cache by namespace and name:
 
-    <shm dir>/uwcache-<namespace>/<name>.cache      (a symlink to the store file when persistent)
+    <shm dir>/uwcache-<namespace>/<name>.cache                the name entry: a small regular file
+    <shm dir>/uwcache-<namespace>/<name>@<digest>.region      a memory-only region, one per geometry
+
+The name entry says ``region <file>`` (the current generation) or ``store <absolute path>``.
+A process whose options give another geometry opens (or creates) another generation instead
+of failing; an old generation is unlinked by the first open or close that finds it unused.
+The namespace directory must be ours with mode 0700, and every file is opened relative to it
+with ``O_NOFOLLOW`` and checked with ``fstat`` (:mod:`uwcache._fs`). A region's whole size is
+reserved when it is created (``posix_fallocate``), or :class:`SharedMemoryFull` is raised.
 
 Who is attached is tracked with ``flock``: every process that maps a region holds a shared
 lock on it (forked children inherit it). Opening is serialised by an ``fcntl`` lock on the
@@ -54,7 +62,9 @@ def namespace_dir(namespace: Optional[str] = None, *, create: bool = False) -> s
     ns = resolve_namespace(namespace)
     path = os.path.join(shm_dir(), "uwcache-" + ns)
     if create:
-        os.close(_namespace_fd(ns, create=True))  # type: ignore[arg-type]
+        fd = _namespace_fd(ns, create=True)
+        assert fd is not None  # created or refused
+        os.close(fd)
     return path
 
 
@@ -510,8 +520,8 @@ def open_region(options: CacheOptions, namespace: Optional[str] = None, *, attac
             cache, mode = _open_generation(dir_fd, ns_path, options, params, size, ns, attach_only)
             wanted = ("region", os.path.basename(cache.path))
         try:
-            if entry != wanted and (options.store is not None or (mode != "attach" and not attach_only)
-                                    or not _entry_alive(dir_fd, entry)):
+            if entry != wanted and (options.store is not None or not _entry_alive(dir_fd, entry)
+                                    or (not attach_only and _newer(dir_fd, mode, entry))):
                 _write_entry(dir_fd, options.name, wanted)
         except OSError as exc:
             log.warning("cache %r: cannot update its entry in %s: %s", options.name, ns_path, exc.strerror)
@@ -521,6 +531,23 @@ def open_region(options: CacheOptions, namespace: Optional[str] = None, *, attac
     if options.store is None:
         _collect_quietly(options.name, ns, keep=os.path.basename(cache.path))
     return cache
+
+
+def _newer(dir_fd: int, mode: str, entry: Optional[Entry]) -> bool:
+    """Whether the region we opened becomes the current generation.
+
+    A new generation always does. A cold one reopened does only if nobody uses the current
+    one: an old configuration starting again next to the new one must not take the name back.
+    """
+    if mode == "create":
+        return True
+    if mode != "recover" or entry is None or entry[0] != "region":
+        return False
+    probe = _probe_unused(dir_fd, entry[1])
+    if probe is None:
+        return False
+    os.close(probe)
+    return True
 
 
 def _entry_alive(dir_fd: int, entry: Optional[Entry]) -> bool:
