@@ -284,6 +284,7 @@ _SMALL_TMPFS_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_small_tmpfs_refuses_what_does_not_fit_and_keeps_the_rest(tmp_path):
     mount_point = tmp_path / "small-shm"
     mount_point.mkdir()
@@ -331,6 +332,7 @@ _OLD_PROCESS = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_deploy_with_other_options_overlaps_without_errors(namespace):
     env = dict(os.environ, PYTHONPATH=SRC)
     old = subprocess.Popen([sys.executable, "-c", _OLD_PROCESS, namespace], stdin=subprocess.PIPE,
