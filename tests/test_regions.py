@@ -493,3 +493,4 @@ def test_truncated_region_does_not_kill_attached_processes(namespace):
     assert "w: CorruptStore" in out and "wiped" in out      # not a misleading "cache is full"
     assert "alive" in out
     assert "cache 't' is unusable in this node" in err
+    assert "cache 'w' is unusable in this node" in err and "wiped" in err

@@ -312,9 +312,29 @@ class Node:
                     for key in keys or ():
                         log.info('freed "%s" from cache "%s"', key.decode(errors="replace"), cache.name)
                     log.info('freed %d items for cache "%s"', freed, cache.name)
-            for cache in self._caches.values():  # old generations whose last user died without closing
-                if cache.options.store is None:
+            for cache in self._caches.values():
+                self._check_region_file(cache)
+                if cache.options.store is None:  # old generations whose last user died without closing
                     _collect_quietly(cache.name, self.namespace)
+
+    def _check_region_file(self, cache: Cache) -> None:
+        """Log (once) a region file that another process truncated or wiped under us."""
+        if cache.name in self._reported_broken or cache.closed:
+            return
+        try:
+            size = os.fstat(cache._fd).st_size
+            magic = os.pread(cache._fd, 8, 0)
+        except OSError:
+            return
+        if size < cache.region_size:
+            problem = f"its file {cache.path} was truncated to {size} bytes by another process"
+        elif magic != b"UWCACHE\0":
+            problem = f"its file {cache.path} was wiped (truncated and extended again?) by another process"
+        else:
+            return
+        self._reported_broken.add(cache.name)
+        log.error("cache %r is unusable in this node: %s; its calls raise CorruptStore: restart the node",
+                  cache.name, problem)
 
     def _store_sync_loop(self) -> None:
         stores = [c for c in self._caches.values() if c.options.store and c.options.store_sync_interval]
