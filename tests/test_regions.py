@@ -494,3 +494,35 @@ def test_truncated_region_does_not_kill_attached_processes(namespace):
     assert "alive" in out
     assert "cache 't' is unusable in this node" in err
     assert "cache 'w' is unusable in this node" in err and "wiped" in err
+
+
+def test_threads_opening_a_new_cache_at_once_create_it_once(namespace, monkeypatch):
+    import threading
+    import time
+
+    real_ftruncate = os.ftruncate
+
+    def slow_ftruncate(fd, size):  # widen the window between "the file is empty" and "created"
+        time.sleep(0.05)
+        real_ftruncate(fd, size)
+
+    monkeypatch.setattr(os, "ftruncate", slow_ftruncate)
+    barrier = threading.Barrier(8)
+    opened = []
+
+    def opener(i):
+        barrier.wait()
+        time.sleep(0.03 * i)  # staggered: each starts while the one before is still creating
+        c = uwcache.open_cache("race", namespace=namespace, max_items=64, block_size=64)
+        c.set(f"k{i}", f"v{i}")
+        opened.append(c)
+
+    threads = [threading.Thread(target=opener, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # a second "create" by another thread would have wiped the items set before it
+    assert sorted(opened[0].keys()) == sorted(f"k{i}".encode() for i in range(8))
+    for c in opened:
+        c.close()

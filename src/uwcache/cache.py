@@ -29,6 +29,7 @@ import logging
 import mmap
 import os
 import stat
+import struct
 import time
 import urllib.parse
 from typing import Any, Dict, List, Optional, Tuple
@@ -174,6 +175,41 @@ def _is_generation_of(file_name: str, name: str) -> bool:
             and len(file_name) > len(prefix) + len(_GENERATION_SUFFIX))
 
 
+_OFD_SETLK = getattr(fcntl, "F_OFD_SETLK", None)
+_OFD_SETLKW = getattr(fcntl, "F_OFD_SETLKW", None)
+
+
+def _ofd_lock(fd: int, kind: int, command: int) -> None:
+    # struct flock: l_type, l_whence, l_start, l_len, l_pid (0 for open-file-description locks)
+    fcntl.fcntl(fd, command, struct.pack("hhqqi4x", kind, os.SEEK_SET, 0, 1, 0))
+
+
+_use_ofd = _OFD_SETLK is not None and _OFD_SETLKW is not None
+
+
+def _opener_lock(fd: int, *, blocking: bool) -> None:
+    """The opener lock on byte 0. An open-file-description lock where Linux has them: unlike a
+    process-wide ``lockf`` it also keeps two threads of one process apart, and closing another
+    descriptor of the file does not drop it. Both kinds exclude each other across processes."""
+    global _use_ofd
+    if _use_ofd:
+        try:
+            _ofd_lock(fd, fcntl.F_WRLCK, _OFD_SETLKW if blocking else _OFD_SETLK)  # type: ignore[arg-type]
+            return
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:  # EAGAIN/EACCES: held by another opener
+                raise
+            _use_ofd = False  # a kernel without OFD locks
+    fcntl.lockf(fd, fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
+
+
+def _opener_unlock(fd: int) -> None:
+    if _use_ofd:
+        _ofd_lock(fd, fcntl.F_UNLCK, _OFD_SETLK)  # type: ignore[arg-type]
+    else:
+        fcntl.lockf(fd, fcntl.LOCK_UN, 1, 0)
+
+
 def _probe_unused(dir_fd: int, file_name: str) -> Optional[int]:
     """An fd holding the opener lock and the exclusive flock of an unused region, else None."""
     try:
@@ -183,7 +219,7 @@ def _probe_unused(dir_fd: int, file_name: str) -> Optional[int]:
     try:
         if os.fstat(fd).st_uid != os.geteuid():
             raise OSError
-        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
+        _opener_lock(fd, blocking=False)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         os.close(fd)
@@ -633,7 +669,7 @@ def _open_store(options: CacheOptions, params: EngineParams, size: int, ns: str,
 def _open_locked(fd: int, path: str, options: CacheOptions, params: EngineParams, size: int,
                  persistent: bool, attach_only: bool, remove: Any, ours: bool) -> Optional[Tuple[Cache, str]]:
     """Open the region under the opener lock; None if the file was unlinked before we got it."""
-    fcntl.lockf(fd, fcntl.LOCK_EX, 1, 0)  # one opener at a time
+    _opener_lock(fd, blocking=True)  # one opener at a time
     try:
         st = os.fstat(fd)
         if st.st_nlink == 0:
@@ -673,7 +709,7 @@ def _open_locked(fd: int, path: str, options: CacheOptions, params: EngineParams
         fcntl.flock(fd, fcntl.LOCK_SH)  # we are attached from now on
         return cache, mode
     finally:
-        fcntl.lockf(fd, fcntl.LOCK_UN, 1, 0)
+        _opener_unlock(fd)
 
 
 class _Damaged(str):
