@@ -140,7 +140,7 @@ def test_run_embedded_default_then_sigterm(namespace):
     with RunningNode(namespace) as node:
         node.wait_ready()
         assert f"--cache2 {DEFAULT_CACHE2}" in node.log  # the default is printed
-        assert re.search(r'\*\*\* Cache "default" initialized: \d+MB .* preallocated at .*default\.cache', node.log)
+        assert re.search(r'\*\*\* Cache "default" initialized: \d+MB .* reserved at .*default@\w+\.region', node.log)
         assert "MiB of shared memory" in node.log
         stats = stats_json(namespace)
         assert [c["name"] for c in stats["caches"]] == ["default"]

@@ -208,15 +208,23 @@ def test_region_survives_all_processes_exiting(namespace):
     again.close()
 
 
-def test_mismatched_configuration_is_refused_while_in_use(namespace):
+def test_other_configuration_gets_its_own_generation_while_in_use(namespace):
     cache = uwcache.open_cache("mm", **_options(namespace))
-    with pytest.raises(uwcache.RegionMismatch, match="in use by other processes.*max_items"):
-        uwcache.open_cache("mm", **_options(namespace, max_items=300))
-    cache.close()
-    # with nobody attached a memory-only cache is simply recreated with the new geometry
+    cache.set("k", b"old")
+    # a deploy that changes the options: no RegionMismatch, a new (cold) generation
     other = uwcache.open_cache("mm", **_options(namespace, max_items=300))
-    assert other.max_items == 300
+    assert other.max_items == 300 and other.path != cache.path and other.get("k") is None
+    other.set("k", b"new")
+    assert cache.get("k") == b"old"  # the old configuration keeps its region
+    old_path = cache.path
+    cache.close()  # its last user left: the old generation is freed
+    assert not os.path.exists(old_path)
+    assert [g["path"] for g in uwcache.cache.generations("mm", namespace)] == [other.path]
     other.close()
+    # with nobody attached the current generation stays for the next opener
+    again = uwcache.open_cache("mm", **_options(namespace, max_items=300))
+    assert again.get("k") == b"new"
+    again.close()
 
 
 def test_namespaces_do_not_collide(namespace):

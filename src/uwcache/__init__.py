@@ -23,6 +23,7 @@ from .errors import (
     KeyTooLong,
     NotAnInteger,
     RegionMismatch,
+    SharedMemoryFull,
     UnknownCache,
     ValueTooLarge,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "RemoteCache",
     "RemoteError",
     "RemoteUnavailable",
+    "SharedMemoryFull",
     "UnknownCache",
     "ValueTooLarge",
     "attach",

@@ -7,6 +7,8 @@
 #include <structmember.h>
 
 #include <pthread.h>
+#include <signal.h>
+#include <sys/mman.h>
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
@@ -40,6 +42,8 @@ typedef struct {
     time_t last_full_call;
     uint64_t recovered_dropped;
     PyObject *weakreflist;
+    volatile sig_atomic_t broken; /* set by the SIGBUS guard: the region's file was truncated */
+    int guard_slot;               /* index in guards[], or -1 */
 } CacheObject;
 
 static PyTypeObject CacheType;
@@ -141,6 +145,90 @@ static int get_expires(PyObject *o, uint64_t *out) {
     return 0;
 }
 
+/* ---- SIGBUS guard ----
+ * Another process may truncate a region's file while we have it mapped: touching a page past
+ * the new end raises SIGBUS, which would kill this process. The handler maps anonymous zero
+ * pages over the whole region (MAP_FIXED), so the faulting access completes on a private,
+ * empty copy, and marks the cache broken: its next call raises CorruptStore. It costs
+ * nothing on the hot path but the `broken` test next to `open`. Faults outside any region
+ * go to the previous handler (faulthandler, or the default action). */
+
+#define GUARD_SLOTS 4096
+typedef struct {
+    uintptr_t base; /* 0: free slot */
+    size_t len;
+    volatile sig_atomic_t *broken;
+} guard_slot_t;
+static guard_slot_t guards[GUARD_SLOTS];
+static struct sigaction guard_prev;
+
+static void guard_handler(int sig, siginfo_t *si, void *uc) {
+    uintptr_t a = (uintptr_t)si->si_addr;
+    if (si->si_code > 0) { /* a fault (BUS_ADRERR...), not a kill() */
+        for (int i = 0; i < GUARD_SLOTS; i++) {
+            uintptr_t b = __atomic_load_n(&guards[i].base, __ATOMIC_ACQUIRE);
+            if (b && a >= b && a - b < guards[i].len) {
+                void *r = mmap((void *)b, guards[i].len, PROT_READ | PROT_WRITE,
+                               MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+                if (r == MAP_FAILED) break;
+                *guards[i].broken = 1;
+                static const char msg[] = "uwcache: SIGBUS in a cache region (its file was truncated by "
+                                          "another process); this handle now raises CorruptStore\n";
+                ssize_t w = write(2, msg, sizeof msg - 1);
+                (void)w;
+                return;
+            }
+        }
+    }
+    if ((guard_prev.sa_flags & SA_SIGINFO) && guard_prev.sa_sigaction) {
+        guard_prev.sa_sigaction(sig, si, uc);
+        return;
+    }
+    if (guard_prev.sa_handler != SIG_DFL && guard_prev.sa_handler != SIG_IGN) {
+        guard_prev.sa_handler(sig);
+        return;
+    }
+    signal(SIGBUS, SIG_DFL);
+    raise(SIGBUS); /* delivered when the handler returns: the default action */
+}
+
+static void guard_install(void) {
+    struct sigaction cur;
+    if (sigaction(SIGBUS, NULL, &cur) != 0) return;
+    if ((cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == guard_handler) return;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = guard_handler;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    guard_prev = cur; /* whoever installed a handler after us is chained, not lost */
+    sigaction(SIGBUS, &sa, NULL);
+}
+
+static void guard_register(CacheObject *self, void *base, size_t len) {
+    self->guard_slot = -1;
+    self->broken = 0;
+    guard_install();
+    for (int i = 0; i < GUARD_SLOTS; i++) {
+        if (guards[i].base == 0) {
+            guards[i].len = len;
+            guards[i].broken = &self->broken;
+            __atomic_store_n(&guards[i].base, (uintptr_t)base, __ATOMIC_RELEASE);
+            self->guard_slot = i;
+            return;
+        }
+    }
+}
+
+static void guard_unregister(CacheObject *self) {
+    if (self->guard_slot >= 0) {
+        __atomic_store_n(&guards[self->guard_slot].base, (uintptr_t)0, __ATOMIC_RELEASE);
+        self->guard_slot = -1;
+    }
+}
+
+static int raise_broken(CacheObject *self);
+
 /* ---- errors ---- */
 
 static const char *cname(CacheObject *self) {
@@ -149,8 +237,26 @@ static const char *cname(CacheObject *self) {
     return n;
 }
 
+static int raise_broken(CacheObject *self) {
+    PyErr_Format(ErrCorruptStore,
+                 "the region of cache '%s' was truncated by another process while this process had it "
+                 "attached; this handle is unusable: close it and open the cache again", cname(self));
+    return -1;
+}
+
+/* On error paths only: a region truncated and extended again reads as zeros, header included. */
+static int region_wiped(CacheObject *self) {
+    return self->open && (self->broken || memcmp(self->view.buf, UWC_MAGIC, 8) != 0);
+}
+
 static PyObject *raise_status(CacheObject *self, int rc, Py_ssize_t klen, Py_ssize_t vlen) {
     const uwc_params *p = &self->c.p;
+    if ((rc == UWC_FULL || rc == UWC_ENOTINT || rc >= UWC_ELOCK) && region_wiped(self)) {
+        PyErr_Format(ErrCorruptStore,
+                     "the region of cache '%s' was wiped (its header is gone: truncated and extended again "
+                     "by another process?); close it and open the cache again", cname(self));
+        return NULL;
+    }
     int bitmap = (p->options & UWC_OPT_BITMAP) != 0;
     switch (rc) {
     case UWC_EKEY_EMPTY:
@@ -205,7 +311,8 @@ static PyObject *raise_status(CacheObject *self, int rc, Py_ssize_t klen, Py_ssi
 }
 
 static inline int check_open(CacheObject *self) {
-    if (!self->open) {
+    if (!self->open || self->broken) {
+        if (self->open) return raise_broken(self);
         PyErr_SetString(ErrCacheClosed, "the cache is closed in this process");
         return -1;
     }
@@ -722,6 +829,7 @@ static void release_region(CacheObject *self) {
     self->counters = NULL;
     self->counter_gen = 0;
     self->open = 0;
+    guard_unregister(self);
     PyBuffer_Release(&self->view);
 }
 
@@ -769,6 +877,7 @@ static int Cache_init(CacheObject *self, PyObject *args, PyObject *kw) {
     uint64_t now = now_s();
     const char *cn = PyUnicode_AsUTF8(name);
     if (!cn) { PyBuffer_Release(&view); return -1; }
+    guard_register(self, view.buf, (size_t)view.len);
     if (strcmp(mode, "create") == 0) {
         rc = uwc_create(&self->c, view.buf, (uint64_t)view.len, &p, cn, now);
         if (rc) why = "the buffer is too small for this geometry";
@@ -781,6 +890,7 @@ static int Cache_init(CacheObject *self, PyObject *args, PyObject *kw) {
         return -1;
     }
     if (rc) {
+        guard_unregister(self);
         PyBuffer_Release(&view);
         if (rc == UWC_EMISMATCH)
             PyErr_Format(ErrRegionMismatch, "the existing region of cache '%s' was created with another %s", cn, why);

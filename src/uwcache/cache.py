@@ -3,7 +3,15 @@
 Every cache lives in one mapped region: a file in shared memory (``/dev/shm``) or, with
 ``store=``, the store file itself. Processes find a cache by namespace and name:
 
-    <shm dir>/uwcache-<namespace>/<name>.cache      (a symlink to the store file when persistent)
+    <shm dir>/uwcache-<namespace>/<name>.cache                the name entry: a small regular file
+    <shm dir>/uwcache-<namespace>/<name>@<digest>.region      a memory-only region, one per geometry
+
+The name entry says ``region <file>`` (the current generation) or ``store <absolute path>``.
+A process whose options give another geometry opens (or creates) another generation instead
+of failing; an old generation is unlinked by the first open or close that finds it unused.
+The namespace directory must be ours with mode 0700, and every file is opened relative to it
+with ``O_NOFOLLOW`` and checked with ``fstat`` (:mod:`uwcache._fs`). A region's whole size is
+reserved when it is created (``posix_fallocate``), or :class:`SharedMemoryFull` is raised.
 
 Who is attached is tracked with ``flock``: every process that maps a region holds a shared
 lock on it (forked children inherit it). Opening is serialised by an ``fcntl`` lock on the
@@ -16,23 +24,26 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import logging
 import mmap
 import os
 import stat
+import struct
 import time
 import urllib.parse
 from typing import Any, Dict, List, Optional, Tuple
 
-from . import _engine
+from . import _engine, _fs
 from .config import CacheOptions
 from .config import _resolve_namespace as resolve_namespace
-from .errors import CacheError, CorruptStore, RegionMismatch, UnknownCache
+from .errors import CacheError, CorruptStore, RegionMismatch, SharedMemoryFull, UnknownCache
 from .net.counters import net_stats
 
 log = logging.getLogger("uwcache")
 
 _REGION_SUFFIX = ".cache"
+_GENERATION_SUFFIX = ".region"
 
 
 def shm_dir() -> str:
@@ -44,32 +55,269 @@ def shm_dir() -> str:
 
 
 def namespace_dir(namespace: Optional[str] = None, *, create: bool = False) -> str:
-    """The directory holding one namespace's regions (created owner-only on demand)."""
-    path = os.path.join(shm_dir(), "uwcache-" + resolve_namespace(namespace))
+    """The directory holding one namespace's regions (created owner-only on demand).
+
+    With ``create`` the directory is also checked: it must be ours, mode 0700, not a link
+    (:mod:`uwcache._fs`); otherwise :class:`CacheError` names the path and its owner.
+    """
+    ns = resolve_namespace(namespace)
+    path = os.path.join(shm_dir(), "uwcache-" + ns)
     if create:
-        try:
-            os.makedirs(path, mode=0o700, exist_ok=True)
-        except OSError as exc:
-            raise CacheError(f"cannot create the namespace directory {path}: {exc.strerror}") from exc
+        fd = _namespace_fd(ns, create=True)
+        assert fd is not None  # created or refused
+        os.close(fd)
     return path
+
+
+def _namespace_fd(ns: str, *, create: bool) -> Optional[int]:
+    """A descriptor on the namespace directory, checked; None when it does not exist."""
+    base = shm_dir()
+    if create and not os.path.lexists(base):
+        try:
+            os.makedirs(base, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise CacheError(f"cannot create the shared-memory directory {base}: {exc.strerror}") from exc
+    elif not create and not os.path.isdir(base):
+        return None
+    base_fd = _fs.open_dir(base, "the shared-memory directory")
+    try:
+        return _fs.private_dir(base_fd, base, "uwcache-" + ns, create=create)
+    finally:
+        os.close(base_fd)
 
 
 def _file_name(cache_name: str) -> str:
     # names may hold '/', spaces or unicode: keep the file name portable and reversible
-    return urllib.parse.quote(cache_name, safe="") + _REGION_SUFFIX
+    return _quoted(cache_name) + _REGION_SUFFIX
+
+
+def _quoted(cache_name: str) -> str:
+    return urllib.parse.quote(cache_name, safe="")  # never holds '@' (quoted): it separates generations
 
 
 def region_path(cache_name: str, namespace: Optional[str] = None) -> str:
+    """The name entry of a cache: a small file that says where its current region is."""
     return os.path.join(namespace_dir(namespace), _file_name(cache_name))
 
 
 def list_caches(namespace: Optional[str] = None) -> List[str]:
     """Names of the caches that have a region in the namespace (live or left over)."""
-    try:
-        entries = sorted(os.listdir(namespace_dir(namespace)))
-    except FileNotFoundError:
+    fd = _namespace_fd(resolve_namespace(namespace), create=False)
+    if fd is None:
         return []
+    try:
+        entries = sorted(os.listdir(fd))
+    finally:
+        os.close(fd)
     return [urllib.parse.unquote(e[: -len(_REGION_SUFFIX)]) for e in entries if e.endswith(_REGION_SUFFIX)]
+
+
+# -- the name entry -------------------------------------------------------------------------
+#
+# ``<name>.cache`` is a small regular file, never a link: ``region <file>`` names the current
+# generation of a memory-only cache (``<name>@<digest>.region`` in the same directory),
+# ``store <absolute path>`` the store file of a persistent one. It is replaced atomically.
+
+Entry = Tuple[str, str]
+
+
+def _read_entry(dir_fd: int, ns_path: str, name: str) -> Optional[Entry]:
+    path = os.path.join(ns_path, _file_name(name))
+    try:
+        fd = os.open(_file_name(name), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # an older uwcache's link to a store: never followed, replaced
+            return None
+        raise CacheError(f"cannot read the cache entry {path}: {exc.strerror}") from exc
+    try:
+        _fs.check_private_file(fd, path, "the cache entry")
+        data = os.read(fd, 8192)
+    finally:
+        os.close(fd)
+    try:
+        kind, _, value = data.decode("utf-8").rstrip("\n").partition(" ")
+    except UnicodeDecodeError:
+        return None
+    if kind == "region" and _is_generation_of(value, name):
+        return (kind, value)
+    if kind == "store" and os.path.isabs(value):
+        return (kind, value)
+    return None  # a leftover of an older uwcache (a region or a link): replaced on the next open
+
+
+def _write_entry(dir_fd: int, name: str, entry: Entry) -> None:
+    tmp = f".{_quoted(name)}.{os.getpid()}.tmp"
+    try:
+        os.unlink(tmp, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+    try:
+        os.write(fd, f"{entry[0]} {entry[1]}\n".encode("utf-8"))
+    finally:
+        os.close(fd)
+    os.rename(tmp, _file_name(name), src_dir_fd=dir_fd, dst_dir_fd=dir_fd)  # replaces, never follows
+
+
+def _generation_file(name: str, params: "EngineParams") -> str:
+    """``<name>@<digest>.region``: one file per geometry, so a deploy that changes it gets a new one."""
+    shared = _engine.OPT_BITMAP | _engine.OPT_LRU | _engine.OPT_LAZY | _engine.OPT_CLEAR_ON_FULL
+    identity = (_engine.FORMAT_VERSION,) + tuple(params[:6]) + (params[6] & shared,) + tuple(params[7:9])
+    digest = hashlib.sha256(repr(identity).encode()).hexdigest()[:12]
+    return f"{_quoted(name)}@{digest}{_GENERATION_SUFFIX}"
+
+
+def _is_generation_of(file_name: str, name: str) -> bool:
+    prefix = _quoted(name) + "@"
+    return (file_name.startswith(prefix) and file_name.endswith(_GENERATION_SUFFIX) and "/" not in file_name
+            and len(file_name) > len(prefix) + len(_GENERATION_SUFFIX))
+
+
+_OFD_SETLK = getattr(fcntl, "F_OFD_SETLK", None)
+_OFD_SETLKW = getattr(fcntl, "F_OFD_SETLKW", None)
+
+
+def _ofd_lock(fd: int, kind: int, command: int) -> None:
+    # struct flock: l_type, l_whence, l_start, l_len, l_pid (0 for open-file-description locks)
+    fcntl.fcntl(fd, command, struct.pack("hhqqi4x", kind, os.SEEK_SET, 0, 1, 0))
+
+
+_use_ofd = _OFD_SETLK is not None and _OFD_SETLKW is not None
+
+
+def _opener_lock(fd: int, *, blocking: bool) -> None:
+    """The opener lock on byte 0. An open-file-description lock where Linux has them: unlike a
+    process-wide ``lockf`` it also keeps two threads of one process apart, and closing another
+    descriptor of the file does not drop it. Both kinds exclude each other across processes."""
+    global _use_ofd
+    if _use_ofd:
+        try:
+            _ofd_lock(fd, fcntl.F_WRLCK, _OFD_SETLKW if blocking else _OFD_SETLK)  # type: ignore[arg-type]
+            return
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:  # EAGAIN/EACCES: held by another opener
+                raise
+            _use_ofd = False  # a kernel without OFD locks
+    fcntl.lockf(fd, fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
+
+
+def _opener_unlock(fd: int) -> None:
+    if _use_ofd:
+        _ofd_lock(fd, fcntl.F_UNLCK, _OFD_SETLK)  # type: ignore[arg-type]
+    else:
+        fcntl.lockf(fd, fcntl.LOCK_UN, 1, 0)
+
+
+def _probe_unused(dir_fd: int, file_name: str) -> Optional[int]:
+    """An fd holding the opener lock and the exclusive flock of an unused region, else None."""
+    try:
+        fd = os.open(file_name, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        if os.fstat(fd).st_uid != os.geteuid():
+            raise OSError
+        _opener_lock(fd, blocking=False)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def generations(name: str, namespace: Optional[str] = None) -> List[Dict[str, Any]]:
+    """The memory-only regions of one cache: ``{"path", "current", "in_use"}`` each, current first.
+
+    A deploy that changes a cache's options makes a new generation; an old one is freed by the
+    first open or close after its last user has gone.
+    """
+    ns = resolve_namespace(namespace)
+    fd = _namespace_fd(ns, create=False)
+    if fd is None:
+        return []
+    ns_path = os.path.join(shm_dir(), "uwcache-" + ns)
+    try:
+        entry = _read_entry(fd, ns_path, name)
+        current = entry[1] if entry is not None and entry[0] == "region" else None
+        found = []
+        for file_name in sorted(os.listdir(fd)):
+            if not _is_generation_of(file_name, name):
+                continue
+            probe = _probe_unused(fd, file_name)
+            if probe is not None:
+                os.close(probe)
+            found.append({"path": os.path.join(ns_path, file_name), "current": file_name == current,
+                          "in_use": probe is None})
+    finally:
+        os.close(fd)
+    found.sort(key=lambda g: not g["current"])
+    return found
+
+
+def current_path(name: str, namespace: Optional[str] = None) -> Optional[str]:
+    """The path of the region (or store file) that the name entry of ``name`` points at."""
+    ns = resolve_namespace(namespace)
+    fd = _namespace_fd(ns, create=False)
+    if fd is None:
+        return None
+    ns_path = os.path.join(shm_dir(), "uwcache-" + ns)
+    try:
+        entry = _read_entry(fd, ns_path, name)
+    finally:
+        os.close(fd)
+    if entry is None:
+        return None
+    return entry[1] if entry[0] == "store" else os.path.join(ns_path, entry[1])
+
+
+def collect_generations(name: str, namespace: Optional[str] = None, *, keep: Optional[str] = None) -> List[str]:
+    """Unlink the memory-only regions of ``name`` that nobody uses and that are not current.
+
+    Returns the paths freed. Safe against concurrent openers: a region is removed only while
+    this process holds its opener lock and its exclusive flock.
+    """
+    ns = resolve_namespace(namespace)
+    fd = _namespace_fd(ns, create=False)
+    if fd is None:
+        return []
+    ns_path = os.path.join(shm_dir(), "uwcache-" + ns)
+    freed = []
+    try:
+        entry = _read_entry(fd, ns_path, name)
+        current = entry[1] if entry is not None and entry[0] == "region" else None
+        for file_name in os.listdir(fd):
+            if file_name in (current, keep) or not _is_generation_of(file_name, name):
+                continue
+            probe = _probe_unused(fd, file_name)
+            if probe is None:
+                continue
+            try:
+                if os.fstat(probe).st_nlink:
+                    os.unlink(file_name, dir_fd=fd)
+                    freed.append(os.path.join(ns_path, file_name))
+                    log.info("cache %r: freed an old generation nobody uses any more: %s", name, freed[-1])
+            finally:
+                os.close(probe)
+    finally:
+        os.close(fd)
+    return freed
+
+
+def _collect_quietly(name: str, namespace: str, keep: Optional[str] = None) -> None:
+    try:
+        collect_generations(name, namespace, keep=keep)
+    except Exception as exc:  # housekeeping: never fails the caller
+        log.debug("cache %r: collecting old generations failed: %s", name, exc)
+
+
+def _peek(data: bytes, file_size: int, path: str) -> Dict[str, Any]:
+    """The engine's header reader; a name that is not UTF-8 is corruption too."""
+    try:
+        return _engine.peek_header(data, file_size)
+    except UnicodeDecodeError:
+        raise CorruptStore(f"{path}: the cache name in the region header is not valid UTF-8 (damaged header)") from None
 
 
 EngineParams = Tuple[int, int, int, int, int, int, int, int, int]
@@ -200,6 +448,8 @@ class Cache(_engine.CacheBase):
             self._map.close()
         finally:
             os.close(self._fd)
+        if self.options.store is None:  # we may have been the last user of an old generation
+            _collect_quietly(self.name, self.namespace)
 
     def flush(self) -> None:
         """Write a persistent cache's dirty pages to its store file now (``msync``)."""
@@ -235,59 +485,195 @@ def _warn_long_chains(options: CacheOptions) -> None:
         )
 
 
-def _create_file(path: str) -> int:
-    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
-    try:
-        return os.open(path, flags, 0o600)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:  # the namespace entry of a store: a symlink we made
-            return os.open(path, flags & ~getattr(os, "O_NOFOLLOW", 0), 0o600)
-        raise CacheError(f"cannot open the region {path}: {exc.strerror}") from exc
+def _space_problem(name: str, size: int, directory: str, free: int, *, store: bool = False) -> Optional[str]:
+    """Why a region of ``size`` bytes cannot be reserved with ``free`` bytes free, or None."""
+    if size <= free:
+        return None
+    if store:
+        room = "free the disk, move the store file (store=)"
+    else:
+        room = ("give it more room (Docker: docker run --shm-size=..., Compose: shm_size), point "
+                "UWCACHE_SHM_DIR at a bigger tmpfs")
+    return (f"cache {name!r} needs {_human(size)} ({size} bytes) of {'disk' if store else 'memory'}, but "
+            f"{directory} has only {_human(free)} ({free} bytes) free: {room}, or make the cache smaller "
+            "(max_items, block_size, block_count)")
 
 
-def _link_store(link: str, store_path: str) -> None:
-    """Make the namespace entry of a persistent cache point at its store file."""
-    target = os.path.abspath(store_path)
+def _human(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+def _reserve(fd: int, path: str, name: str, size: int, reclaimed: int, store: bool) -> None:
+    """Give the (empty or unusable) file ``size`` bytes of committed storage, or raise SharedMemoryFull.
+
+    posix_fallocate allocates every page now, so no later write into the mapping can fault
+    with SIGBUS because the tmpfs or disk is full.
+    """
+    directory = os.path.dirname(path)
+    vfs = os.fstatvfs(fd)
+    free = vfs.f_bavail * vfs.f_frsize + reclaimed
+    problem = _space_problem(name, size, directory, free, store=store)
+    if problem is not None:
+        raise SharedMemoryFull(problem)
+    os.ftruncate(fd, 0)
     try:
-        if os.path.islink(link) and os.readlink(link) == target:
-            return
-        if os.path.lexists(link):
-            os.unlink(link)
-        os.symlink(target, link)
+        os.posix_fallocate(fd, 0, size)
     except OSError as exc:
-        log.warning("cannot link %s to the store %s: %s", link, target, exc.strerror)
+        os.ftruncate(fd, 0)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.ENOMEM):
+            vfs = os.fstatvfs(fd)
+            raise SharedMemoryFull(_space_problem(name, size, directory, min(free, vfs.f_bavail * vfs.f_frsize),
+                                                  store=store)
+                                   or f"cache {name!r}: reserving {size} bytes in {directory} failed: "
+                                   f"{exc.strerror}") from None
+        raise CacheError(f"cannot reserve {size} bytes for cache {name!r} in {path}: {exc.strerror}") from exc
 
 
 def open_region(options: CacheOptions, namespace: Optional[str] = None, *, attach_only: bool = False) -> Cache:
-    """Create or attach the region of one cache and return a :class:`Cache` on it."""
+    """Create or attach the region of one cache and return a :class:`Cache` on it.
+
+    A memory-only cache's region is ``<name>@<geometry digest>.region`` in the namespace
+    directory: processes with other options get another generation instead of an error. The
+    name entry ``<name>.cache`` records the current generation, or the store file.
+    """
     ns = resolve_namespace(namespace)
-    ns_dir = namespace_dir(ns, create=True)
-    entry = os.path.join(ns_dir, _file_name(options.name))
-    persistent = options.store is not None
-    path = os.path.abspath(options.store) if options.store is not None else entry
-    if attach_only and not os.path.exists(path):
-        raise UnknownCache(f"no cache named {options.name!r} in namespace {ns!r} (looked for {path})")
     params = engine_params(options)
     size = _engine.region_size(params)
     _warn_long_chains(options)
-    fd = _create_file(path)
+    dir_fd = _namespace_fd(ns, create=True)
+    assert dir_fd is not None
+    ns_path = os.path.join(shm_dir(), "uwcache-" + ns)
     try:
-        cache = _open_locked(fd, path, options, params, size, persistent, attach_only)
-    except BaseException:
-        os.close(fd)
-        raise
-    if persistent:
-        _link_store(entry, path)
+        entry = _read_entry(dir_fd, ns_path, options.name)
+        if options.store is not None:
+            cache, mode = _open_store(options, params, size, ns, entry, attach_only)
+            wanted: Entry = ("store", cache.path)
+        else:
+            cache, mode = _open_generation(dir_fd, ns_path, options, params, size, ns, attach_only)
+            wanted = ("region", os.path.basename(cache.path))
+        try:
+            if entry != wanted and (options.store is not None or not _entry_alive(dir_fd, entry)
+                                    or (not attach_only and _newer(dir_fd, mode, entry))):
+                _write_entry(dir_fd, options.name, wanted)
+        except OSError as exc:
+            log.warning("cache %r: cannot update its entry in %s: %s", options.name, ns_path, exc.strerror)
+    finally:
+        os.close(dir_fd)
     cache.namespace = ns
-    cache.path = path
+    if options.store is None:
+        _collect_quietly(options.name, ns, keep=os.path.basename(cache.path))
     return cache
 
 
+def _newer(dir_fd: int, mode: str, entry: Optional[Entry]) -> bool:
+    """Whether the region we opened becomes the current generation.
+
+    A new generation always does. A cold one reopened does only if nobody uses the current
+    one: an old configuration starting again next to the new one must not take the name back.
+    """
+    if mode == "create":
+        return True
+    if mode != "recover" or entry is None or entry[0] != "region":
+        return False
+    probe = _probe_unused(dir_fd, entry[1])
+    if probe is None:
+        return False
+    os.close(probe)
+    return True
+
+
+def _entry_alive(dir_fd: int, entry: Optional[Entry]) -> bool:
+    if entry is None:
+        return False
+    try:
+        if entry[0] == "store":
+            return os.path.exists(entry[1])
+        os.stat(entry[1], dir_fd=dir_fd, follow_symlinks=False)
+        return True
+    except OSError:
+        return False
+
+
+def _open_generation(dir_fd: int, ns_path: str, options: CacheOptions, params: EngineParams, size: int, ns: str,
+                     attach_only: bool) -> Tuple[Cache, str]:
+    file_name = _generation_file(options.name, params)
+    path = os.path.join(ns_path, file_name)
+    flags = os.O_RDWR | (0 if attach_only else os.O_CREAT)
+    for _ in range(8):
+        try:
+            fd = _fs.open_private(dir_fd, file_name, flags, path=path, what="the region")
+        except FileNotFoundError:
+            raise UnknownCache(f"no cache named {options.name!r} in namespace {ns!r} (looked for {path})") from None
+        except CacheError:
+            raise
+        except OSError as exc:
+            raise CacheError(f"cannot open the region {path}: {exc.strerror}") from exc
+
+        def remove() -> None:
+            os.unlink(file_name, dir_fd=dir_fd)
+
+        try:
+            opened = _open_locked(fd, path, options, params, size, False, attach_only, remove, True)
+        except BaseException:
+            os.close(fd)
+            raise
+        if opened is not None:
+            opened[0].path = path
+            return opened
+        os.close(fd)  # freed as unused between our open and our lock: make it again
+    raise CacheError(f"cannot open the region {path}: it keeps being removed while opened")
+
+
+def _open_store(options: CacheOptions, params: EngineParams, size: int, ns: str, entry: Optional[Entry],
+                attach_only: bool) -> Tuple[Cache, str]:
+    path = os.path.abspath(str(options.store))
+    if entry is not None and entry[0] == "store" and entry[1] != path and os.path.exists(entry[1]):
+        raise RegionMismatch(
+            f"cache {options.name!r} in namespace {ns!r} already uses the store file {entry[1]}, but this "
+            f"configuration says {path} (a relative store path resolved from another working directory?). "
+            "Use the same absolute path; to move the store, remove the old cache's entry first "
+            "(uwcache.cache.destroy)")
+    parent, base = os.path.split(path)
+    parent_fd = _fs.open_dir(parent, "the directory of the store file")
+    try:
+        flags = os.O_RDWR | (0 if attach_only else os.O_CREAT)
+        try:
+            fd = _fs.open_private(parent_fd, base, flags, path=path, what="the store file")
+        except FileNotFoundError:
+            raise UnknownCache(f"no cache named {options.name!r} in namespace {ns!r} (looked for {path})") from None
+        except CacheError:
+            raise
+        except OSError as exc:
+            raise CacheError(f"cannot open the store file {path}: {exc.strerror}") from exc
+
+        def remove() -> None:
+            os.unlink(base, dir_fd=parent_fd)
+
+        try:
+            opened = _open_locked(fd, path, options, params, size, True, attach_only, remove, False)
+            if opened is None:
+                raise CacheError(f"the store file {path} was removed while it was being opened")
+        except BaseException:
+            os.close(fd)
+            raise
+    finally:
+        os.close(parent_fd)
+    opened[0].path = path
+    return opened
+
+
 def _open_locked(fd: int, path: str, options: CacheOptions, params: EngineParams, size: int,
-                 persistent: bool, attach_only: bool) -> Cache:
-    fcntl.lockf(fd, fcntl.LOCK_EX, 1, 0)  # one opener at a time
+                 persistent: bool, attach_only: bool, remove: Any, ours: bool) -> Optional[Tuple[Cache, str]]:
+    """Open the region under the opener lock; None if the file was unlinked before we got it."""
+    _opener_lock(fd, blocking=True)  # one opener at a time
     try:
         st = os.fstat(fd)
+        if st.st_nlink == 0:
+            return None
         if not stat.S_ISREG(st.st_mode):
             raise CorruptStore(f"{path} is not a regular file")
         try:
@@ -297,8 +683,15 @@ def _open_locked(fd: int, path: str, options: CacheOptions, params: EngineParams
             cold = False
         mode = _choose_mode(fd, path, options, params, size, st.st_size, cold, persistent, attach_only)
         if mode == "create":
-            os.ftruncate(fd, 0)
-            os.ftruncate(fd, size)
+            try:
+                _reserve(fd, path, options.name, size, st.st_blocks * 512 if st.st_size else 0, persistent)
+            except CacheError:
+                if ours or st.st_size == 0:  # leave nothing half-made behind
+                    try:
+                        remove()
+                    except OSError:
+                        pass
+                raise
             if persistent:
                 log.info("creating a new cache store file: %s", path)
         region = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
@@ -314,9 +707,13 @@ def _open_locked(fd: int, path: str, options: CacheOptions, params: EngineParams
             if dropped:
                 log.warning("cache %r: dropped %d damaged items while recovering %s", options.name, dropped, path)
         fcntl.flock(fd, fcntl.LOCK_SH)  # we are attached from now on
-        return cache
+        return cache, mode
     finally:
-        fcntl.lockf(fd, fcntl.LOCK_UN, 1, 0)
+        _opener_unlock(fd)
+
+
+class _Damaged(str):
+    """A region problem that is damage (an unreadable header), not another configuration."""
 
 
 def _choose_mode(fd: int, path: str, options: CacheOptions, params: EngineParams, size: int, file_size: int,
@@ -329,13 +726,14 @@ def _choose_mode(fd: int, path: str, options: CacheOptions, params: EngineParams
     problem = _region_problem(fd, path, options, params, size, file_size)
     if problem is None:
         return "recover" if cold else "attach"
+    error = CorruptStore if isinstance(problem, _Damaged) else RegionMismatch
     if not cold:
-        raise RegionMismatch(
+        raise error(
             f"cache {options.name!r} is in use by other processes with another configuration: {problem}. "
             "Stop them or use the same options."
         )
     if persistent and not options.store_delete:
-        raise RegionMismatch(
+        raise error(
             f"the store file {path} does not match cache {options.name!r}: {problem}. "
             "Remove it, fix the options, or set store_delete=True to recreate it."
         )
@@ -350,12 +748,12 @@ def _region_problem(fd: int, path: str, options: CacheOptions, params: EnginePar
                     file_size: int) -> Optional[str]:
     head_len = min(file_size, _engine.HEADER_SIZE)
     try:
-        header = _engine.peek_header(os.pread(fd, head_len, 0), file_size)
+        header = _peek(os.pread(fd, head_len, 0), file_size, path)
     except CorruptStore as exc:
         hint = ""
         if file_size % 8 == 0 and os.pread(fd, 8, 0) != b"UWCACHE\0":
             hint = " (a uWSGI store file has no header: import it with uwcache.import_uwsgi_store)"
-        return f"{exc}{hint}"
+        return _Damaged(f"{exc}{hint}")
     if not header["ready"]:
         return "its initialisation never finished"
     expected = dict(zip(("max_items", "key_size", "block_size", "blocks", "hash_size", "hash_algo"), params[:6]))
@@ -383,32 +781,68 @@ def open_cache(name: str, *, namespace: Optional[str] = None, max_items: int = 1
     return open_region(CacheOptions(name=name, max_items=max_items, **options), namespace)
 
 
-def attach(name: str, *, namespace: Optional[str] = None) -> Cache:
-    """Attach an existing cache by name, taking its geometry from the region itself."""
-    path = region_path(name, namespace)
+def attach(name: str, *, namespace: Optional[str] = None, generation: Optional[str] = None) -> Cache:
+    """Attach an existing cache by name, taking its geometry from the region itself.
+
+    A memory-only cache is attached at its current (newest) generation, or at ``generation``
+    (a path from :func:`generations`).
+    """
+    ns = resolve_namespace(namespace)
+    ns_path = os.path.join(shm_dir(), "uwcache-" + ns)
+    missing = UnknownCache(f"no cache named {name!r} in namespace {ns!r} (looked for {os.path.join(ns_path, _file_name(name))})")
+    dir_fd = _namespace_fd(ns, create=False)
+    if dir_fd is None:
+        raise missing
     try:
-        with open(path, "rb") as f:
-            header = _engine.peek_header(f.read(_engine.HEADER_SIZE), os.fstat(f.fileno()).st_size)
-    except FileNotFoundError:
-        raise UnknownCache(
-            f"no cache named {name!r} in namespace {resolve_namespace(namespace)!r} (looked for {path})"
-        ) from None
+        entry = _read_entry(dir_fd, ns_path, name)
+        if generation is not None:
+            if not _is_generation_of(os.path.basename(generation), name):
+                raise UnknownCache(f"{generation} is not a generation of cache {name!r}")
+            entry = ("region", os.path.basename(generation))
+        if entry is None:
+            raise missing
+        try:
+            if entry[0] == "store":
+                fd = _fs.open_private_path(entry[1], os.O_RDONLY, what="the store file")
+                path = entry[1]
+            else:
+                path = os.path.join(ns_path, entry[1])
+                fd = _fs.open_private(dir_fd, entry[1], os.O_RDONLY, path=path, what="the region")
+        except FileNotFoundError:
+            raise missing from None
+    finally:
+        os.close(dir_fd)
+    try:
+        header = _peek(os.pread(fd, _engine.HEADER_SIZE, 0), os.fstat(fd).st_size, path)
+    finally:
+        os.close(fd)
     options = _options_from_header(name, header)
-    if os.path.islink(path):
+    if entry[0] == "store":
         import dataclasses
 
-        options = dataclasses.replace(options, store=os.path.realpath(path))
-    return open_region(options, namespace, attach_only=True)
+        options = dataclasses.replace(options, store=entry[1])
+    return open_region(options, ns, attach_only=True)
 
 
 def destroy(name: str, *, namespace: Optional[str] = None) -> bool:
-    """Remove a memory-only cache's region (processes still attached keep their mapping)."""
-    path = region_path(name, namespace)
-    try:
-        os.unlink(path)
-        return True
-    except FileNotFoundError:
+    """Remove a cache's entry and its memory-only regions (processes still attached keep their
+    mapping); a persistent cache's store file is kept."""
+    ns = resolve_namespace(namespace)
+    dir_fd = _namespace_fd(ns, create=False)
+    if dir_fd is None:
         return False
+    removed = False
+    try:
+        for file_name in os.listdir(dir_fd):
+            if file_name == _file_name(name) or _is_generation_of(file_name, name):
+                try:
+                    os.unlink(file_name, dir_fd=dir_fd)
+                    removed = True
+                except FileNotFoundError:
+                    pass
+    finally:
+        os.close(dir_fd)
+    return removed
 
 
 def now() -> int:

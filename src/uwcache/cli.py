@@ -87,11 +87,18 @@ def known_namespaces() -> List[str]:
             if e.startswith("uwcache-") and os.path.isdir(os.path.join(shm_dir(), e))]
 
 
+def _has_caches(namespace: str) -> bool:
+    try:
+        return bool(list_caches(namespace))
+    except CacheError:  # a directory we do not trust (another user's): not offered as a hint
+        return False
+
+
 def _require_namespace(namespace: str) -> List[str]:
     """The caches of a namespace; CLIError when it has none."""
     names = list_caches(namespace)
     if not names:
-        others = [n for n in known_namespaces() if n != namespace and list_caches(n)]
+        others = [n for n in known_namespaces() if n != namespace and _has_caches(n)]
         hint = f"namespaces with caches: {', '.join(others)}" if others else "no namespace has caches yet"
         raise CLIError(f"namespace {namespace!r} has no caches (looked in {namespace_dir(namespace)}; {hint}). "
                        "Start a node with `uwcache run`, or pass --namespace / set UWCACHE_NAMESPACE")
@@ -435,7 +442,8 @@ def stats_table(stats: List[Dict[str, Any]]) -> List[str]:
     rows = []
     for s in stats:
         used, total = _data_fill(s)
-        rows.append((s["name"], s["items"], s["capacity"], _percent(s["items"], s["capacity"]),
+        name = s["name"] + (" (old generation)" if s.get("generation") == "old" else "")
+        rows.append((name, s["items"], s["capacity"], _percent(s["items"], s["capacity"]),
                      _percent(used, total), s["hits"], s["miss"], _percent(s["hits"], s["hits"] + s["miss"]),
                      s["writes"], s["full"], s["evictions"], s["expired_freed"], _human(s["memory"]),
                      s["mode"] + (",lru" if s["purge_lru"] else "")))
@@ -449,7 +457,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         if name not in names:
             raise CLIError(f"no cache named {name!r} in namespace {namespace!r} (caches there: {', '.join(names)})")
     with NamespaceStats(namespace) as reader:
-        stats = reader.collect(args.caches or None)
+        stats = reader.collect(args.caches or None, old_generations=not args.prometheus)
     if not stats:
         raise CLIError(f"none of the caches of namespace {namespace!r} could be read (see the warnings above)")
     if args.json:
@@ -457,8 +465,9 @@ def cmd_stats(args: argparse.Namespace) -> int:
     elif args.prometheus:
         sys.stdout.write(prometheus_text(stats))
     else:
-        print(f'namespace "{namespace}" ({namespace_dir(namespace)}): {len(stats)} cache'
-              f"{'' if len(stats) == 1 else 's'}")
+        count = sum(1 for s in stats if s.get("generation") != "old")
+        print(f'namespace "{namespace}" ({namespace_dir(namespace)}): {count} cache'
+              f"{'' if count == 1 else 's'}")
         print("\n".join(stats_table(stats)))
     return 0
 

@@ -201,7 +201,8 @@ class CacheOptions:
         for name in _LIST_FIELDS:
             object.__setattr__(self, name, _as_tuple(self._label(name), getattr(self, name)))
         if self.store is not None:
-            object.__setattr__(self, "store", _check_path(self._label("store"), self.store))
+            # absolute from here on: the store is part of the cache's identity, whatever the cwd later
+            object.__setattr__(self, "store", os.path.abspath(_check_path(self._label("store"), self.store)))
         self.validate()
 
     # -- derived values -----------------------------------------------------------------

@@ -43,6 +43,13 @@ class CorruptStore(RegionMismatch):
     """A store file is not a uwcache store, or its header is damaged."""
 
 
+class SharedMemoryFull(CacheError):
+    """A new region does not fit in the free space of its directory (``/dev/shm``, a tmpfs, a disk).
+
+    Raised when the cache is created, never later: a region's memory is reserved at creation.
+    """
+
+
 class CacheClosed(CacheError):
     """The cache was closed in this process."""
 
@@ -64,6 +71,7 @@ __all__ = [
     "NotAnInteger",
     "RegionMismatch",
     "CorruptStore",
+    "SharedMemoryFull",
     "CacheClosed",
     "UnknownCache",
 ]

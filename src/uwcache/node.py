@@ -24,9 +24,9 @@ import zlib
 from typing import Any, Dict, List, Optional, Union
 
 from . import _engine
-from .cache import Cache, namespace_dir, open_region, region_path
+from .cache import Cache, _collect_quietly, namespace_dir, open_region, region_path
 from .config import Caching
-from .errors import CacheError, ConfigError, UnknownCache
+from .errors import CacheError, ConfigError, CorruptStore, UnknownCache
 
 log = logging.getLogger("uwcache")
 
@@ -89,6 +89,7 @@ class Node:
         self._registered: List[str] = []
         self._pid = os.getpid()
         self._closed = False
+        self._reported_broken: set = set()
         try:
             for options in caching.caches:
                 self._caches[options.name] = open_region(options, self.namespace)
@@ -170,10 +171,13 @@ class Node:
         for cache in self._caches.values():
             if cache.closed:
                 continue
-            if not forked:
-                cache._sweeper_release(self._pid)
-            if cache.options.store:
-                cache.flush()
+            try:
+                if not forked:
+                    cache._sweeper_release(self._pid)
+                if cache.options.store:
+                    cache.flush()
+            except CorruptStore:  # truncated underneath us: nothing left to release or flush
+                pass
             cache.close()
 
     @property
@@ -211,7 +215,7 @@ class Node:
         bitmap = (o.blocks + 7) // 8 if o.mode_bitmap else 0
         return (f'*** Cache "{o.name}" initialized: {cache.region_size // (1024 * 1024)}MB '
                 f"(key: {88 + o.key_size} bytes, keys: {items_area} bytes, data: {data_area} bytes, "
-                f"bitmap: {bitmap} bytes) preallocated at {cache.path} ***")
+                f"bitmap: {bitmap} bytes) reserved at {cache.path} ***")
 
     def _sync_from(self) -> None:
         caches = [c for c in self._caches.values() if c.options.sync_from]
@@ -333,6 +337,11 @@ class Node:
                     if not cache._sweeper_claim(self._pid, lease):
                         continue
                     freed, keys = cache._sweep(report=self.caching.report_freed)
+                except CorruptStore as exc:  # its file was truncated or wiped by another process
+                    if cache.name not in self._reported_broken:
+                        self._reported_broken.add(cache.name)
+                        log.error("cache %r is unusable in this node: %s", cache.name, exc)
+                    continue
                 except CacheError as exc:  # closed underneath us during shutdown
                     log.debug("sweeper: %s", exc)
                     continue
@@ -340,6 +349,29 @@ class Node:
                     for key in keys or ():
                         log.info('freed "%s" from cache "%s"', key.decode(errors="replace"), cache.name)
                     log.info('freed %d items for cache "%s"', freed, cache.name)
+            for cache in self._caches.values():
+                self._check_region_file(cache)
+                if cache.options.store is None:  # old generations whose last user died without closing
+                    _collect_quietly(cache.name, self.namespace)
+
+    def _check_region_file(self, cache: Cache) -> None:
+        """Log (once) a region file that another process truncated or wiped under us."""
+        if cache.name in self._reported_broken or cache.closed:
+            return
+        try:
+            size = os.fstat(cache._fd).st_size
+            magic = os.pread(cache._fd, 8, 0)
+        except OSError:
+            return
+        if size < cache.region_size:
+            problem = f"its file {cache.path} was truncated to {size} bytes by another process"
+        elif magic != b"UWCACHE\0":
+            problem = f"its file {cache.path} was wiped (truncated and extended again?) by another process"
+        else:
+            return
+        self._reported_broken.add(cache.name)
+        log.error("cache %r is unusable in this node: %s; its calls raise CorruptStore: restart the node",
+                  cache.name, problem)
 
     def _store_sync_loop(self) -> None:
         stores = [c for c in self._caches.values() if c.options.store and c.options.store_sync_interval]

@@ -27,7 +27,7 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
-from ..cache import Cache, attach, list_caches
+from ..cache import Cache, attach, current_path, generations, list_caches
 from ..config import _resolve_namespace as resolve_namespace
 from ..errors import CacheError
 
@@ -110,7 +110,9 @@ class NamespaceStats:
         with self._lock:
             present = self.names()
             for name in list(self._attached):
-                if name not in present:  # region removed: let it go
+                # region removed, or a newer generation took over: let the old one go (its last
+                # user frees it) and attach the current one
+                if name not in present or self._attached[name].path != current_path(name, self.namespace):
                     self._attached.pop(name).close()
             wanted = present if only is None else list(only)
             result = []
@@ -129,11 +131,15 @@ class NamespaceStats:
                 result.append(cache)
             return result
 
-    def collect(self, only: Optional[Iterable[str]] = None) -> List[Dict[str, Any]]:
+    def collect(self, only: Optional[Iterable[str]] = None, *, old_generations: bool = False) -> List[Dict[str, Any]]:
         """One stats dict per cache (:meth:`uwcache.Cache.stats`: uWSGI's keys, uwcache's
         extras, then the network counters ``net_*`` shared by every process), plus
         ``block_map`` (:func:`block_map`) for bitmap caches and ``replication`` (its
-        ``peers`` and ``listen`` addresses) for caches this process configured with them."""
+        ``peers`` and ``listen`` addresses) for caches this process configured with them.
+
+        With ``old_generations``, each cache is followed by its older generations that are
+        still in use (a deploy that changed the options), with ``"generation": "old"``.
+        """
         stats = []
         for cache in self.caches(only):
             try:
@@ -146,7 +152,23 @@ class NamespaceStats:
             if options.udp_clients or options.udp_servers:
                 entry["replication"] = {"peers": list(options.udp_clients), "listen": list(options.udp_servers)}
             stats.append(entry)
+            if old_generations and cache.options.store is None:
+                stats.extend(self._old_generations(cache))
         return stats
+
+    def _old_generations(self, cache: Cache) -> List[Dict[str, Any]]:
+        found = []
+        for generation in generations(cache.name, self.namespace):
+            if generation["current"] or not generation["in_use"] or generation["path"] == cache.path:
+                continue
+            try:  # attached only while read: holding it would keep it from being freed
+                with attach(cache.name, namespace=self.namespace, generation=generation["path"]) as old:
+                    stats = old.stats()
+            except CacheError:
+                continue
+            stats["generation"] = "old"
+            found.append(stats)
+        return found
 
     def close(self) -> None:
         """Detach the caches this object attached (owned caches are left alone)."""

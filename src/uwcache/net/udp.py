@@ -43,6 +43,7 @@ import weakref
 from typing import Any, Dict, List, Optional, Tuple
 
 from .. import _engine, wire
+from .._fs import open_private_path
 from ..errors import CacheError, ConfigError
 from .counters import NetCounter, count, net_stats  # noqa: F401  (re-exported)
 from .seen import SeenTable, open_private
@@ -322,7 +323,8 @@ class _Endpoint:
 
     def try_own(self) -> bool:
         """Take the receiver duty of this cache if no other process holds it."""
-        fd = open_private(self.directory, self.file_name + ".udp-lock", what=f"cache {self.name!r}: udp lock")
+        # in the namespace directory: never follow a link planted there, the file must be ours
+        fd = open_private_path(self.lock_path, os.O_RDWR | os.O_CREAT, what="the UDP receiver lock file")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -355,16 +357,14 @@ class _Endpoint:
         return True
 
     def holder(self) -> str:
-        try:  # for a log line only; never through a link
-            fd = os.open(self.lock_path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
-        except OSError:
-            return "?"
         try:
-            return os.read(fd, 32).decode(errors="replace") or "?"
-        except OSError:
+            fd = open_private_path(self.lock_path, os.O_RDONLY, what="the UDP receiver lock file")
+            try:
+                return os.read(fd, 32).decode(errors="replace") or "?"
+            finally:
+                os.close(fd)
+        except (OSError, CacheError):
             return "?"
-        finally:
-            os.close(fd)
 
     def _release(self, fd: int) -> None:
         for sock in self.sockets:
