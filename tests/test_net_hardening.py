@@ -382,7 +382,7 @@ def test_replay_memory_file_is_private_and_links_are_refused(namespace, shm_dir)
     for name in ("c.cache.udp-seen", "c.cache.udp-lock"):
         os.unlink(os.path.join(ns_dir, name))
         os.symlink(victim, os.path.join(ns_dir, name))
-        with pytest.raises(uwcache.ConfigError, match="symbolic link"):
+        with pytest.raises(uwcache.CacheError, match="symbolic link"):
             caching.start()
         os.unlink(os.path.join(ns_dir, name))
     with open(victim, "rb") as f:
