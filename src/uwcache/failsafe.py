@@ -76,3 +76,8 @@ class FailurePolicy:
             "%s: cache %s failed, treated as a miss (%s: %s); set ignore_exceptions=False to raise instead",
             self.owner, operation, type(exc).__name__, exc,
         )
+
+    def warn(self, kind: str, msg: str, *args: Any) -> None:
+        """A rate-limited warning for a write that was refused but is not a failure (a value
+        too large for an item, a full cache): the call already answers False."""
+        self._log(logging.WARNING, kind, msg, *args)

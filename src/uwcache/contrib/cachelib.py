@@ -187,7 +187,7 @@ class UWCache(BaseCache):
         except (ValueTooLarge, CacheFull, KeyTooLong) as exc:
             if not isinstance(exc, KeyTooLong):
                 cache.delete(k)  # never leave a stale value behind a failed set
-            log.warning("uwcache: value for %r not cached: %s", k, exc)
+            self.failure_policy.warn(type(exc).__name__, "uwcache: value for %r not cached: %s", k, exc)
             return False
 
     @_guarded(False)
@@ -201,7 +201,7 @@ class UWCache(BaseCache):
                 return k not in cache
             return cache.add(k, data, expires)
         except (ValueTooLarge, CacheFull, KeyTooLong) as exc:
-            log.warning("uwcache: value for %r not added: %s", k, exc)
+            self.failure_policy.warn(type(exc).__name__, "uwcache: value for %r not added: %s", k, exc)
             return False
 
     def set_many(self, mapping: Dict[str, Any], timeout: Timeout = None) -> List[Any]:

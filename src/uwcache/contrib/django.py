@@ -154,7 +154,7 @@ class UWCache(BaseCache):
         except (ValueTooLarge, CacheFull) as exc:
             # memcached semantics: never leave the previous value behind a failed set
             cache.delete(key)
-            log.warning("uwcache: value for %r not cached: %s", key, exc)
+            self.failure_policy.warn(type(exc).__name__, "uwcache: value for %r not cached: %s", key, exc)
             return False
 
     def _decode(self, raw: Optional[bytes], default: Any) -> Any:
@@ -181,7 +181,7 @@ class UWCache(BaseCache):
         try:
             return cache.add(k, data, expires)
         except (ValueTooLarge, CacheFull) as exc:
-            log.warning("uwcache: value for %r not added: %s", k, exc)
+            self.failure_policy.warn(type(exc).__name__, "uwcache: value for %r not added: %s", k, exc)
             return False
 
     @_guarded(_default_argument)
