@@ -137,10 +137,11 @@ class LazyCache:
                         cache = open_cache(self.name, namespace=self.namespace,
                                            **_options_kwargs(self.options))
                     except RegionMismatch as exc:
+                        hint = ("; memoize(name) attaches whatever exists: open the cache with its options "
+                                "before the first call" if self.attach_existing else "")
                         raise RegionMismatch(
                             f"{self.owner}: {exc} (every user of cache {self.name!r} in namespace "
-                            f"{self.namespace!r}, in this process or another, must give the same options; "
-                            "memoize(name) attaches whatever exists: open the cache before its first call)"
+                            f"{self.namespace!r}, in this process or another, must give the same options{hint})"
                         ) from exc
                 _registry[key] = cache
             elif cache.options != self.options and not self.attach_existing:

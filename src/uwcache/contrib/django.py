@@ -186,7 +186,8 @@ class UWCache(BaseCache):
 
     @_guarded(_default_argument)
     def get(self, key: Any, default: Any = None, version: Optional[int] = None) -> Any:
-        return self._decode(self.cache.get(self._key(key, version)), default)
+        k = self._key(key, version)  # an invalid key raises even when the cache fails
+        return self._decode(self.cache.get(k), default)
 
     @_guarded(_constant(None))
     def set(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Optional[int] = None) -> None:
@@ -214,7 +215,8 @@ class UWCache(BaseCache):
 
     @_guarded(_constant(False))
     def delete(self, key: Any, version: Optional[int] = None) -> bool:
-        return self.cache.delete(self._key(key, version))
+        k = self._key(key, version)
+        return self.cache.delete(k)
 
     @_guarded(_constant(False))
     def has_key(self, key: Any, version: Optional[int] = None) -> bool:
@@ -232,10 +234,11 @@ class UWCache(BaseCache):
 
     @_guarded(lambda args, kwargs: {})
     def get_many(self, keys: Iterable[Any], version: Optional[int] = None) -> Dict[Any, Any]:
+        named = [(key, self._key(key, version)) for key in keys]
         cache = self.cache
         found: Dict[Any, Any] = {}
-        for key in keys:
-            raw = cache.get(self._key(key, version))
+        for key, k in named:
+            raw = cache.get(k)
             if raw is not None:
                 value = self._codec.decode(raw)
                 if value is not MISS:
@@ -244,12 +247,11 @@ class UWCache(BaseCache):
 
     @_guarded(_all_keys)
     def set_many(self, data: Dict[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: Optional[int] = None) -> List[Any]:
+        encoded_items = [(key, self._key(key, version), self._codec.encode(value)) for key, value in data.items()]
         cache = self.cache
         expires = self._expires(timeout)
         failed: List[Any] = []
-        for key, value in data.items():
-            k = self._key(key, version)
-            encoded = self._codec.encode(value)
+        for key, k, encoded in encoded_items:
             if expires is None:
                 cache.delete(k)
             elif not self._write(cache, k, encoded, expires):
@@ -258,9 +260,10 @@ class UWCache(BaseCache):
 
     @_guarded(_constant(None))
     def delete_many(self, keys: Iterable[Any], version: Optional[int] = None) -> None:
+        named = [self._key(key, version) for key in keys]
         cache = self.cache
-        for key in keys:
-            cache.delete(self._key(key, version))
+        for k in named:
+            cache.delete(k)
 
     @_guarded(_constant(None))
     def clear(self) -> None:
