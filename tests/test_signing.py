@@ -271,3 +271,21 @@ def test_a_pickle_sent_by_another_user_over_udp_is_not_run(namespace, tmp_path, 
         assert dj.get("k", "miss") == "miss"
         assert dj.rejected_values == 1
     assert not target.exists(), "the attacker's pickle was run"
+
+
+def test_memoize_on_a_node_cache_signs_with_its_replication_secret(namespace):
+    from uwcache.serializers import MISS, Codec
+
+    caching = uwcache.Caching(namespace, secret="replication secret").add_cache("node", **GEOMETRY)
+    with caching.start() as node:
+        cache = node.cache("node")
+
+        @memoize(cache)
+        def f(x):
+            return {"x": x}
+
+        assert f(1) == {"x": 1}
+        raw = cache.get(f.cache_key(1))
+        same_secret = Codec(signer=signing.ValueSigner(namespace, "replication secret"))
+        assert same_secret.decode(raw) == {"x": 1}  # what another node's backend with that secret reads
+        assert Codec(signer=signing.ValueSigner(namespace)).decode(raw) is MISS  # the key file differs

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Tuple, Type
 
 from .errors import CacheError
 
@@ -24,7 +24,7 @@ __all__ = ["FAILURES", "RateLimitedLog", "FailurePolicy"]
 
 #: What counts as a cache failure: every uwcache error and operating-system errors
 #: (opening a region or a key file).
-FAILURES: Tuple[type, ...] = (CacheError, OSError)
+FAILURES: Tuple[Type[BaseException], ...] = (CacheError, OSError)
 
 
 class RateLimitedLog:
