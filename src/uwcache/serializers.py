@@ -65,7 +65,6 @@ __all__ = [
     "CustomSerializer",
     "Codec",
     "MISS",
-    "is_builtin",
     "SerializerMismatch",
     "get_serializer",
     "engine_expires",
@@ -202,18 +201,6 @@ def get_serializer(spec: Union[str, Serializer, Any, None]) -> Serializer:
     return CustomSerializer(spec)
 
 
-def is_builtin(spec: Any) -> bool:
-    """True for uwcache's own serializers (by name, ``None`` or instance): those keep the
-    native fast path for ``int``/``bytes``/``str``; any other serializer gets every value."""
-    if spec is None:
-        return True
-    if isinstance(spec, str):
-        return spec.lower() in _BUILTIN
-    return type(spec) in _BUILTIN_TYPES or spec in _BUILTIN_TYPES
-
-
-_BUILTIN_TYPES = (PickleSerializer, JSONSerializer, RawSerializer)
-
 #: What :meth:`Codec.decode` returns for a value that must be treated as absent.
 MISS: Any = type("Miss", (), {"__repr__": lambda self: "<uwcache MISS>", "__slots__": ()})()
 
@@ -233,8 +220,9 @@ class Codec:
 
     def __init__(self, serializer: Union[str, Serializer, Any, None] = "pickle", *,
                  signer: Optional[ValueSigner] = None, owner: str = "uwcache") -> None:
-        self.native = is_builtin(serializer)
         self.serializer = get_serializer(serializer)
+        # uwcache's own serializers (however named) keep the fast path; a user's gets every value
+        self.native = not isinstance(self.serializer, CustomSerializer)
         self.signer = signer if signer is not None else ValueSigner()
         self.owner = owner
         self.rejected = 0  #: values refused by this codec because their HMAC did not verify
