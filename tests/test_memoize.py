@@ -340,3 +340,18 @@ def test_async_hit_neither_calls_nor_awaits_the_function(cache):
 
     assert asyncio.run(hit()) == 8
     assert started == [4]  # the hit never created the function's coroutine
+
+
+def test_memoize_by_name_and_a_configured_backend_share_one_cache_in_a_process(namespace):
+    from uwcache.contrib.cachelib import UWCache
+
+    geometry = dict(max_items=40, block_size=1024, key_size=128, hash_size=64, full_purge_lru=True)
+    UWCache("both", namespace=namespace, **geometry).set("warm", 1)  # creates it, fully configured
+
+    @memoize("both", namespace=namespace)
+    def f(x):
+        return [x]
+
+    assert f(1) == [1] and f(1) == [1]
+    backend = UWCache("both", namespace=namespace, **geometry)  # compared with its own options only
+    assert backend.get("warm") == 1 and backend.cache.get(f.cache_key(1)) is not None

@@ -132,17 +132,22 @@ class LazyCache:
             cache = _registry.get(key)
             if cache is None or cache.closed:
                 cache = self._attach() if self.attach_existing else None
-                if cache is None:
-                    try:
-                        cache = open_cache(self.name, namespace=self.namespace,
-                                           **_options_kwargs(self.options))
-                    except RegionMismatch as exc:
-                        hint = ("; memoize(name) attaches whatever exists: open the cache with its options "
-                                "before the first call" if self.attach_existing else "")
-                        raise RegionMismatch(
-                            f"{self.owner}: {exc} (every user of cache {self.name!r} in namespace "
-                            f"{self.namespace!r}, in this process or another, must give the same options{hint})"
-                        ) from exc
+                if cache is not None:
+                    # not registered: its options come from the region's header, and a backend
+                    # of this process that configures the cache in full must not be compared
+                    # with them
+                    self._cache = cache
+                    self._epoch = _fork_epoch
+                    return cache
+                try:
+                    cache = open_cache(self.name, namespace=self.namespace, **_options_kwargs(self.options))
+                except RegionMismatch as exc:
+                    hint = ("; memoize(name) attaches whatever exists: open the cache with its options "
+                            "before the first call" if self.attach_existing else "")
+                    raise RegionMismatch(
+                        f"{self.owner}: {exc} (every user of cache {self.name!r} in namespace "
+                        f"{self.namespace!r}, in this process or another, must give the same options{hint})"
+                    ) from exc
                 _registry[key] = cache
             elif cache.options != self.options and not self.attach_existing:
                 raise RegionMismatch(
