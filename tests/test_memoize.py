@@ -345,7 +345,7 @@ def test_async_hit_neither_calls_nor_awaits_the_function(cache):
 def test_memoize_by_name_and_a_configured_backend_share_one_cache_in_a_process(namespace):
     from uwcache.contrib.cachelib import UWCache
 
-    geometry = dict(max_items=40, block_size=1024, key_size=128, hash_size=64, full_purge_lru=True)
+    geometry = dict(max_items=40, block_size=1024, key_size=256, hash_size=64, full_purge_lru=True)
     UWCache("both", namespace=namespace, **geometry).set("warm", 1)  # creates it, fully configured
 
     @memoize("both", namespace=namespace)
