@@ -289,3 +289,16 @@ def test_memoize_on_a_node_cache_signs_with_its_replication_secret(namespace):
         same_secret = Codec(signer=signing.ValueSigner(namespace, "replication secret"))
         assert same_secret.decode(raw) == {"x": 1}  # what another node's backend with that secret reads
         assert Codec(signer=signing.ValueSigner(namespace)).decode(raw) is MISS  # the key file differs
+
+
+def test_processes_racing_to_create_the_key_file_agree(namespace, tmp_path):
+    from forks import run_in_forks
+
+    def child(i):
+        signing._file_keys.clear()  # as a fresh process: nothing cached
+        (tmp_path / f"key{i}").write_bytes(signing.load_key_file(namespace))
+
+    assert run_in_forks(6, child) == [0] * 6
+    keys = {(tmp_path / f"key{i}").read_bytes() for i in range(6)}
+    assert len(keys) == 1 and len(keys.pop()) == signing.KEY_SIZE
+    assert signing.load_key_file(namespace) == (tmp_path / "key0").read_bytes()
