@@ -90,7 +90,7 @@ class ValueSigner:
 
     def tag(self, data: bytes) -> bytes:
         """The 16-byte tag of ``data`` (which starts with the serializer's tag byte)."""
-        return hmac.new(self.key, data, hashlib.sha256).digest()[:MAC_SIZE]
+        return hmac.digest(self.key, data, "sha256")[:MAC_SIZE]  # the one-shot C path
 
     def verify(self, tag: bytes, data: bytes) -> bool:
         return hmac.compare_digest(self.tag(data), tag)
