@@ -288,3 +288,13 @@ def test_a_users_serializer_gets_every_value_and_is_returned_as_assigned(make):
     c.set("k2", "v")
     assert c.serializer is later and later.dumped == ["v"]
     assert c.inc("hits") == 1 and c.inc("hits") == 2  # counters stay native (atomic)
+
+
+def test_subclass_serializer_then_assignment_uses_the_assigned_one(namespace):
+    c = CustomCache("silly2", namespace=namespace, **GEOMETRY)  # declares serializer = SillySerializer()
+    assert isinstance(c.serializer, SillySerializer)
+    c.serializer = CachelibJSON()  # was silently ignored before
+    c.set("doc", {"k": [1]})
+    assert isinstance(c.serializer, CachelibJSON)
+    assert json.loads(c.cache.get("doc")[17:]) == {"k": [1]}
+    assert c.get("doc") == {"k": [1]}
