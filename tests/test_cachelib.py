@@ -298,3 +298,15 @@ def test_subclass_serializer_then_assignment_uses_the_assigned_one(namespace):
     assert isinstance(c.serializer, CachelibJSON)
     assert json.loads(c.cache.get("doc")[17:]) == {"k": [1]}
     assert c.get("doc") == {"k": [1]}
+
+
+def test_a_serializer_may_return_empty_bytes(make):
+    class Blank:
+        def dumps(self, value):
+            return b""
+
+        def loads(self, data):
+            return "blank" if data == b"" else data
+
+    c = make(name="blank", serializer=Blank())
+    assert c.set("k", "anything") and c.get("k") == "blank" and c.rejected_values == 0

@@ -285,7 +285,7 @@ class Codec:
     def _verified(self, data: bytes) -> Optional[bytes]:
         """The payload of a signed value, or None (counted, logged) if its tag is wrong."""
         end = 1 + MAC_SIZE
-        if len(data) > end and self.signer.verify(data[1:end], data[:1] + data[end:]):
+        if len(data) >= end and self.signer.verify(data[1:end], data[:1] + data[end:]):
             return data[end:]
         self.rejected += 1
         _count_rejected()
