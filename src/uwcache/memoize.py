@@ -148,6 +148,10 @@ class LazyCache:
                         f"{self.owner}: {exc} (every user of cache {self.name!r} in namespace "
                         f"{self.namespace!r}, in this process or another, must give the same options{hint})"
                     ) from exc
+                if self.attach_existing:
+                    log.info("%s: no cache %r in namespace %r yet: created it with open_cache's defaults "
+                             "(to choose its options, open it before the first call)",
+                             self.owner, self.name, self.namespace)
                 _registry[key] = cache
             elif cache.options != self.options and not self.attach_existing:
                 raise RegionMismatch(
