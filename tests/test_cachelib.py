@@ -226,14 +226,14 @@ def test_subclass_serializer_attribute_is_used(namespace):
     c = CustomCache("silly", namespace=namespace, **GEOMETRY)
     c.set("v", {"x": [1, 2]})
     assert c.get("v") == {"x": [1, 2]}
-    assert c.cache.get("v")[1:] == b"{'x': [1, 2]}"
+    assert c.cache.get("v")[17:] == b"{'x': [1, 2]}"
 
 
 def test_serializer_assignment_and_cachelib_serializers(c):
     c.serializer = CachelibJSON()
     c.set("doc", {"k": "v"})
     assert c.get("doc") == {"k": "v"}
-    assert json.loads(c.cache.get("doc")[1:]) == {"k": "v"}
+    assert json.loads(c.cache.get("doc")[17:]) == {"k": "v"}
 
 
 def test_processes_share_counters_and_values(make):
@@ -248,3 +248,65 @@ def test_processes_share_counters_and_values(make):
     assert c.get("hits") == 1000
     assert c.get_many(*(f"child-{i}" for i in range(4))) == [{"i": i} for i in range(4)]
     assert uwcache.attach("shared", namespace=c._lazy.namespace).get_int("hits") == 1000
+
+
+def test_uwcache_serializers_by_dotted_path_keep_the_fast_path(make):
+    js = make(name="dotted", serializer="uwcache.serializers.JSONSerializer")
+    js.set("doc", {"a": 1})
+    js.set("s", "text")
+    assert js.get("doc") == {"a": 1} and js.get("s") == "text"
+    assert js.cache.get("s") == b"\x02text"  # native str: uwcache's own serializer
+    assert js.inc("n") == 1
+
+
+class Counting:
+    """A user's serializer: it must see every value, str, bytes and int included."""
+
+    def __init__(self):
+        self.dumped, self.loaded = [], 0
+
+    def dumps(self, value):
+        self.dumped.append(value)
+        return json.dumps(value if not isinstance(value, bytes) else value.decode()).encode()
+
+    def loads(self, data):
+        self.loaded += 1
+        return json.loads(data)
+
+
+def test_a_users_serializer_gets_every_value_and_is_returned_as_assigned(make):
+    counting = Counting()
+    c = make(name="every", serializer=counting)
+    assert c.serializer is counting
+    for value in ("text", 7, {"a": 1}):
+        assert c.set("k", value) and c.get("k") == value
+    c.set("b", b"bytes")
+    assert counting.dumped == ["text", 7, {"a": 1}, b"bytes"] and counting.loaded == 3
+    assert c.cache.get("k")[0] == 0x05  # tagged custom, signed
+    later = Counting()
+    c.serializer = later  # cachelib's pattern: assigned after construction
+    c.set("k2", "v")
+    assert c.serializer is later and later.dumped == ["v"]
+    assert c.inc("hits") == 1 and c.inc("hits") == 2  # counters stay native (atomic)
+
+
+def test_subclass_serializer_then_assignment_uses_the_assigned_one(namespace):
+    c = CustomCache("silly2", namespace=namespace, **GEOMETRY)  # declares serializer = SillySerializer()
+    assert isinstance(c.serializer, SillySerializer)
+    c.serializer = CachelibJSON()  # was silently ignored before
+    c.set("doc", {"k": [1]})
+    assert isinstance(c.serializer, CachelibJSON)
+    assert json.loads(c.cache.get("doc")[17:]) == {"k": [1]}
+    assert c.get("doc") == {"k": [1]}
+
+
+def test_a_serializer_may_return_empty_bytes(make):
+    class Blank:
+        def dumps(self, value):
+            return b""
+
+        def loads(self, data):
+            return "blank" if data == b"" else data
+
+    c = make(name="blank", serializer=Blank())
+    assert c.set("k", "anything") and c.get("k") == "blank" and c.rejected_values == 0

@@ -128,8 +128,10 @@ def test_unknown_or_invalid_options_are_improperly_configured(namespace):
 def test_other_geometry_raises_region_mismatch_naming_the_location(namespace):
     first = UWCache("geo", {"OPTIONS": {"max_items": 10, "block_size": 128, "NAMESPACE": namespace}})
     first.set("k", 1)
-    # same process: the per-process registry names the differing option
-    other = UWCache("geo", {"OPTIONS": {"max_items": 10, "block_size": 256, "NAMESPACE": namespace}})
+    # same process: the per-process registry names the differing option (IGNORE_EXCEPTIONS=False
+    # raises; the default's miss is tested in test_cache_failures_are_misses_by_default)
+    strict = {"max_items": 10, "block_size": 256, "NAMESPACE": namespace, "IGNORE_EXCEPTIONS": False}
+    other = UWCache("geo", {"OPTIONS": strict})
     with pytest.raises(uwcache.RegionMismatch, match=r"LOCATION='geo'.*block_size=128 vs 256"):
         other.get("k")
     # another process holding it with the old options: no error on either side
@@ -143,7 +145,7 @@ def test_other_geometry_raises_region_mismatch_naming_the_location(namespace):
     )
     try:
         assert holder.stdout.readline().strip() == "ready"
-        mismatched = UWCache("geo2", {"OPTIONS": {"max_items": 10, "block_size": 256, "NAMESPACE": namespace}})
+        mismatched = UWCache("geo2", {"OPTIONS": dict(strict)})
         # a deploy that changes the options: the new configuration gets its own generation
         mismatched.set("k", 1)
         assert mismatched.get("k") == 1
@@ -564,8 +566,10 @@ def test_json_serializer_and_refusal_to_unpickle(namespace):
     pickling = UWCache("ser", {"OPTIONS": opts})
     pickling.set("pickled", {1, 2})
     assert pickling.get("doc") == {"a": [1, 2], "b": None}  # JSON is safe for everyone to read
+    assert js.get("pickled", "miss") == "miss"  # refused, and by default a miss (logged)
+    strict = UWCache("ser", {"OPTIONS": dict(opts, SERIALIZER="json", IGNORE_EXCEPTIONS=False)})
     with pytest.raises(SerializerMismatch, match="refusing to unpickle"):
-        js.get("pickled")
+        strict.get("pickled")
 
 
 def test_values_written_by_plain_uwcache_users_come_back_as_bytes(cache):

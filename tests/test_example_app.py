@@ -1,4 +1,5 @@
-"""The example apps under gunicorn with 4 workers: one cache for all of them, end to end.
+"""The example apps under gunicorn (Flask, Django) or uvicorn (the asyncio app) with 4
+workers: one cache for all of them, end to end.
 
 Each app is started as a subprocess on 127.0.0.1 and driven over HTTP with urllib. The
 checks are what a user would look at: the page is rendered once and served by every worker,
@@ -25,7 +26,8 @@ from oracle import free_port
 pytestmark = pytest.mark.slow
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "examples")
-APPS = {"flask": ("flask_app", "app:app"), "django": ("django_app", "app:application")}
+APPS = {"flask": ("flask_app", "app:app"), "django": ("django_app", "app:application"),
+        "asyncio": ("asyncio_app", "app:app")}
 WORKERS = 4
 
 Reply = Tuple[int, Dict[str, str], bytes]
@@ -35,15 +37,25 @@ def http(base: str, path: str, method: str = "GET", body: Optional[bytes] = None
     req = urllib.request.Request(base + path, data=body, method=method)
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, dict(resp.headers), resp.read()
+            return resp.status, _headers(resp.headers), resp.read()
     except urllib.error.HTTPError as err:
-        return err.code, dict(err.headers), err.read()
+        return err.code, _headers(err.headers), err.read()
+
+
+def _headers(message: Any) -> Dict[str, str]:
+    # HTTP header names are case-insensitive: uvicorn sends them in lower case
+    return {name.title(): value for name, value in message.items()}
 
 
 def many(base: str, path: str, count: int, method: str = "GET", body: Optional[bytes] = None) -> List[Reply]:
     """``count`` requests, 8 at a time, so that several workers take part."""
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         return list(pool.map(lambda _: http(base, path, method, body), range(count)))
+
+
+def _uvicorn_args(port: int, app_dir: str, target: str) -> List[str]:
+    return [sys.executable, "-m", "uvicorn", "--workers", str(WORKERS), "--host", "127.0.0.1",
+            "--port", str(port), "--app-dir", app_dir, "--timeout-graceful-shutdown", "5", target]
 
 
 def _gunicorn_args(port: int, app_dir: str, target: str) -> List[str]:
@@ -58,15 +70,15 @@ def _gunicorn_args(port: int, app_dir: str, target: str) -> List[str]:
 
 @pytest.fixture(scope="module", params=sorted(APPS))
 def server(request: pytest.FixtureRequest) -> Iterator[str]:
-    """One gunicorn per example app (4 workers), in a namespace of its own."""
+    """One server per example app (4 workers), in a namespace of its own."""
     kind = request.param
     app_dir, target = APPS[kind]
     port = free_port()
-    log_path = request.getfixturevalue("tmp_path_factory").mktemp(kind) / "gunicorn.log"
+    log_path = request.getfixturevalue("tmp_path_factory").mktemp(kind) / "server.log"
     env = dict(os.environ, UWCACHE_NAMESPACE=f"example-{kind}-{os.getpid()}")  # shm dir: conftest's
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            _gunicorn_args(port, os.path.join(EXAMPLES, app_dir), target),
+            (_uvicorn_args if kind == "asyncio" else _gunicorn_args)(port, os.path.join(EXAMPLES, app_dir), target),
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
     base = f"http://127.0.0.1:{port}"
@@ -74,14 +86,14 @@ def server(request: pytest.FixtureRequest) -> Iterator[str]:
         deadline = time.time() + 30
         while not _answers(base):
             if proc.poll() is not None:
-                pytest.fail(f"gunicorn exited with {proc.returncode}:\n{log_path.read_text()}")
+                pytest.fail(f"{kind} server exited with {proc.returncode}:\n{log_path.read_text()}")
             if time.time() > deadline:
-                pytest.fail(f"gunicorn did not answer in 30 s:\n{log_path.read_text()}")
+                pytest.fail(f"{kind} server did not answer in 30 s:\n{log_path.read_text()}")
             time.sleep(0.1)
         _wait_for_workers(base, log_path)
         yield base
     finally:
-        proc.send_signal(signal.SIGINT)  # gunicorn's quick shutdown
+        proc.send_signal(signal.SIGINT)  # gunicorn: quick shutdown; uvicorn: graceful
         try:
             proc.wait(15)
         except subprocess.TimeoutExpired:

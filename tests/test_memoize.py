@@ -5,6 +5,7 @@ import asyncio
 import datetime
 import decimal
 import enum
+import inspect
 import logging
 import math
 import os
@@ -287,3 +288,70 @@ def test_lazy_cache_checks_options_early_and_mismatches_clearly(namespace):
     LazyCache("geo", namespace=namespace, max_items=10, block_size=64).get()
     with pytest.raises(uwcache.RegionMismatch, match=r"my app: .*block_size=64 vs 128"):
         LazyCache("geo", namespace=namespace, owner="my app", max_items=10, block_size=128).get()
+
+
+def test_memoize_by_name_next_to_open_cache_uses_that_cache(namespace):
+    """Issue 12.3: @memoize("api") beside open_cache("api", ...) failed every call with a
+    RegionMismatch blaming "other processes" (it tried to create "api" with its defaults)."""
+    api = uwcache.open_cache("api", namespace=namespace, max_items=50, block_size=2048, key_size=128)
+    calls = []
+
+    @memoize("api", namespace=namespace, expires=60)
+    def lookup(x):
+        calls.append(x)
+        return {"x": x}
+
+    @memoize("api", namespace=namespace)
+    async def alookup(x):
+        calls.append(-x)
+        return [x]
+
+    assert lookup(1) == {"x": 1} and lookup(1) == {"x": 1} and calls == [1]
+    assert asyncio.run(alookup(2)) == [2] and asyncio.run(alookup(2)) == [2] and calls == [1, -2]
+    assert lookup.cache_key(1).encode() in api.keys()  # stored in the cache open_cache made
+    assert api.max_items == 50
+
+
+def test_memoize_by_name_creates_the_cache_when_there_is_none(namespace):
+    @memoize("fresh", namespace=namespace)
+    def f(x):
+        return x
+
+    assert f(3) == 3 and f(3) == 3
+    assert uwcache.attach("fresh", namespace=namespace).get(f.cache_key(3)) is not None
+
+
+def test_async_hit_neither_calls_nor_awaits_the_function(cache):
+    started = []
+
+    @memoize(cache)
+    async def slow(x):
+        started.append(x)
+        await asyncio.sleep(0)
+        return x * 2
+
+    assert inspect.iscoroutinefunction(slow)
+    assert asyncio.run(slow(4)) == 8
+
+    async def hit():
+        coro = slow(4)
+        assert inspect.iscoroutine(coro)
+        return await coro
+
+    assert asyncio.run(hit()) == 8
+    assert started == [4]  # the hit never created the function's coroutine
+
+
+def test_memoize_by_name_and_a_configured_backend_share_one_cache_in_a_process(namespace):
+    from uwcache.contrib.cachelib import UWCache
+
+    geometry = dict(max_items=40, block_size=1024, key_size=256, hash_size=64, full_purge_lru=True)
+    UWCache("both", namespace=namespace, **geometry).set("warm", 1)  # creates it, fully configured
+
+    @memoize("both", namespace=namespace)
+    def f(x):
+        return [x]
+
+    assert f(1) == [1] and f(1) == [1]
+    backend = UWCache("both", namespace=namespace, **geometry)  # compared with its own options only
+    assert backend.get("warm") == 1 and backend.cache.get(f.cache_key(1)) is not None

@@ -22,9 +22,16 @@ else raises TypeError at call time, because the usual fallbacks (``repr``, ``has
 differ between processes or runs and would silently miss: pass ``ignore=("self",)`` to leave
 an argument out, or ``key=`` to build the key yourself.
 
-Results are stored with a :class:`~uwcache.serializers.Codec` (pickle by default: see the
-trust model there); ``None`` results are cached too. Concurrent misses each compute the value
-(no lock across processes); the last one stored wins.
+Results are stored with a :class:`~uwcache.serializers.Codec` (pickle by default, signed:
+see :mod:`uwcache.signing`; a result whose signature does not verify is a miss); ``None``
+results are cached too. Concurrent misses each compute the value (no lock across processes);
+the last one stored wins.
+
+A cache given by name is attached if it exists (whatever its options: open it first with
+:func:`uwcache.open_cache` or a :class:`~uwcache.Node` to choose them), and created with
+``open_cache``'s defaults otherwise. A cache failure (closed, full, mismatched region...) never
+fails the call: the function is called and its result returned, the failure logged at a
+limited rate; ``ignore_exceptions=False`` raises instead.
 
 This module also holds :class:`LazyCache`, the per-process handle the framework backends use.
 """
@@ -45,11 +52,13 @@ import threading
 import uuid
 from typing import Any, Callable, Dict, Iterable, Optional, Tuple, TypeVar, Union
 
-from .cache import Cache, open_cache
+from .cache import Cache, attach, open_cache
 from .config import CacheOptions
 from .config import _resolve_namespace as resolve_namespace
-from .errors import CacheFull, ConfigError, RegionMismatch, ValueTooLarge
-from .serializers import Codec, engine_expires
+from .errors import CacheFull, ConfigError, RegionMismatch, UnknownCache, ValueTooLarge
+from .failsafe import FAILURES, FailurePolicy
+from .serializers import MISS, Codec, engine_expires
+from .signing import ValueSigner
 
 __all__ = ["memoize", "LazyCache", "make_key"]
 
@@ -88,16 +97,23 @@ class LazyCache:
     :class:`~uwcache.Cache`. The options are checked at creation (:class:`~uwcache.ConfigError`);
     a cache that already exists with another geometry raises :class:`~uwcache.RegionMismatch`
     on first use, with ``owner`` in the message to say which configuration is at fault.
+
+    With ``attach_existing=True`` (what ``memoize("name")`` uses) the options are only the
+    ones to create the cache with when it does not exist yet: an existing cache is attached
+    whatever its geometry, so ``memoize("api")`` next to ``open_cache("api", ...)`` uses the
+    cache that ``open_cache`` made.
     """
 
-    __slots__ = ("name", "namespace", "options", "owner", "_cache", "_epoch")
+    __slots__ = ("name", "namespace", "options", "owner", "attach_existing", "_cache", "_epoch")
 
-    def __init__(self, name: str, *, namespace: Optional[str] = None, owner: str = "", **options: Any) -> None:
+    def __init__(self, name: str, *, namespace: Optional[str] = None, owner: str = "",
+                 attach_existing: bool = False, **options: Any) -> None:
         options.setdefault("max_items", 1000)
         self.name = name
         self.namespace = resolve_namespace(namespace)
         self.options = CacheOptions(name=name, **options)  # validates now, not in a worker
         self.owner = owner or f"cache {name!r}"
+        self.attach_existing = attach_existing
         self._cache: Optional[Cache] = None
         self._epoch = -1
 
@@ -115,16 +131,29 @@ class LazyCache:
         with _registry_lock:
             cache = _registry.get(key)
             if cache is None or cache.closed:
+                cache = self._attach() if self.attach_existing else None
+                if cache is not None:
+                    # not registered: its options come from the region's header, and a backend
+                    # of this process that configures the cache in full must not be compared
+                    # with them
+                    self._cache = cache
+                    self._epoch = _fork_epoch
+                    return cache
                 try:
-                    cache = open_cache(self.name, namespace=self.namespace,
-                                       **_options_kwargs(self.options))
+                    cache = open_cache(self.name, namespace=self.namespace, **_options_kwargs(self.options))
                 except RegionMismatch as exc:
+                    hint = ("; memoize(name) attaches whatever exists: open the cache with its options "
+                            "before the first call" if self.attach_existing else "")
                     raise RegionMismatch(
-                        f"{self.owner}: {exc} (every process sharing cache {self.name!r} in namespace "
-                        f"{self.namespace!r} must use the same options)"
+                        f"{self.owner}: {exc} (every user of cache {self.name!r} in namespace "
+                        f"{self.namespace!r}, in this process or another, must give the same options{hint})"
                     ) from exc
+                if self.attach_existing:
+                    log.info("%s: no cache %r in namespace %r yet: created it with open_cache's defaults "
+                             "(to choose its options, open it before the first call)",
+                             self.owner, self.name, self.namespace)
                 _registry[key] = cache
-            elif cache.options != self.options:
+            elif cache.options != self.options and not self.attach_existing:
                 raise RegionMismatch(
                     f"{self.owner}: cache {self.name!r} in namespace {self.namespace!r} is already open in "
                     f"this process with other options ({_diff(cache.options, self.options)}); "
@@ -133,6 +162,12 @@ class LazyCache:
             self._cache = cache
             self._epoch = _fork_epoch
             return cache
+
+    def _attach(self) -> Optional[Cache]:
+        try:
+            return attach(self.name, namespace=self.namespace)
+        except UnknownCache:
+            return None  # not there yet: create it with the given options
 
     def __repr__(self) -> str:
         return f"<uwcache.LazyCache {self.name!r} namespace={self.namespace!r}>"
@@ -158,12 +193,21 @@ CacheLike = Union[Cache, LazyCache, str]
 
 def _resolver(cache: CacheLike, namespace: Optional[str]) -> Callable[[], Cache]:
     if isinstance(cache, str):
-        return LazyCache(cache, namespace=namespace, owner=f"memoize cache {cache!r}").get
+        return LazyCache(cache, namespace=namespace, owner=f"memoize cache {cache!r}", attach_existing=True).get
     if isinstance(cache, LazyCache):
         return cache.get
     if isinstance(cache, Cache):
         return lambda: cache
     raise TypeError(f"memoize needs a uwcache.Cache, a LazyCache or a cache name, got {type(cache).__name__}")
+
+
+def _signing_source(cache: CacheLike, namespace: Optional[str]) -> Tuple[str, Optional[str]]:
+    """The namespace whose key file signs results, and the replication secret if one is known."""
+    if isinstance(cache, Cache):
+        return cache.namespace, cache.options.secret
+    if isinstance(cache, LazyCache):
+        return cache.namespace, cache.options.secret
+    return resolve_namespace(namespace), None
 
 
 # -------------------------------------------------------------------------------------------
@@ -251,9 +295,6 @@ def make_key(prefix: str, bound: inspect.BoundArguments, ignore: Iterable[str] =
 # The decorator
 # -------------------------------------------------------------------------------------------
 
-_MISS = object()
-
-
 def memoize(
     cache: CacheLike,
     expires: float = 0,
@@ -263,6 +304,8 @@ def memoize(
     ignore: Iterable[str] = (),
     serializer: Any = "pickle",
     namespace: Optional[str] = None,
+    secret: Union[str, bytes, None] = None,
+    ignore_exceptions: bool = True,
 ) -> Callable[[F], F]:
     """Cache the results of a plain or ``async`` function in a shared cache.
 
@@ -275,6 +318,10 @@ def memoize(
         with the same prefix share entries.
     :param ignore: names of arguments left out of the key (``("self",)`` for methods).
     :param serializer: ``"pickle"`` (default), ``"json"``, ``"raw"`` or a serializer object.
+    :param secret: the key that signs pickled results (default: the replication ``secret`` of
+        a given Cache/LazyCache, else the namespace's key file; see :mod:`uwcache.signing`).
+    :param ignore_exceptions: True (default): a cache failure is logged at a limited rate and
+        the call goes on as on a miss; False: it raises.
 
     The wrapper gains ``cache_key(*args, **kwargs)``, ``invalidate(*args, **kwargs) -> bool``
     (forget one call, in every process) and ``invalidate_all() -> int`` (forget every call of
@@ -284,7 +331,11 @@ def memoize(
     if isinstance(expires, bool) or not isinstance(expires, (int, float)) or expires < 0:
         raise ConfigError(f"memoize expires must be a number of seconds >= 0 (0 = never), got {expires!r}")
     get_cache = _resolver(cache, namespace)
-    codec = Codec(serializer)
+    ns, replication_secret = _signing_source(cache, namespace)
+    owner = f"memoize cache {cache if isinstance(cache, str) else getattr(cache, 'name', '?')!r}"
+    signer = ValueSigner(ns, secret if secret is not None else replication_secret)
+    codec = Codec(serializer, signer=signer, owner=owner)
+    policy = FailurePolicy(owner, log, ignore_exceptions)
     ignored = tuple(ignore)
 
     def decorate(fn: F) -> F:
@@ -304,24 +355,38 @@ def memoize(
             bound.apply_defaults()
             return make_key(key_prefix, bound, ignored)
 
-        def lookup(k: Union[str, bytes]) -> Tuple[Cache, Any]:
-            c = get_cache()
-            raw = c.get(k)
-            if raw is None:
-                return c, _MISS
+        def lookup(k: Union[str, bytes]) -> Tuple[Optional[Cache], Any]:
             try:
-                return c, codec.decode(raw)
+                c = get_cache()
+                raw = c.get(k)
+            except FAILURES as exc:
+                policy.handle("get", exc)
+                return None, MISS
+            if raw is None:
+                return c, MISS
+            try:
+                return c, codec.decode(raw)  # MISS when its signature does not verify
+            except FAILURES as exc:
+                policy.handle("get", exc)
+                return c, MISS
             except Exception as exc:  # a damaged or foreign entry is a miss, not an outage
                 log.warning("memoize %s: ignoring an unreadable cached result (%s)", key_prefix, exc)
-                return c, _MISS
+                return c, MISS
 
-        def store(c: Cache, k: Union[str, bytes], value: Any) -> None:
+        def store(c: Optional[Cache], k: Union[str, bytes], value: Any) -> None:
+            if c is None:  # the cache failed on lookup: do not try again for this call
+                return
             try:
-                c.set(k, codec.encode(value), engine_expires(expires) if expires else 0)
-            except (ValueTooLarge, CacheFull) as exc:
-                log.warning("memoize %s: result not cached: %s", key_prefix, exc)
+                data = codec.encode(value)
             except Exception as exc:  # unpicklable/unencodable results: still return them
                 log.warning("memoize %s: result of type %s not cached: %s", key_prefix, type(value).__name__, exc)
+                return
+            try:
+                c.set(k, data, engine_expires(expires) if expires else 0)
+            except (ValueTooLarge, CacheFull) as exc:
+                policy.warn(type(exc).__name__, "memoize %s: result not cached: %s", key_prefix, exc)
+            except FAILURES as exc:
+                policy.handle("set", exc)
 
         if inspect.iscoroutinefunction(fn):
 
@@ -329,7 +394,7 @@ def memoize(
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
                 k = cache_key(*args, **kwargs)
                 c, value = lookup(k)
-                if value is _MISS:
+                if value is MISS:  # a hit returns without awaiting (or calling) fn
                     value = await fn(*args, **kwargs)
                     store(c, k, value)
                 return value
@@ -341,7 +406,7 @@ def memoize(
             def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
                 k = cache_key(*args, **kwargs)
                 c, value = lookup(k)
-                if value is _MISS:
+                if value is MISS:
                     value = fn(*args, **kwargs)
                     store(c, k, value)
                 return value
@@ -350,18 +415,29 @@ def memoize(
 
         def invalidate(*args: Any, **kwargs: Any) -> bool:
             """Forget the cached result of this call (in every process); True if there was one."""
-            return get_cache().delete(cache_key(*args, **kwargs))
+            k = cache_key(*args, **kwargs)
+            try:
+                return get_cache().delete(k)
+            except FAILURES as exc:
+                policy.handle("delete", exc)
+                return False
 
         def invalidate_all() -> int:
             """Forget every cached result of this function; returns how many were dropped."""
-            c = get_cache()
             start = key_prefix.encode() + b":"
-            return sum(1 for k in c.keys() if k.startswith(start) and c.delete(k))
+            try:
+                c = get_cache()
+                return sum(1 for k in c.keys() if k.startswith(start) and c.delete(k))
+            except FAILURES as exc:
+                policy.handle("invalidate_all", exc)
+                return 0
 
         wrapper.cache_key = cache_key
         wrapper.invalidate = invalidate
         wrapper.invalidate_all = invalidate_all
         wrapper.cache_prefix = key_prefix
+        wrapper.codec = codec  # codec.rejected: results refused because their signature did not verify
+        wrapper.failure_policy = policy
         return wrapper  # type: ignore[no-any-return]
 
     return decorate

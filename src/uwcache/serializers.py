@@ -19,27 +19,43 @@ stored value is one of:
   0x05  a custom serializer (any object with ``dumps``/``loads``)
   ====  =========================================================================
 
+Payloads that would be handed to pickle or to a user's serializer (tags 0x03 and 0x05) are
+authenticated: the tag byte is followed by a 16-byte HMAC of the tag byte and the payload
+(:mod:`uwcache.signing` says where the key comes from), then the payload. A value whose HMAC
+does not verify is a miss (:data:`MISS`), counted and logged at a limited rate, and never
+unpickled. JSON, text, bytes and counters are not signed: loading them runs no code.
+
 A value whose first byte is no tag was not written by these layers (``uwsgi.cache_set``, a
 plain :class:`uwcache.Cache` user): it comes back as the raw ``bytes``.
 
-Trust model: unpickling runs code. Anyone who can write the cache's shared memory (its file
-under ``/dev/shm``, created owner-only ``0600`` in an owner-only ``0700`` directory, or the
-``store`` file) can make every reader unpickle what they wrote, so pickle (the default of the
-framework backends, as in Django and cachelib) is only as safe as that file's permissions.
-Pick ``"json"`` or ``"raw"`` when writers are less trusted than readers: a reader configured
-with them refuses pickle-tagged values (:class:`SerializerMismatch`) instead of loading them.
+Which values go through the serializer: with uwcache's own serializers (``"pickle"``, the
+default, ``"json"``, ``"raw"``) ``int``, ``bytes`` and ``str`` take the native fast path above
+and only other types are serialized. A serializer the user gives (an object with
+``dumps``/``loads``, e.g. a cachelib serializer) gets *every* value, so a compressing or
+encrypting serializer sees every page and string. Counters are the one exception:
+``incr``/``inc`` store their result as a native 64-bit counter, because only that is atomic
+across processes.
+
+Trust model: see docs/caveats.md, "Security: pickled values". In short: a process that can
+write the cache but does not hold the key (a replication peer without the secret, a client
+of the cache server, another local user) can make readers miss, never run code. Pick
+``"json"`` or ``"raw"`` if even holders of the key are less trusted than readers: a reader
+configured with them refuses pickle-tagged values (:class:`SerializerMismatch`).
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import logging
 import math
 import pickle
 import time
 from typing import Any, Callable, Optional, Protocol, Union, runtime_checkable
 
 from .errors import CacheError, NotAnInteger
+from .failsafe import RateLimitedLog
+from .signing import MAC_SIZE, ValueSigner, _count_rejected, rejected_values
 
 __all__ = [
     "Serializer",
@@ -48,6 +64,7 @@ __all__ = [
     "RawSerializer",
     "CustomSerializer",
     "Codec",
+    "MISS",
     "SerializerMismatch",
     "get_serializer",
     "engine_expires",
@@ -184,17 +201,37 @@ def get_serializer(spec: Union[str, Serializer, Any, None]) -> Serializer:
     return CustomSerializer(spec)
 
 
+#: What :meth:`Codec.decode` returns for a value that must be treated as absent.
+MISS: Any = type("Miss", (), {"__repr__": lambda self: "<uwcache MISS>", "__slots__": ()})()
+
+_rejections = RateLimitedLog(logging.getLogger("uwcache.serializers"))
+
+
 class Codec:
-    """Encodes values for the engine and decodes what it returns (layout in the module doc)."""
+    """Encodes values for the engine and decodes what it returns (layout in the module doc).
 
-    __slots__ = ("serializer", "_accept_pickle")
+    :param serializer: a serializer spec (see :func:`get_serializer`).
+    :param signer: signs and verifies pickle and custom payloads; default: the key file of
+        the default namespace (the backends pass their own namespace's or secret's signer).
+    :param owner: names the user of this codec in log messages.
+    """
 
-    def __init__(self, serializer: Union[str, Serializer, Any, None] = "pickle") -> None:
+    __slots__ = ("serializer", "native", "signer", "owner", "rejected", "_accept_pickle")
+
+    def __init__(self, serializer: Union[str, Serializer, Any, None] = "pickle", *,
+                 signer: Optional[ValueSigner] = None, owner: str = "uwcache") -> None:
         self.serializer = get_serializer(serializer)
+        # uwcache's own serializers (however named) keep the fast path; a user's gets every value
+        self.native = not isinstance(self.serializer, CustomSerializer)
+        self.signer = signer if signer is not None else ValueSigner()
+        self.owner = owner
+        self.rejected = 0  #: values refused by this codec because their HMAC did not verify
         self._accept_pickle = self.serializer.tag == TAG_PICKLE
 
     def encode(self, value: Any) -> bytes:
         kind = type(value)
+        if not self.native:
+            return self._signed(TAG_CUSTOM, self.serializer.dumps(value))
         if kind is int and INT64_MIN <= value <= INT64_MAX:
             return value.to_bytes(COUNTER_SIZE, "little", signed=True)
         if kind is bytes or kind is bytearray or kind is memoryview:
@@ -202,10 +239,20 @@ class Codec:
         elif kind is str:
             data = _STR + value.encode("utf-8", "surrogatepass")
         else:
-            data = bytes((self.serializer.tag,)) + self.serializer.dumps(value)
+            tag = self.serializer.tag
+            payload = self.serializer.dumps(value)
+            if tag == TAG_PICKLE or tag == TAG_CUSTOM:
+                return self._signed(tag, payload)
+            data = bytes((tag,)) + payload
         return _PAD + data if len(data) == COUNTER_SIZE else data
 
+    def _signed(self, tag: int, payload: bytes) -> bytes:
+        head = bytes((tag,))
+        signer = self.signer
+        return head + signer.tag(head + payload) + payload  # never 8 bytes: no pad needed
+
     def decode(self, data: bytes) -> Any:
+        """The stored value, or :data:`MISS` when its HMAC does not verify."""
         if len(data) == COUNTER_SIZE:
             return int.from_bytes(data, "little", signed=True)
         tag = data[0]
@@ -224,14 +271,31 @@ class Codec:
                     f"refusing to unpickle a cached value with the {self.serializer.name!r} serializer "
                     "(another process stores pickle in this cache; configure the same serializer everywhere)"
                 )
-            return pickle.loads(data[1:])
+            payload = self._verified(data)
+            return MISS if payload is None else pickle.loads(payload)
         if tag == TAG_CUSTOM:
             if self.serializer.tag != TAG_CUSTOM:
                 raise SerializerMismatch(
                     f"a cached value was written with a custom serializer; this reader uses {self.serializer.name!r}"
                 )
-            return self.serializer.loads(data[1:])
+            payload = self._verified(data)
+            return MISS if payload is None else self.serializer.loads(payload)
         return data  # not written by a framework layer: the raw bytes
+
+    def _verified(self, data: bytes) -> Optional[bytes]:
+        """The payload of a signed value, or None (counted, logged) if its tag is wrong."""
+        end = 1 + MAC_SIZE
+        if len(data) >= end and self.signer.verify(data[1:end], data[:1] + data[end:]):
+            return data[end:]
+        self.rejected += 1
+        _count_rejected()
+        _rejections(
+            logging.WARNING, self.owner,
+            "%s: ignored a cached value whose signature does not verify (forged, written with another "
+            "key or secret, or by an older uwcache); treated as a miss. %d rejected by this process so far",
+            self.owner, rejected_values(),
+        )
+        return None
 
 
 def engine_expires(timeout: float) -> int:
@@ -292,8 +356,16 @@ def add_to_counter(
         value: Any = cache.math_initial
     else:
         value = codec.decode(raw)
+        if value is MISS:  # a value that failed its signature check is not there
+            if not create:
+                raise missing()
+            value = cache.math_initial
     result = value + delta  # TypeError for None, str, ... as in Django and cachelib
-    _rewrite(cache, key, codec.encode(result))
+    if type(result) is int and INT64_MIN <= result <= INT64_MAX:
+        # a native counter whatever the serializer: the next incr is then atomic
+        _rewrite(cache, key, result.to_bytes(COUNTER_SIZE, "little", signed=True))
+    else:
+        _rewrite(cache, key, codec.encode(result))
     return result
 
 

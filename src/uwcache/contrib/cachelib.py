@@ -9,37 +9,81 @@
     cache.inc("hits")                 # atomic across every process
 
 Constructor: ``UWCache(name="default", default_timeout=300, key_prefix=None, namespace=None,
-serializer="pickle", ignore_delete_many_errors=True, **add_cache_options)``. The cache is
-opened in each process on first use (create it before forking freely). Semantics are
-cachelib's: timeout ``None`` = the default, ``0`` = never expires, negative = already
-expired; ``set``/``add`` return False when the value cannot be stored (too large for an
-item, cache full) instead of raising; ``get`` returns None for a missing or unreadable value;
-``inc``/``dec`` create a missing key and are atomic for integer values; ``clear`` empties the
-whole cache, or with a ``key_prefix`` only the keys under it.
+serializer=None, ignore_delete_many_errors=True, secret=None, ignore_exceptions=True,
+**add_cache_options)``. The cache is opened in each process on first use (create it before
+forking freely). Semantics are cachelib's: timeout ``None`` = the default, ``0`` = never
+expires, negative = already expired; ``set``/``add`` return False when the value cannot be
+stored (too large for an item, cache full) instead of raising; ``get`` returns None for a
+missing or unreadable value; ``inc``/``dec`` create a missing key and are atomic for integer
+values; ``clear`` empties the whole cache, or with a ``key_prefix`` only the keys under it.
+
+Serializer: ``serializer`` (argument, class attribute of a subclass, or a later
+``cache.serializer = ...``) holds exactly what was given. uwcache's default
+(:class:`DefaultSerializer`, a cachelib ``SimpleSerializer``) pickles, stores ``int``,
+``bytes`` and ``str`` natively and signs pickles; any other serializer gets every value.
+Pickled and custom-serialized values are signed (see :mod:`uwcache.signing`): ``secret``
+gives the key, else the cache's replication secret, else the namespace's key file.
+
+Failures: by default a cache failure (see :mod:`uwcache.failsafe`) is logged at a limited rate
+and the call behaves as on a miss (``get`` None, ``set``/``add``/``has``/``delete`` False,
+``inc`` None as cachelib documents for backend errors); ``ignore_exceptions=False`` raises.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 from typing import Any, Callable, Dict, List, Optional, Union
 
 from cachelib.base import BaseCache
+from cachelib.serializers import SimpleSerializer
 
 from ..cache import Cache
 from ..errors import CacheFull, KeyTooLong, ValueTooLarge
+from ..failsafe import FAILURES, FailurePolicy
 from ..memoize import LazyCache
-from ..serializers import Codec, add_to_counter, engine_expires
+from ..serializers import MISS, Codec, add_to_counter, engine_expires
+from ..signing import ValueSigner
 
-__all__ = ["UWCache"]
+__all__ = ["UWCache", "DefaultSerializer"]
 
 log = logging.getLogger("uwcache.contrib.cachelib")
 
 Timeout = Union[int, float, dt.timedelta, None]
 
 
+class DefaultSerializer(SimpleSerializer):
+    """uwcache's default serializer for the cachelib and Flask backends.
+
+    A cachelib ``SimpleSerializer`` (pickle), so code that checks for one is satisfied; the
+    backend recognises it and keeps its fast path: ``int`` (an atomic counter), ``bytes`` and
+    ``str`` are stored natively, other values are pickled and signed.
+    """
+
+
+def _guarded(miss: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Turn a cache failure inside the method into ``miss`` (or raise, per the policy)."""
+
+    def decorate(method: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(method)
+        def guarded(self: "UWCache", *args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(self, *args, **kwargs)
+            except FAILURES as exc:
+                self.failure_policy.handle(method.__name__, exc)
+                return miss(args) if callable(miss) else miss
+
+        return guarded
+
+    return decorate
+
+
 class UWCache(BaseCache):
     """cachelib ``BaseCache`` storing into the named uwcache cache ``name``."""
+
+    #: what was assigned (by the constructor, a subclass or ``cache.serializer = ...``)
+    serializer: Any = DefaultSerializer()
 
     def __init__(
         self,
@@ -49,6 +93,9 @@ class UWCache(BaseCache):
         namespace: Optional[str] = None,
         serializer: Any = None,
         ignore_delete_many_errors: bool = True,
+        *,
+        secret: Union[str, bytes, None] = None,
+        ignore_exceptions: bool = True,
         **cache_options: Any,
     ) -> None:
         BaseCache.__init__(self, default_timeout=default_timeout)
@@ -57,21 +104,32 @@ class UWCache(BaseCache):
         self.ignore_delete_many_errors = ignore_delete_many_errors
         self.key_prefix = key_prefix or ""
         owner = f"{type(self).__module__}.{type(self).__qualname__}(name={name!r})"
+        self.failure_policy = FailurePolicy(owner, log, ignore_exceptions)
         self._lazy = LazyCache(name, namespace=namespace, owner=owner, **cache_options)
-        if serializer is None:
-            # a subclass may name its serializer as a class attribute, as cachelib's caches do
-            declared = next(k.__dict__["serializer"] for k in type(self).__mro__ if "serializer" in k.__dict__)
-            serializer = "pickle" if isinstance(declared, property) else declared
-        self._codec = Codec(serializer)
+        self._signer = ValueSigner(self._lazy.namespace, secret if secret is not None else self._lazy.options.secret)
+        self._owner = owner
+        if serializer is not None:
+            self.serializer = serializer
+        self._codec_spec: Any = None
+        self._codec_cache = self._make_codec(self.serializer)  # a bad serializer fails here, not later
 
-    # Flask-Caching assigns ``cache.serializer`` when CACHE_SERIALIZER is set.
+    def _make_codec(self, spec: Any) -> Codec:
+        self._codec_spec = spec
+        return Codec("pickle" if isinstance(spec, DefaultSerializer) else spec, signer=self._signer,
+                     owner=self._owner)
+
     @property
-    def serializer(self) -> Any:
-        return self._codec.serializer
+    def _codec(self) -> Codec:
+        """The codec for the serializer assigned now (rebuilt when ``serializer`` changes)."""
+        spec = self.serializer
+        if spec is not self._codec_spec:
+            self._codec_cache = self._make_codec(spec)
+        return self._codec_cache
 
-    @serializer.setter
-    def serializer(self, value: Any) -> None:
-        self._codec = Codec(value)
+    @property
+    def rejected_values(self) -> int:
+        """Values this backend refused (in this process) because their signature did not verify."""
+        return self._codec_cache.rejected
 
     @property
     def cache(self) -> Cache:
@@ -96,14 +154,12 @@ class UWCache(BaseCache):
     def _decode(self, raw: Optional[bytes]) -> Any:
         if raw is None:
             return None
-        try:
-            return self._codec.decode(raw)
-        except Exception as exc:  # cachelib: "the value if it exists and is readable, else None"
-            log.warning("uwcache: unreadable cached value ignored: %s", exc)
-            return None
+        value = self._codec.decode(raw)
+        return None if value is MISS else value
 
     # -- cachelib's API ---------------------------------------------------------------------
 
+    @_guarded(None)
     def get(self, key: str) -> Any:
         try:
             return self._decode(self.cache.get(self._key(key)))
@@ -116,6 +172,7 @@ class UWCache(BaseCache):
     def get_dict(self, *keys: str) -> Dict[str, Any]:
         return {key: self.get(key) for key in keys}
 
+    @_guarded(False)
     def set(self, key: str, value: Any, timeout: Timeout = None) -> bool:
         data = self._codec.encode(value)  # pickling errors raise, as cachelib documents
         k = self._key(key)
@@ -130,9 +187,10 @@ class UWCache(BaseCache):
         except (ValueTooLarge, CacheFull, KeyTooLong) as exc:
             if not isinstance(exc, KeyTooLong):
                 cache.delete(k)  # never leave a stale value behind a failed set
-            log.warning("uwcache: value for %r not cached: %s", k, exc)
+            self.failure_policy.warn(type(exc).__name__, "uwcache: value for %r not cached: %s", k, exc)
             return False
 
+    @_guarded(False)
     def add(self, key: str, value: Any, timeout: Timeout = None) -> bool:
         data = self._codec.encode(value)
         k = self._key(key)
@@ -143,24 +201,27 @@ class UWCache(BaseCache):
                 return k not in cache
             return cache.add(k, data, expires)
         except (ValueTooLarge, CacheFull, KeyTooLong) as exc:
-            log.warning("uwcache: value for %r not added: %s", k, exc)
+            self.failure_policy.warn(type(exc).__name__, "uwcache: value for %r not added: %s", k, exc)
             return False
 
     def set_many(self, mapping: Dict[str, Any], timeout: Timeout = None) -> List[Any]:
         return [key for key, value in mapping.items() if self.set(key, value, timeout)]
 
+    @_guarded(False)
     def delete(self, key: str) -> bool:
         try:
             return self.cache.delete(self._key(key))
         except KeyTooLong:
             return False
 
+    @_guarded(False)
     def has(self, key: str) -> bool:
         try:
             return self._key(key) in self.cache
         except KeyTooLong:
             return False
 
+    @_guarded(False)
     def clear(self) -> bool:
         cache = self.cache
         prefix = self.key_prefix() if callable(self.key_prefix) else self.key_prefix
@@ -173,6 +234,7 @@ class UWCache(BaseCache):
                 cache.delete(k)
         return True
 
+    @_guarded(None)
     def inc(self, key: str, delta: int = 1) -> Any:
         return add_to_counter(self.cache, self._key(key), delta, self._codec, create=True, missing=KeyError)
 

@@ -14,7 +14,12 @@ runserver, Celery workers): every process of the machine sees one cache.
 
 ``OPTIONS`` takes every ``add_cache`` option (lower or upper case) plus ``NAMESPACE``
 (default ``$UWCACHE_NAMESPACE``, else ``"default"``), ``SERIALIZER`` (``"pickle"``,
-``"json"``, ``"raw"`` or a dotted path) and Django's ``MAX_ENTRIES`` (an alias of
+``"json"``, ``"raw"``, a dotted path or a serializer object: a serializer that is not
+uwcache's own gets every value), ``SECRET`` (the key that signs pickled values; default: the
+cache's replication ``secret``, else the namespace's key file, see :mod:`uwcache.signing`),
+``IGNORE_EXCEPTIONS`` (default True: a cache failure is logged at a limited rate and the call
+behaves as on a miss; False raises, see :mod:`uwcache.failsafe`) and Django's
+``MAX_ENTRIES`` (an alias of
 ``max_items`` when that is not given; ``CULL_FREQUENCY`` is ignored: enable
 ``full_purge_lru`` to evict instead of refusing writes when full).
 
@@ -28,8 +33,9 @@ raises ``InvalidCacheKey`` from every operation, as the memcached backends do fo
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, InvalidCacheKey
 from django.core.exceptions import ImproperlyConfigured
@@ -37,14 +43,50 @@ from django.core.exceptions import ImproperlyConfigured
 from ..cache import Cache
 from ..config import CacheOptions
 from ..errors import CacheFull, ConfigError, ValueTooLarge
+from ..failsafe import FAILURES, FailurePolicy
 from ..memoize import LazyCache
-from ..serializers import Codec, add_to_counter, engine_expires
+from ..serializers import MISS, Codec, add_to_counter, engine_expires
+from ..signing import ValueSigner
 
 __all__ = ["UWCache"]
 
 log = logging.getLogger("uwcache.contrib.django")
 
 _CACHE_OPTION_NAMES = frozenset(f.name for f in dataclasses.fields(CacheOptions)) - {"name"}
+_BACKEND_OPTION_NAMES = ("NAMESPACE", "SERIALIZER", "SECRET", "IGNORE_EXCEPTIONS")
+
+
+def _guarded(miss: Callable[[tuple, dict], Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A cache failure inside the method gives ``miss(args, kwargs)`` (or raises, per the policy)."""
+
+    def decorate(method: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(method)
+        def guarded(self: "UWCache", *args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(self, *args, **kwargs)
+            except FAILURES as exc:
+                self.failure_policy.handle(method.__name__, exc)
+                return miss(args, kwargs)
+
+        return guarded
+
+    return decorate
+
+
+def _constant(value: Any) -> Callable[[tuple, dict], Any]:
+    return lambda args, kwargs: value
+
+
+def _default_argument(args: tuple, kwargs: dict) -> Any:
+    return args[1] if len(args) > 1 else kwargs.get("default")
+
+
+def _all_keys(args: tuple, kwargs: dict) -> List[Any]:
+    return list(args[0] if args else kwargs.get("data", ()))
+
+
+def _not_found(args: tuple, kwargs: dict) -> Any:
+    raise ValueError(f"Key '{args[0] if args else kwargs.get('key')}' not found (the cache failed)")
 
 
 class UWCache(BaseCache):
@@ -54,7 +96,7 @@ class UWCache(BaseCache):
         super().__init__(params)
         name = location or "default"
         options = dict(params.get("OPTIONS") or {})
-        extra = {k.lower(): options.pop(k) for k in list(options) if k.upper() in ("NAMESPACE", "SERIALIZER")}
+        extra = {k.lower(): options.pop(k) for k in list(options) if k.upper() in _BACKEND_OPTION_NAMES}
         max_entries = options.pop("MAX_ENTRIES", None)
         options.pop("CULL_FREQUENCY", None)
         cache_options = {k.lower(): v for k, v in options.items()}
@@ -64,12 +106,16 @@ class UWCache(BaseCache):
         owner = f"Django cache backend uwcache.contrib.django.UWCache (LOCATION={name!r})"
         if unknown:
             raise ImproperlyConfigured(
-                f"{owner}: unknown OPTIONS {unknown}; accepted: NAMESPACE, SERIALIZER, MAX_ENTRIES, "
+                f"{owner}: unknown OPTIONS {unknown}; accepted: {', '.join(_BACKEND_OPTION_NAMES)}, MAX_ENTRIES, "
                 f"CULL_FREQUENCY and the add_cache options {sorted(_CACHE_OPTION_NAMES)}"
             )
         try:
             self._cache = LazyCache(name, namespace=extra.get("namespace"), owner=owner, **cache_options)
-            self._codec = Codec(extra.get("serializer", "pickle"))
+            secret = extra.get("secret")
+            signer = ValueSigner(self._cache.namespace, secret if secret is not None else self._cache.options.secret)
+            self.serializer = extra.get("serializer", "pickle")  #: as configured
+            self._codec = Codec(self.serializer, signer=signer, owner=owner)
+            self.failure_policy = FailurePolicy(owner, log, extra.get("ignore_exceptions", True))
         except (ConfigError, ValueError, TypeError, ImportError) as exc:
             raise ImproperlyConfigured(f"{owner}: {exc}") from exc
         self._key_bytes_limit = self._cache.options.key_size
@@ -108,14 +154,23 @@ class UWCache(BaseCache):
         except (ValueTooLarge, CacheFull) as exc:
             # memcached semantics: never leave the previous value behind a failed set
             cache.delete(key)
-            log.warning("uwcache: value for %r not cached: %s", key, exc)
+            self.failure_policy.warn(type(exc).__name__, "uwcache: value for %r not cached: %s", key, exc)
             return False
 
     def _decode(self, raw: Optional[bytes], default: Any) -> Any:
-        return default if raw is None else self._codec.decode(raw)
+        if raw is None:
+            return default
+        value = self._codec.decode(raw)
+        return default if value is MISS else value
+
+    @property
+    def rejected_values(self) -> int:
+        """Values this backend refused (in this process) because their signature did not verify."""
+        return self._codec.rejected
 
     # -- Django's cache API ----------------------------------------------------------------
 
+    @_guarded(_constant(False))
     def add(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Optional[int] = None) -> bool:
         k = self._key(key, version)
         data = self._codec.encode(value)
@@ -126,12 +181,15 @@ class UWCache(BaseCache):
         try:
             return cache.add(k, data, expires)
         except (ValueTooLarge, CacheFull) as exc:
-            log.warning("uwcache: value for %r not added: %s", k, exc)
+            self.failure_policy.warn(type(exc).__name__, "uwcache: value for %r not added: %s", k, exc)
             return False
 
+    @_guarded(_default_argument)
     def get(self, key: Any, default: Any = None, version: Optional[int] = None) -> Any:
-        return self._decode(self.cache.get(self._key(key, version)), default)
+        k = self._key(key, version)  # an invalid key raises even when the cache fails
+        return self._decode(self.cache.get(k), default)
 
+    @_guarded(_constant(None))
     def set(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Optional[int] = None) -> None:
         k = self._key(key, version)
         data = self._codec.encode(value)
@@ -141,6 +199,7 @@ class UWCache(BaseCache):
         else:
             self._write(self.cache, k, data, expires)
 
+    @_guarded(_constant(False))
     def touch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: Optional[int] = None) -> bool:
         # The engine has no "set expiry only": read and rewrite the stored bytes. A write by
         # another process between the two steps is overwritten by the older value.
@@ -154,12 +213,16 @@ class UWCache(BaseCache):
             return False
         return self._write(cache, k, raw, expires)
 
+    @_guarded(_constant(False))
     def delete(self, key: Any, version: Optional[int] = None) -> bool:
-        return self.cache.delete(self._key(key, version))
+        k = self._key(key, version)
+        return self.cache.delete(k)
 
+    @_guarded(_constant(False))
     def has_key(self, key: Any, version: Optional[int] = None) -> bool:
         return self._key(key, version) in self.cache
 
+    @_guarded(_constant(None))
     def incr(self, key: Any, delta: int = 1, version: Optional[int] = None) -> Any:
         k = self._key(key, version)
         return add_to_counter(
@@ -169,37 +232,45 @@ class UWCache(BaseCache):
     def decr(self, key: Any, delta: int = 1, version: Optional[int] = None) -> Any:
         return self.incr(key, -delta, version=version)
 
+    @_guarded(lambda args, kwargs: {})
     def get_many(self, keys: Iterable[Any], version: Optional[int] = None) -> Dict[Any, Any]:
+        named = [(key, self._key(key, version)) for key in keys]
         cache = self.cache
         found: Dict[Any, Any] = {}
-        for key in keys:
-            raw = cache.get(self._key(key, version))
+        for key, k in named:
+            raw = cache.get(k)
             if raw is not None:
-                found[key] = self._codec.decode(raw)
+                value = self._codec.decode(raw)
+                if value is not MISS:
+                    found[key] = value
         return found
 
+    @_guarded(_all_keys)
     def set_many(self, data: Dict[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: Optional[int] = None) -> List[Any]:
+        encoded_items = [(key, self._key(key, version), self._codec.encode(value)) for key, value in data.items()]
         cache = self.cache
         expires = self._expires(timeout)
         failed: List[Any] = []
-        for key, value in data.items():
-            k = self._key(key, version)
-            encoded = self._codec.encode(value)
+        for key, k, encoded in encoded_items:
             if expires is None:
                 cache.delete(k)
             elif not self._write(cache, k, encoded, expires):
                 failed.append(key)
         return failed
 
+    @_guarded(_constant(None))
     def delete_many(self, keys: Iterable[Any], version: Optional[int] = None) -> None:
+        named = [self._key(key, version) for key in keys]
         cache = self.cache
-        for key in keys:
-            cache.delete(self._key(key, version))
+        for k in named:
+            cache.delete(k)
 
+    @_guarded(_constant(None))
     def clear(self) -> None:
         """Empty the whole named cache (every KEY_PREFIX and version sharing the LOCATION)."""
         self.cache.clear()
 
+    @_guarded(_not_found)
     def incr_version(self, key: Any, delta: int = 1, version: Optional[int] = None) -> int:
         # Moves the stored bytes as they are, keeping the remaining TTL (Django's default
         # re-sets the value with the default timeout).

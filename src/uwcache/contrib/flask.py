@@ -8,15 +8,19 @@
         CACHE_KEY_PREFIX="myapp:",                # Flask-Caching's default is "flask_cache_"
         CACHE_UWCACHE_NAME="flask",               # the cache name (default "flask")
         CACHE_UWCACHE_NAMESPACE=None,             # default $UWCACHE_NAMESPACE, else "default"
-        CACHE_UWCACHE_SERIALIZER="pickle",        # or "json", "raw"
+        CACHE_UWCACHE_SERIALIZER=None,            # uwcache's default (pickle), or "json", "raw"
+        CACHE_UWCACHE_SECRET=None,                # key for signing pickles (default: see below)
+        CACHE_UWCACHE_IGNORE_EXCEPTIONS=True,     # cache failures act as misses (False: raise)
         CACHE_OPTIONS={"max_items": 10000, "block_size": 4096, "full_purge_lru": True},
     )
     cache = Cache(app)
 
 ``CACHE_OPTIONS`` holds the ``add_cache`` options of the cache (and may also give ``name``,
 ``namespace``, ``serializer`` or ``key_prefix``). Flask-Caching's ``CACHE_SERIALIZER`` is
-honoured too (its payloads are tagged as a custom serializer). Semantics are those of
-:class:`uwcache.contrib.cachelib.UWCache`, which this class extends.
+honoured too: it gets every value, and ``backend.serializer`` is the object Flask-Caching
+assigned. Pickled values are signed (the key: ``CACHE_UWCACHE_SECRET``, else the cache's
+replication ``secret``, else the namespace's key file; see :mod:`uwcache.signing`).
+Semantics are those of :class:`uwcache.contrib.cachelib.UWCache`, which this class extends.
 """
 
 from __future__ import annotations
@@ -49,6 +53,8 @@ class UWCache(_cachelib.UWCache, FlaskBaseCache):
             "namespace": config.get("CACHE_UWCACHE_NAMESPACE"),
             "serializer": config.get("CACHE_UWCACHE_SERIALIZER"),
             "key_prefix": config.get("CACHE_KEY_PREFIX"),
+            "secret": config.get("CACHE_UWCACHE_SECRET"),
+            "ignore_exceptions": config.get("CACHE_UWCACHE_IGNORE_EXCEPTIONS"),
         }
         for option, value in from_config.items():
             if value is not None:
