@@ -769,6 +769,23 @@ static PyObject *Cache_near_get(CacheObject *self, PyObject *key) {
     return raise_status(self, rc, n, 0);
 }
 
+static PyObject *Cache_near_peek(CacheObject *self, PyObject *key) {
+    /* _near_peek(full_key: bytes) -> bytes (trusted hit), None (miss), False (untrusted) */
+    if (check_open(self)) return NULL;
+    if (!PyBytes_Check(key)) {
+        PyErr_SetString(PyExc_TypeError, "_near_peek key must be bytes");
+        return NULL;
+    }
+    alloc_ctx ctx = {NULL};
+    int rc = uwc_near_get(&self->c, (const uint8_t *)PyBytes_AS_STRING(key), (uint64_t)PyBytes_GET_SIZE(key), now_s(),
+                          near_now_ms(), alloc_bytes, &ctx, counters(self));
+    if (rc == UWC_OK) return ctx.obj;
+    Py_CLEAR(ctx.obj);
+    if (rc == UWC_NOTFOUND) Py_RETURN_NONE;
+    if (rc == UWC_NEAR_UNTRUSTED) Py_RETURN_FALSE;
+    return raise_status(self, rc, PyBytes_GET_SIZE(key), 0);
+}
+
 static PyObject *Cache_near_lease(CacheObject *self, PyObject *args) {
     /* _near_lease(key, shard, lease_ms) -> token > 0 (ours), 0 (another fill is under way),
      * -1 (the shard is not trusted), -2 (no free lease slot) */
@@ -907,6 +924,7 @@ fail:
 #define NEAR_METHODS                                                                     \
     {"_near_bind", (PyCFunction)Cache_near_bind, METH_VARARGS, NULL},                     \
     {"_near_get", (PyCFunction)Cache_near_get, METH_O, NULL},                             \
+    {"_near_peek", (PyCFunction)Cache_near_peek, METH_O, NULL},                           \
     {"_near_lease", (PyCFunction)Cache_near_lease, METH_VARARGS, NULL},                   \
     {"_near_fill", (PyCFunction)Cache_near_fill, METH_VARARGS, NULL},                     \
     {"_near_release", (PyCFunction)Cache_near_release, METH_VARARGS, NULL},               \

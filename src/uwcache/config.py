@@ -970,6 +970,19 @@ class Caching:
         self._append_cache(CacheOptions(name=name, max_items=max_items, **given))
         return self
 
+    def add_near(self, name: str, *, redis: Any, prefix: str = "", max_ttl: int = 300,
+                 lease_ms: int = 300, resp: str = "auto") -> Caching:
+        """Put cache ``name`` in front of Redis/Valkey as this host's L1 (see docs/near.md).
+
+        The node runs the invalidation listener; any process uses ``uwcache.near(name)``."""
+        from .near import NearOptions
+
+        self.cache_options(name)  # the L1 must be a configured cache
+        near_options = self.__dict__.setdefault("near_options", {})
+        near_options[name] = NearOptions(name=name, redis=redis, prefix=prefix, max_ttl=max_ttl,
+                                         lease_ms=lease_ms, resp=str(resp))
+        return self
+
     # -- lookups --------------------------------------------------------------------------
 
     def cache_options(self, name: str) -> CacheOptions:

@@ -1,0 +1,292 @@
+"""The near cache's invalidation listener: one thread per Redis master, in the Node.
+
+It keeps one connection with ``CLIENT TRACKING on BCAST PREFIX <prefix>`` (RESP3, or the
+RESP2 fallback: a ``__redis__:invalidate`` subscriber plus a tracking connection that
+``REDIRECT``\\ s to it), deletes every invalidated key and its lease from shared memory in
+one engine call per batch, and renews the shard's trust deadline on each PONG: a PING sent
+at ``t`` and answered proves every invalidation of a write acknowledged before ``t`` has
+been applied, so readers may trust the L1 until ``t + lease_ms``. Every (re)connect and
+every flush (a null invalidation) bumps the shard's generation, which kills every earlier
+fill at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import socket
+import ssl
+import threading
+import time
+from collections import deque
+from typing import Any, Deque, List, Optional, Tuple
+
+from .resp import NEED_MORE, Parser, ProtocolError, Push, ReplyError, encode_command
+
+log = logging.getLogger("uwcache.near")
+
+# engine stat slots (engine/cache.h, UWC_NEAR_*)
+STAT_FILLS, STAT_LOST, STAT_WAITS, STAT_UNTRUSTED, STAT_INVALIDATIONS, STAT_LAG_US, STAT_LEASES_FULL, \
+    STAT_FLUSHES, STAT_RECONNECTS, STAT_READ_THROUGH = range(10)
+
+
+class _Conn:
+    """A blocking socket with a RESP parser (connect, send, read replies with a deadline)."""
+
+    def __init__(self, endpoint: Any, timeout: float) -> None:
+        if endpoint.unix_path:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(timeout)
+            sock.connect(endpoint.unix_path)
+        else:
+            sock = socket.create_connection((endpoint.host, endpoint.port), timeout=timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if endpoint.tls:
+                ctx = ssl.create_default_context()
+                if not endpoint.tls_verify:
+                    ctx.check_hostname = False
+                    ctx.verify_mode = ssl.CERT_NONE
+                sock = ctx.wrap_socket(sock, server_hostname=endpoint.host)
+        self.sock = sock
+        self.parser = Parser()
+        self.timeout = timeout
+
+    def send(self, *args: Any) -> None:
+        self.sock.sendall(encode_command(*args))
+
+    def fill(self, wait: float) -> bool:
+        """Read what is there (waiting up to ``wait`` s); False if nothing came."""
+        if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
+            ready = True
+        else:
+            ready = bool(select.select([self.sock], [], [], max(wait, 0.0))[0])
+        if not ready:
+            return False
+        self.sock.settimeout(self.timeout)
+        data = self.sock.recv(1 << 16)
+        if not data:
+            raise ConnectionError("the server closed the connection")
+        self.parser.feed(data)
+        return True
+
+    def reply(self, pushes: Optional[List[Any]] = None) -> Any:
+        """The next reply that is not a push (pushes met meanwhile go to ``pushes``)."""
+        end = time.monotonic() + self.timeout
+        while True:
+            item = self.parser.gets()
+            if item is NEED_MORE:
+                left = end - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("no reply from the server in time")
+                self.fill(left)
+                continue
+            if isinstance(item, Push):
+                if pushes is not None:
+                    pushes.append(item)
+                continue
+            return item
+
+    def call(self, *args: Any) -> Any:
+        self.send(*args)
+        return self.reply()
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def _ok(reply: Any, what: str) -> Any:
+    if isinstance(reply, ReplyError):
+        raise reply
+    return reply
+
+
+class NearListener:
+    """Listener of one shard (one master) for one near cache."""
+
+    def __init__(self, cache: Any, endpoint: Any, prefix: bytes, lease_ms: int, *, shard: int = 0,
+                 resp: str = "auto", connect_timeout: float = 2.0) -> None:
+        self.cache = cache
+        self.endpoint = endpoint
+        self.prefix = prefix
+        self.lease_ms = int(lease_ms)
+        self.shard = shard
+        self.resp = resp
+        self.connect_timeout = connect_timeout
+        self.ping_interval = max(self.lease_ms / 4000.0, 0.005)
+        self.protocol = 0          # 3 or 2 once connected
+        self.connected = threading.Event()
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._conns: List[_Conn] = []
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"uwcache-near-{self.cache.name}-{self.shard}",
+                                        daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        for c in list(self._conns):
+            try:
+                c.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+        self._untrust()
+
+    def _untrust(self) -> None:
+        try:
+            self.cache._near_trust(self.shard, 0)
+        except Exception:  # the cache may be closed already
+            pass
+
+    def _run(self) -> None:
+        backoff = 0.02
+        first = True
+        while not self._stop.is_set():
+            try:
+                self._session(first)
+                backoff = 0.02
+            except (OSError, ProtocolError, ReplyError, TimeoutError, ConnectionError, ValueError) as exc:
+                if not self._stop.is_set():
+                    log.warning("near cache %r: listener connection to %s lost: %s", self.cache.name,
+                                self.endpoint.describe(), exc)
+            finally:
+                self._untrust()
+                self.connected.clear()
+                for c in self._conns:
+                    c.close()
+                self._conns = []
+            first = False
+            self._stop.wait(backoff)
+            backoff = min(backoff * 2, 1.0)
+
+    # -- one connected session ---------------------------------------------------------
+
+    def _auth_args(self) -> List[Any]:
+        ep = self.endpoint
+        if ep.password is None:
+            return []
+        return ["AUTH", ep.username or "default", ep.password]
+
+    def _open(self) -> _Conn:
+        c = _Conn(self.endpoint, self.connect_timeout)
+        self._conns.append(c)
+        return c
+
+    def _session(self, first: bool) -> None:
+        main = self._open()
+        pushes: List[Any] = []
+        helper: Optional[_Conn] = None
+        if self.resp in ("auto", "3"):
+            hello = main.call("HELLO", 3, *self._auth_args())
+            if isinstance(hello, ReplyError):
+                if self.resp == "3":
+                    raise hello
+                self.protocol = 2
+            else:
+                self.protocol = 3
+        else:
+            self.protocol = 2
+        if self.protocol == 3:
+            _ok(main.call("CLIENT", "TRACKING", "on", "BCAST", "PREFIX", self.prefix), "CLIENT TRACKING")
+        else:
+            if self.endpoint.password is not None:
+                _ok(main.call(*self._auth_args()), "AUTH")
+            client_id = _ok(main.call("CLIENT", "ID"), "CLIENT ID")
+            main.send("SUBSCRIBE", "__redis__:invalidate")
+            sub = _ok(main.reply(), "SUBSCRIBE")
+            if not (isinstance(sub, list) and sub and sub[0] == b"subscribe"):
+                raise ProtocolError(f"unexpected SUBSCRIBE reply {sub!r}")
+            helper = self._open()
+            if self.endpoint.password is not None:
+                _ok(helper.call(*self._auth_args()), "AUTH")
+            _ok(helper.call("CLIENT", "TRACKING", "on", "REDIRECT", client_id, "BCAST", "PREFIX", self.prefix),
+                "CLIENT TRACKING")
+        # invalidations missed while we were away are unknown: kill every earlier fill
+        gen = self.cache._near_bump(self.shard)
+        if not first:
+            self.cache._near_count(STAT_RECONNECTS, 1)
+        log.info("near cache %r: listening to %s (RESP%d, prefix %r, generation %d)", self.cache.name,
+                 self.endpoint.describe(), self.protocol, self.prefix, gen)
+        self._apply(pushes)
+        self._loop(main, helper)
+
+    def _loop(self, main: _Conn, helper: Optional[_Conn]) -> None:
+        pings: Deque[float] = deque()       # send times of unanswered PINGs on main
+        helper_pings: Deque[float] = deque()
+        helper_ok = time.monotonic() if helper is None else 0.0
+        next_ping = 0.0
+        lease_s = self.lease_ms / 1000.0
+        conns = [main] if helper is None else [main, helper]
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now >= next_ping:
+                if pings and now - pings[0] > max(lease_s, 1.0):
+                    raise TimeoutError("PING unanswered for longer than the lease")
+                if helper is not None:
+                    helper.send("PING")
+                    helper_pings.append(now)
+                main.send("PING")
+                pings.append(now)
+                next_ping = now + self.ping_interval
+            ready = select.select([c.sock for c in conns], [], [], max(next_ping - time.monotonic(), 0.0))[0]
+            if helper is not None and helper.sock in ready:
+                helper.fill(0)
+                for item in helper.parser:
+                    if isinstance(item, ReplyError):
+                        raise item
+                    if helper_pings and not isinstance(item, Push):
+                        helper_ok = helper_pings.popleft()
+            if main.sock not in ready:
+                continue
+            main.fill(0)
+            batch: List[Any] = []
+            for item in main.parser:
+                if isinstance(item, Push) or (self.protocol == 2 and isinstance(item, list) and item
+                                              and item[0] == b"message"):
+                    batch.append(item)
+                    continue
+                # a PONG ("PONG", or [b"pong", b""] while subscribed): apply what came before it
+                self._apply(batch)
+                batch = []
+                if isinstance(item, ReplyError):
+                    raise item
+                if not pings:
+                    continue
+                sent = pings.popleft()
+                trusted_from = min(sent, helper_ok)
+                self.cache._near_trust(self.shard, int(trusted_from * 1000) + self.lease_ms)
+                self.cache._near_count(STAT_LAG_US, int((time.monotonic() - sent) * 1e6))
+                self.connected.set()
+            self._apply(batch)
+
+    def _apply(self, items: List[Any]) -> None:
+        keys: List[bytes] = []
+        for item in items:
+            if not item:
+                continue
+            kind = item[0]
+            if kind == b"invalidate" and len(item) >= 2:
+                payload = item[1]
+            elif kind == b"message" and len(item) >= 3:
+                payload = item[2]
+            else:
+                continue  # other pushes (tracking-redir-broken, pubsub) are not ours
+            if payload is None:  # FLUSHALL / FLUSHDB: everything goes
+                if keys:
+                    self.cache._near_invalidate(keys)
+                    keys = []
+                self.cache._near_bump(self.shard)
+                self.cache._near_count(STAT_FLUSHES, 1)
+                continue
+            if isinstance(payload, list):
+                keys.extend(k for k in payload if isinstance(k, bytes))
+        if keys:
+            self.cache._near_invalidate(keys)
