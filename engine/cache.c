@@ -1573,7 +1573,7 @@ static inline int near_trusted(const uwc_cache *c, uint32_t shard, uint64_t now_
 }
 
 void uwc_near_count(uwc_cache *c, unsigned stat, uint64_t n) {
-    if (stat < UWC_NEAR_NSTATS) __atomic_fetch_add(&c->h->near.stats[stat], n, __ATOMIC_RELAXED);
+    if (stat < UWC_NEAR_ST_NSTATS) __atomic_fetch_add(&c->h->near.stats[stat], n, __ATOMIC_RELAXED);
 }
 
 /* Is this record a live near fill of a trusted shard's current generation? */
@@ -1652,7 +1652,7 @@ int uwc_near_get(uwc_cache *c, const uint8_t *key, uint64_t klen, uint64_t now, 
         uwc_unlock(c);
     }
     if (rc == UWC_OK || rc == UWC_NOTFOUND) count(counters, rc == UWC_OK);
-    else if (rc == UWC_NEAR_UNTRUSTED) uwc_near_count(c, UWC_NEAR_UNTRUSTED, 1);
+    else if (rc == UWC_NEAR_UNTRUSTED) uwc_near_count(c, UWC_NEAR_ST_UNTRUSTED, 1);
     return rc;
 }
 
@@ -1683,7 +1683,7 @@ int uwc_near_lease(uwc_cache *c, const uint8_t *key, uint64_t klen, uint32_t sha
             if (e->fp < 2) break;
         }
         if (i == UWC_NEAR_LEASES || n->leases_live >= UWC_NEAR_LEASES / 2) {
-            uwc_near_count(c, UWC_NEAR_LEASES_FULL, 1);
+            uwc_near_count(c, UWC_NEAR_ST_LEASES_FULL, 1);
             rc = UWC_FULL;
             goto out;
         }
@@ -1730,7 +1730,7 @@ int uwc_near_fill(uwc_cache *c, const uint8_t *key, uint64_t klen, uint32_t toke
     if (!l || l->token != token) {
         /* deleted or invalidated since the lease was taken (or the generation moved on) */
         rc = UWC_NOTFOUND;
-        uwc_near_count(c, UWC_NEAR_LOST, 1);
+        uwc_near_count(c, UWC_NEAR_ST_LOST, 1);
         goto out;
     }
     near_drop(c, l);
@@ -1759,7 +1759,7 @@ int uwc_near_fill(uwc_cache *c, const uint8_t *key, uint64_t klen, uint32_t toke
             wr(SLOT(c, s), F_FLAGS, flags);
         }
         if (c->p.options & UWC_OPT_LASTMOD) c->h->last_modified_at = now;
-        uwc_near_count(c, UWC_NEAR_FILLS, 1);
+        uwc_near_count(c, UWC_NEAR_ST_FILLS, 1);
     }
 out:
     uwc_unlock(c);
@@ -1791,7 +1791,7 @@ int uwc_near_invalidate(uwc_cache *c, const uint8_t *keys, uint64_t keys_len, ui
     }
     if (gone && (c->p.options & UWC_OPT_LASTMOD)) c->h->last_modified_at = now;
     uwc_unlock(c);
-    uwc_near_count(c, UWC_NEAR_INVALIDATIONS, seen);
+    uwc_near_count(c, UWC_NEAR_ST_INVALIDATIONS, seen);
     if (removed) *removed = gone;
     return UWC_OK;
 }

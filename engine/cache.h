@@ -111,9 +111,9 @@ typedef struct uwc_seq_stripe {
 #define UWC_NEAR_SHARDS 16
 #define UWC_NEAR_LEASES 512    /* a power of two: 8 KiB of the 32 KiB header */
 enum {
-    UWC_NEAR_FILLS = 0, UWC_NEAR_LOST, UWC_NEAR_WAITS, UWC_NEAR_UNTRUSTED, UWC_NEAR_INVALIDATIONS,
-    UWC_NEAR_LAG_US, UWC_NEAR_LEASES_FULL, UWC_NEAR_FLUSHES, UWC_NEAR_RECONNECTS, UWC_NEAR_READ_THROUGH,
-    UWC_NEAR_NSTATS = 16,
+    UWC_NEAR_ST_FILLS = 0, UWC_NEAR_ST_LOST, UWC_NEAR_ST_WAITS, UWC_NEAR_ST_UNTRUSTED, UWC_NEAR_ST_INVALIDATIONS,
+    UWC_NEAR_ST_LAG_US, UWC_NEAR_ST_LEASES_FULL, UWC_NEAR_ST_FLUSHES, UWC_NEAR_ST_RECONNECTS, UWC_NEAR_ST_READ_THROUGH,
+    UWC_NEAR_ST_NSTATS = 16,
 };
 typedef struct uwc_near_slot {
     uint64_t fp;        /* 64-bit key fingerprint; 0 = empty, 1 = tombstone */
@@ -125,7 +125,7 @@ typedef struct uwc_near_state {
     uint32_t gen[UWC_NEAR_SHARDS];
     _Alignas(64) uint32_t token_seq;
     uint32_t leases_live;
-    uint64_t stats[UWC_NEAR_NSTATS];
+    uint64_t stats[UWC_NEAR_ST_NSTATS];
     uwc_near_slot leases[UWC_NEAR_LEASES];
 } uwc_near_state;
 

@@ -897,7 +897,7 @@ static PyObject *Cache_near_count(CacheObject *self, PyObject *args) {
     unsigned int stat;
     unsigned long long n = 1;
     if (check_open(self) || !PyArg_ParseTuple(args, "I|K:_near_count", &stat, &n)) return NULL;
-    if (stat == UWC_NEAR_LAG_US) __atomic_store_n(&self->c.h->near.stats[stat], n, __ATOMIC_RELAXED);
+    if (stat == UWC_NEAR_ST_LAG_US) __atomic_store_n(&self->c.h->near.stats[stat], n, __ATOMIC_RELAXED);
     else uwc_near_count(&self->c, stat, n);
     Py_RETURN_NONE;
 }
@@ -905,13 +905,13 @@ static PyObject *Cache_near_count(CacheObject *self, PyObject *args) {
 static PyObject *Cache_near_state(CacheObject *self, PyObject *unused) {
     if (check_open(self)) return NULL;
     uwc_near_state *ns = &self->c.h->near;
-    PyObject *gens = PyList_New(UWC_NEAR_SHARDS), *dl = PyList_New(UWC_NEAR_SHARDS), *st = PyList_New(UWC_NEAR_NSTATS);
+    PyObject *gens = PyList_New(UWC_NEAR_SHARDS), *dl = PyList_New(UWC_NEAR_SHARDS), *st = PyList_New(UWC_NEAR_ST_NSTATS);
     if (!gens || !dl || !st) goto fail;
     for (int i = 0; i < UWC_NEAR_SHARDS; i++) {
         PyList_SET_ITEM(gens, i, PyLong_FromUnsignedLong(__atomic_load_n(&ns->gen[i], __ATOMIC_RELAXED)));
         PyList_SET_ITEM(dl, i, PyLong_FromUnsignedLongLong(__atomic_load_n(&ns->deadline_ms[i], __ATOMIC_RELAXED)));
     }
-    for (int i = 0; i < UWC_NEAR_NSTATS; i++)
+    for (int i = 0; i < UWC_NEAR_ST_NSTATS; i++)
         PyList_SET_ITEM(st, i, PyLong_FromUnsignedLongLong(__atomic_load_n(&ns->stats[i], __ATOMIC_RELAXED)));
     return Py_BuildValue("{sNsNsNsIsK}", "gen", gens, "deadline_ms", dl, "stats", st, "leases_live",
                          (unsigned int)__atomic_load_n(&ns->leases_live, __ATOMIC_RELAXED), "now_ms",
