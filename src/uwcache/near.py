@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 import json
 import os
 import time
@@ -189,13 +190,17 @@ class Near:
     @property
     def redis(self) -> Any:
         """This process's redis-py client (recreated after fork)."""
-        if self._redis_client is None or self._pid != os.getpid():
-            import redis
+        client = self._redis_client
+        if client is None or self._pid != os.getpid():
+            with _client_lock:  # one client per process: a replaced client closes its pool
+                if self._redis_client is None or self._pid != os.getpid():
+                    import redis
 
-            self._redis_client = redis.Redis.from_url(self.options.redis)
-            self._async_client = None
-            self._pid = os.getpid()
-        return self._redis_client
+                    self._redis_client = redis.Redis.from_url(self.options.redis)
+                    self._async_client = None
+                    self._pid = os.getpid()
+                client = self._redis_client
+        return client
 
     @property
     def aredis(self) -> Any:
@@ -419,6 +424,18 @@ class Near:
         await self.aset(key, fresh, ex=ex)
         return fresh
 
+    def sync(self, timeout: float = 1.0) -> bool:
+        """Wait until every invalidation of a write acknowledged before this call has been
+        applied to the L1 (the listener's next PONG proves it). False on timeout."""
+        since_ms = time.monotonic() * 1000.0 + self.options.lease_ms
+        end = time.monotonic() + timeout
+        while True:
+            if self.cache._near_state()["deadline_ms"][self.shard] >= since_ms:
+                return True
+            if time.monotonic() >= end:
+                return False
+            time.sleep(0.001)
+
     # -- introspection -----------------------------------------------------------------------
 
     def stats(self) -> Dict[str, Any]:
@@ -444,6 +461,7 @@ def near_stats(cache: Any) -> Dict[str, Any]:
 # -- process-wide registry ----------------------------------------------------------------
 
 _handles: Dict[Tuple[str, str], Near] = {}
+_client_lock = threading.Lock()
 
 
 def near(name: str, *, namespace: Optional[str] = None) -> Near:

@@ -221,7 +221,7 @@ class NearListener:
     def _loop(self, main: _Conn, helper: Optional[_Conn]) -> None:
         pings: Deque[float] = deque()       # send times of unanswered PINGs on main
         helper_pings: Deque[float] = deque()
-        helper_ok = time.monotonic() if helper is None else 0.0
+        helper_ok = float("inf") if helper is None else 0.0  # RESP2: the tracking side must answer too
         next_ping = 0.0
         lease_s = self.lease_ms / 1000.0
         conns = [main] if helper is None else [main, helper]
