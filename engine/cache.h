@@ -113,6 +113,7 @@ typedef struct uwc_seq_stripe {
 enum {
     UWC_NEAR_ST_FILLS = 0, UWC_NEAR_ST_LOST, UWC_NEAR_ST_WAITS, UWC_NEAR_ST_UNTRUSTED, UWC_NEAR_ST_INVALIDATIONS,
     UWC_NEAR_ST_LAG_US, UWC_NEAR_ST_LEASES_FULL, UWC_NEAR_ST_FLUSHES, UWC_NEAR_ST_RECONNECTS, UWC_NEAR_ST_READ_THROUGH,
+    UWC_NEAR_ST_TTL_ONLY,  /* 1 while the listener runs without tracking (TTL-only mode) */
     UWC_NEAR_ST_NSTATS = 16,
 };
 typedef struct uwc_near_slot {

@@ -369,3 +369,30 @@ def test_configuration_errors_are_clear(namespace):
         caching.add_near("nope", redis="redis://127.0.0.1")
     with pytest.raises(uwcache.CacheError, match="no near tier"):
         uwcache.near("pages", namespace=namespace)
+
+
+# -- semantics 7: servers without usable tracking ------------------------------------------
+
+
+@pytest.mark.slow
+def test_ttl_only_mode_without_client_tracking(namespace, caplog):
+    """A server refusing CLIENT (like Dragonfly or Garnet refuse tracking): the listener
+    announces TTL-only mode, and entries live at most max_ttl."""
+    s = Server(redis_server_bin(), extra=["--rename-command", "CLIENT", ""])
+    try:
+        with caplog.at_level("WARNING", logger="uwcache.near"):
+            with make_caching(namespace, s.url, max_ttl=1).start() as n:
+                wait_connected(n)
+                near = uwcache.near("pages", namespace=namespace)
+                plain = s.client()
+                plain.set("app:k", "v1")
+                assert near.get("k") == b"v1"
+                plain.set("app:k", "v2")
+                time.sleep(0.1)
+                assert near.get("k") == b"v1"  # no invalidation in this mode: stale up to max_ttl
+                assert wait_until(lambda: near.get("k") == b"v2", 3.0, 0.05)
+                assert near.stats()["ttl_only"] == 1
+                plain.close()
+        assert any("TTL-only mode" in r.getMessage() for r in caplog.records)
+    finally:
+        s.close()

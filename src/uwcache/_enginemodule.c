@@ -897,7 +897,7 @@ static PyObject *Cache_near_count(CacheObject *self, PyObject *args) {
     unsigned int stat;
     unsigned long long n = 1;
     if (check_open(self) || !PyArg_ParseTuple(args, "I|K:_near_count", &stat, &n)) return NULL;
-    if (stat == UWC_NEAR_ST_LAG_US) __atomic_store_n(&self->c.h->near.stats[stat], n, __ATOMIC_RELAXED);
+    if (stat == UWC_NEAR_ST_LAG_US || stat == UWC_NEAR_ST_TTL_ONLY) __atomic_store_n(&self->c.h->near.stats[stat], n, __ATOMIC_RELAXED);
     else uwc_near_count(&self->c, stat, n);
     Py_RETURN_NONE;
 }

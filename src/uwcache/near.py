@@ -38,7 +38,7 @@ Key = Union[str, bytes]
 Value = Union[str, bytes]
 
 _STAT_NAMES = ("fills", "lost_leases", "lease_waits", "untrusted_reads", "invalidations_received",
-               "listener_lag_us", "leases_full", "flushes", "reconnects", "read_through")
+               "listener_lag_us", "leases_full", "flushes", "reconnects", "read_through", "ttl_only")
 _STAT_WAITS, _STAT_READ_THROUGH = 2, 9
 
 
@@ -500,7 +500,8 @@ class NearListeners:
         for options in getattr(node.caching, "near_options", {}).values():
             cache = node.cache(options.name)
             write_sidecar(options, node.namespace)
-            listener = self._cls(cache, options.endpoint, options.prefix_bytes, options.lease_ms, resp=options.resp)
+            listener = self._cls(cache, options.endpoint, options.prefix_bytes, options.lease_ms, resp=options.resp,
+                                 max_ttl=options.max_ttl)
             listener.start()
             self.listeners.append(listener)
         return self

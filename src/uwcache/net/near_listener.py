@@ -27,7 +27,7 @@ log = logging.getLogger("uwcache.near")
 
 # engine stat slots (engine/cache.h, UWC_NEAR_*)
 STAT_FILLS, STAT_LOST, STAT_WAITS, STAT_UNTRUSTED, STAT_INVALIDATIONS, STAT_LAG_US, STAT_LEASES_FULL, \
-    STAT_FLUSHES, STAT_RECONNECTS, STAT_READ_THROUGH = range(10)
+    STAT_FLUSHES, STAT_RECONNECTS, STAT_READ_THROUGH, STAT_TTL_ONLY = range(11)
 
 
 class _Conn:
@@ -107,7 +107,7 @@ class NearListener:
     """Listener of one shard (one master) for one near cache."""
 
     def __init__(self, cache: Any, endpoint: Any, prefix: bytes, lease_ms: int, *, shard: int = 0,
-                 resp: str = "auto", connect_timeout: float = 2.0) -> None:
+                 resp: str = "auto", connect_timeout: float = 2.0, max_ttl: int = 300) -> None:
         self.cache = cache
         self.endpoint = endpoint
         self.prefix = prefix
@@ -117,6 +117,8 @@ class NearListener:
         self.connect_timeout = connect_timeout
         self.ping_interval = max(self.lease_ms / 4000.0, 0.005)
         self.protocol = 0          # 3 or 2 once connected
+        self.max_ttl = max_ttl
+        self.ttl_only = False      # the server has no usable CLIENT TRACKING
         self.connected = threading.Event()
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -194,27 +196,49 @@ class NearListener:
                 self.protocol = 3
         else:
             self.protocol = 2
+        tracking_error: Optional[ReplyError] = None
         if self.protocol == 3:
-            _ok(main.call("CLIENT", "TRACKING", "on", "BCAST", "PREFIX", self.prefix), "CLIENT TRACKING")
+            reply = main.call("CLIENT", "TRACKING", "on", "BCAST", "PREFIX", self.prefix)
+            if isinstance(reply, ReplyError):
+                tracking_error = reply
         else:
             if self.endpoint.password is not None:
                 _ok(main.call(*self._auth_args()), "AUTH")
-            client_id = _ok(main.call("CLIENT", "ID"), "CLIENT ID")
-            main.send("SUBSCRIBE", "__redis__:invalidate")
-            sub = _ok(main.reply(), "SUBSCRIBE")
-            if not (isinstance(sub, list) and sub and sub[0] == b"subscribe"):
-                raise ProtocolError(f"unexpected SUBSCRIBE reply {sub!r}")
-            helper = self._open()
-            if self.endpoint.password is not None:
-                _ok(helper.call(*self._auth_args()), "AUTH")
-            _ok(helper.call("CLIENT", "TRACKING", "on", "REDIRECT", client_id, "BCAST", "PREFIX", self.prefix),
-                "CLIENT TRACKING")
+            client_id = main.call("CLIENT", "ID")
+            if isinstance(client_id, ReplyError):
+                tracking_error = client_id
+            else:
+                helper = self._open()
+                if self.endpoint.password is not None:
+                    _ok(helper.call(*self._auth_args()), "AUTH")
+                reply = helper.call("CLIENT", "TRACKING", "on", "REDIRECT", client_id, "BCAST", "PREFIX", self.prefix)
+                if isinstance(reply, ReplyError):
+                    tracking_error = reply
+                    helper.close()
+                    self._conns.remove(helper)
+                    helper = None
+                else:
+                    main.send("SUBSCRIBE", "__redis__:invalidate")
+                    sub = _ok(main.reply(), "SUBSCRIBE")
+                    if not (isinstance(sub, list) and sub and sub[0] == b"subscribe"):
+                        raise ProtocolError(f"unexpected SUBSCRIBE reply {sub!r}")
+        if tracking_error is not None:
+            # Dragonfly, Garnet and friends: no invalidations. Entries then live up to
+            # max_ttl (or the key's TTL), and the deadline only tracks that Redis answers.
+            if not self.ttl_only:
+                log.warning("near cache %r: %s has no usable CLIENT TRACKING (%s): TTL-only mode, an entry may be "
+                            "stale for up to max_ttl=%ds", self.cache.name, self.endpoint.describe(), tracking_error,
+                            self.max_ttl)
+            self.ttl_only = True
+        else:
+            self.ttl_only = False
+        self.cache._near_count(STAT_TTL_ONLY, int(self.ttl_only))
         # invalidations missed while we were away are unknown: kill every earlier fill
         gen = self.cache._near_bump(self.shard)
         if not first:
             self.cache._near_count(STAT_RECONNECTS, 1)
-        log.info("near cache %r: listening to %s (RESP%d, prefix %r, generation %d)", self.cache.name,
-                 self.endpoint.describe(), self.protocol, self.prefix, gen)
+        log.info("near cache %r: listening to %s (RESP%d%s, prefix %r, generation %d)", self.cache.name,
+                 self.endpoint.describe(), self.protocol, ", TTL-only" if self.ttl_only else "", self.prefix, gen)
         self._apply(pushes)
         self._loop(main, helper)
 
