@@ -396,3 +396,36 @@ def test_ttl_only_mode_without_client_tracking(namespace, caplog):
         assert any("TTL-only mode" in r.getMessage() for r in caplog.records)
     finally:
         s.close()
+
+
+# -- uwcache run ----------------------------------------------------------------------------
+
+
+def test_cache2_near_options_parse():
+    caching = uwcache.Caching.from_cache2(
+        "name=pages,items=100,near=redis://127.0.0.1:6379/0,prefix=app\\,x:,maxttl=60,lease=200,blocksize=4096")
+    options = caching.near_options["pages"]
+    assert (options.redis, options.prefix, options.max_ttl, options.lease_ms) == (
+        "redis://127.0.0.1:6379/0", "app,x:", 60, 200)
+    assert caching.caches[0].block_size == 4096
+    with pytest.raises(uwcache.ConfigError, match="near=redis"):
+        uwcache.Caching.from_cache2("name=p,items=10,prefix=x")
+    with pytest.raises(uwcache.ConfigError, match="whole number"):
+        uwcache.Caching.from_cache2("name=p,items=10,near=redis://h,lease=soon")
+
+
+@pytest.mark.slow
+def test_uwcache_run_with_a_near_cache2(namespace, server, redis_client):
+    from test_cli import RunningNode, stats_json
+
+    with RunningNode(namespace, "--cache2",
+                     f"name=pages,items=1000,blocksize=1024,near={server.url},prefix=app:,maxttl=60,lease=250") as node:
+        node.wait_for("listening to")
+        near = uwcache.near("pages", namespace=namespace)
+        assert near.options.lease_ms == 250 and near.options.max_ttl == 60
+        redis_client.set("app:k", "v")
+        assert near.sync(5.0)
+        assert near.get("k") == b"v" and near.get("k") == b"v"
+        stats = next(c for c in stats_json(namespace)["caches"] if c["name"] == "pages")
+        assert stats["near"]["fills"] == 1 and stats["near"]["hits"] >= 1
+        assert node.stop(signal.SIGTERM) == 0

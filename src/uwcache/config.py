@@ -983,6 +983,16 @@ class Caching:
                                          lease_ms=lease_ms, resp=str(resp))
         return self
 
+    def _append_cache_with_near(self, value: str, parse: Any) -> None:
+        """A cache2 value that may carry the near cache's keys (near=, prefix=, maxttl=, lease=)."""
+        from .near import split_cache2_near
+
+        plain, near_kw = split_cache2_near(value)
+        options = parse(plain)
+        self._append_cache(options)
+        if near_kw is not None:
+            self.add_near(options.name, **near_kw)
+
     # -- lookups --------------------------------------------------------------------------
 
     def cache_options(self, name: str) -> CacheOptions:
@@ -1055,7 +1065,7 @@ class Caching:
         """One cache per uWSGI ``--cache2`` value, in order."""
         caching = cls(namespace, secret=secret)
         for value in values:
-            caching._append_cache(parse_cache2(value))
+            caching._append_cache_with_near(value, lambda plain: parse_cache2(plain))
         return caching
 
     @classmethod
@@ -1077,7 +1087,7 @@ class Caching:
         store_sync = opts.get("cache-store-sync", 0)
         for line, raw in opts.lists["cache2"]:
             try:
-                caching._append_cache(_parse_cache2(raw, store_sync_default=store_sync))
+                caching._append_cache_with_near(raw, lambda plain: _parse_cache2(plain, store_sync_default=store_sync))
             except ConfigError as exc:
                 raise opts.error(line, str(exc)) from None
         _apply_basic_params(opts, caching)

@@ -123,6 +123,42 @@ class NearOptions:
         return self.prefix.encode("utf-8")
 
 
+# cache2 keys of the near tier (``uwcache run --cache2 name=x,items=..,near=redis://…``)
+_CACHE2_NEAR_KEYS = {"near": "redis", "prefix": "prefix", "maxttl": "max_ttl", "lease": "lease_ms", "resp": "resp"}
+
+
+def split_cache2_near(value: str) -> Tuple[str, Optional[Dict[str, Any]]]:
+    """Take the near-cache keys out of a cache2 value: (the plain cache2 rest, add_near kwargs
+    or None). ``near=`` is the Redis URL; ``prefix=``, ``maxttl=`` (s), ``lease=`` (ms),
+    ``resp=`` need it."""
+    from .config import _escape, _split_escaped
+
+    if not isinstance(value, str) or not any(k + "=" in value for k in _CACHE2_NEAR_KEYS):
+        return value, None
+    rest: List[str] = []
+    near_kw: Dict[str, Any] = {}
+    for piece in _split_escaped(value, ","):
+        key, equals, raw = piece.partition("=")
+        field = _CACHE2_NEAR_KEYS.get(key) if equals else None
+        if field is None:
+            rest.append(_escape(piece))
+            continue
+        if field in near_kw and near_kw[field] != raw:
+            raise ConfigError(f"cache2 {value!r}: {key} is given twice with different values")
+        near_kw[field] = raw
+    if not near_kw:
+        return value, None
+    if "redis" not in near_kw:
+        raise ConfigError(f"cache2 {value!r}: {', '.join(sorted(near_kw))} need near=redis://… (the Redis URL)".replace(' need', ' needs' if len(near_kw) == 1 else ' need'))
+    for field in ("max_ttl", "lease_ms"):
+        if field in near_kw:
+            raw = near_kw[field]
+            if not raw.isdigit():
+                raise ConfigError(f"cache2 {value!r}: {field} must be a whole number, got {raw!r}")
+            near_kw[field] = int(raw)
+    return ",".join(rest), near_kw
+
+
 def _sidecar_path(name: str, namespace: Optional[str]) -> str:
     from .cache import region_path
 
