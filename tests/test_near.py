@@ -355,6 +355,11 @@ def test_stats_have_a_near_section(near, redis_client, node):
     for key in ("hits", "misses", "fills", "lost_leases", "lease_waits", "untrusted_reads",
                 "invalidations_received", "generation", "listener_lag_us"):
         assert key in stats["near"]
+    from uwcache.net.stats import prometheus_text
+
+    text = prometheus_text(node.stats())
+    assert 'uwcache_near_fills_total{namespace="%s",cache="pages"} %d' % (node.namespace, stats["near"]["fills"]) in text
+    assert "# TYPE uwcache_near_generation gauge" in text
 
 
 def test_configuration_errors_are_clear(namespace):
