@@ -65,12 +65,14 @@ def test_partial_input_waits_for_more():
     assert p.gets() is NEED_MORE and p.buffered == 0
 
 
+@pytest.mark.parametrize("accelerated", [True, False])
 @pytest.mark.parametrize("bad", [
     b"?what\r\n", b":12a\r\n", b": 1\r\n", b":1_0\r\n", b"$-2\r\n", b"$3\r\nabcd\r\n", b"*-5\r\n",
-    b"#x\r\n", b",nope\r\n", b"_x\r\n", b"=3\r\nabc\r\n", b"$99999999999\r\n", b"*" + b"1\r\n*" * 40 + b"0\r\n",
+    b"#x\r\n", b",nope\r\n", b"*3\r\n$1\r\na\r\n$1\r\nbX\r\n", b"*3\r\n$1\r\na\r\n$x\r\n", b"_x\r\n", b"=3\r\nabc\r\n", b"$99999999999\r\n", b"*" + b"1\r\n*" * 40 + b"0\r\n",
 ])
-def test_malformed_input_is_a_typed_error(bad):
+def test_malformed_input_is_a_typed_error(bad, accelerated):
     p = Parser()
+    p.accelerated = accelerated
     p.feed(bad)
     with pytest.raises(ProtocolError) as info:
         p.gets()
@@ -117,11 +119,16 @@ def normal(v, resp3: bool):
     return v
 
 
+def test_the_c_accelerator_is_used():
+    assert Parser().accelerated  # the extension is built for the tests
+
+
 @settings(max_examples=300, deadline=None)
-@given(st.lists(resp_values, max_size=6), st.booleans(), st.integers(min_value=1, max_value=64))
-def test_fuzz_roundtrip_in_any_chunking(values, resp3, chunk):
+@given(st.lists(resp_values, max_size=6), st.booleans(), st.integers(min_value=1, max_value=64), st.booleans())
+def test_fuzz_roundtrip_in_any_chunking(values, resp3, chunk, accelerated):
     data = b"".join(encode_value(v, resp3) for v in values)
     p = Parser()
+    p.accelerated = accelerated
     out = []
     for i in range(0, len(data), chunk):
         p.feed(data[i:i + chunk])
@@ -130,9 +137,10 @@ def test_fuzz_roundtrip_in_any_chunking(values, resp3, chunk):
 
 
 @settings(max_examples=500, deadline=None)
-@given(st.binary(max_size=200))
-def test_fuzz_garbage_never_crashes_or_hangs(data):
+@given(st.binary(max_size=200), st.booleans())
+def test_fuzz_garbage_never_crashes_or_hangs(data, accelerated):
     p = Parser()
+    p.accelerated = accelerated
     p.feed(data)
     try:
         for _ in range(len(data) + 1):

@@ -921,6 +921,40 @@ fail:
     return NULL;
 }
 
+/* _resp_bulks(buffer, pos, max_count) -> (list of bytes, new pos): the near listener's RESP
+ * parser hands runs of bulk strings (an invalidation push's keys) to this loop. It takes only
+ * complete, well-formed "$<digits>\r\n<data>\r\n" items and stops at anything else, which the
+ * Python parser then handles (errors included). */
+static PyObject *near_resp_bulks(PyObject *mod, PyObject *args) {
+    Py_buffer view;
+    Py_ssize_t pos, maxn;
+    if (!PyArg_ParseTuple(args, "y*nn:_resp_bulks", &view, &pos, &maxn)) return NULL;
+    PyObject *list = PyList_New(0);
+    if (!list) { PyBuffer_Release(&view); return NULL; }
+    const char *b = view.buf;
+    Py_ssize_t len = view.len, got = 0;
+    while (got < maxn && pos >= 0 && pos < len && b[pos] == '$') {
+        Py_ssize_t p = pos + 1, n = 0;
+        int digits = 0;
+        while (p < len && b[p] >= '0' && b[p] <= '9' && digits < 10) { n = n * 10 + (b[p] - '0'); p++; digits++; }
+        if (!digits || p + 1 >= len || b[p] != '\r' || b[p + 1] != '\n') break;
+        Py_ssize_t start = p + 2, stop = start + n;
+        if (n > (Py_ssize_t)512 * 1024 * 1024 || stop + 2 > len || b[stop] != '\r' || b[stop + 1] != '\n') break;
+        PyObject *item = PyBytes_FromStringAndSize(b + start, n);
+        if (!item || PyList_Append(list, item) < 0) {
+            Py_XDECREF(item);
+            Py_DECREF(list);
+            PyBuffer_Release(&view);
+            return NULL;
+        }
+        Py_DECREF(item);
+        got++;
+        pos = stop + 2;
+    }
+    PyBuffer_Release(&view);
+    return Py_BuildValue("(Nn)", list, pos);
+}
+
 #define NEAR_METHODS                                                                     \
     {"_near_bind", (PyCFunction)Cache_near_bind, METH_VARARGS, NULL},                     \
     {"_near_get", (PyCFunction)Cache_near_get, METH_O, NULL},                             \
@@ -1542,6 +1576,7 @@ static PyMethodDef module_methods[] = {
     {"_compat_unregister", compat_unregister, METH_VARARGS, NULL},
     {"_compat_set_remote", compat_set_remote, METH_O, NULL},
     {"_compat_registry", compat_get_registry, METH_NOARGS, NULL},
+    {"_resp_bulks", near_resp_bulks, METH_VARARGS, NULL},  /* near cache (issue 11) */
     {"region_size", mod_region_size, METH_O, "region_size(params) -> bytes the region needs"},
     {"peek_header", mod_peek_header, METH_VARARGS, "peek_header(buffer) -> dict of the region's stored parameters"},
     {"hash", mod_hash, METH_VARARGS, "hash(key, algo='djb33x') -> uWSGI's 32-bit hash of key"},

@@ -63,7 +63,7 @@ class _Conn:
         if not ready:
             return False
         self.sock.settimeout(self.timeout)
-        data = self.sock.recv(1 << 16)
+        data = self.sock.recv(1 << 18)
         if not data:
             raise ConnectionError("the server closed the connection")
         self.parser.feed(data)
@@ -311,6 +311,9 @@ class NearListener:
                 self.cache._near_count(STAT_FLUSHES, 1)
                 continue
             if isinstance(payload, list):
-                keys.extend(k for k in payload if isinstance(k, bytes))
+                keys.extend(payload)
         if keys:
-            self.cache._near_invalidate(keys)
+            try:
+                self.cache._near_invalidate(keys)
+            except TypeError:  # a non-bytes element: a server bug, skip it
+                self.cache._near_invalidate([k for k in keys if isinstance(k, bytes)])

@@ -89,15 +89,29 @@ def _int(line: bytes) -> int:
     return int(line)
 
 
+try:  # the C loop for runs of bulk strings (an invalidation's keys); the codec works without it
+    from .._engine import _resp_bulks
+except ImportError:  # pragma: no cover - the extension is not built
+    _resp_bulks = None
+
+_AGGREGATES = frozenset(b"*~>%|")
+_ATTRIBUTE = ord("|")
+
+
 class Parser:
-    """Feed bytes, take complete replies. One parser per connection."""
+    """Feed bytes, take complete replies. One parser per connection.
+
+    Resumable: a reply split over many reads is parsed once, element by element, with the
+    open aggregates kept on a stack, so a large push costs the same in one read or in many."""
 
     def __init__(self) -> None:
         self._buf = bytearray()
         self._pos = 0
+        self._stack: List[List[Any]] = []  # open aggregates: [kind, elements still due, items]
+        self.accelerated = _resp_bulks is not None
 
     def feed(self, data: Union[bytes, bytearray, memoryview]) -> None:
-        if self._pos > 65536 and self._pos * 2 > len(self._buf):
+        if self._pos > 65536 or (self._pos and self._pos == len(self._buf)):
             del self._buf[: self._pos]
             self._pos = 0
         self._buf += data
@@ -106,17 +120,6 @@ class Parser:
     def buffered(self) -> int:
         return len(self._buf) - self._pos
 
-    def gets(self) -> Any:
-        """The next complete reply, or :data:`NEED_MORE`."""
-        while True:
-            got = self._parse(self._pos, 0)
-            if got is None:
-                return NEED_MORE
-            value, end, is_attribute = got
-            self._pos = end
-            if not is_attribute:
-                return value
-
     def __iter__(self) -> Iterator[Any]:
         while True:
             v = self.gets()
@@ -124,95 +127,131 @@ class Parser:
                 return
             yield v
 
-    def _line(self, pos: int) -> Optional[Tuple[bytes, int]]:
-        end = self._buf.find(b"\r\n", pos, pos + MAX_LINE + 2)
-        if end < 0:
-            if len(self._buf) - pos > MAX_LINE + 1:
-                raise ProtocolError("RESP line too long")
-            return None
-        return bytes(self._buf[pos:end]), end + 2
+    def _line_end(self, pos: int) -> int:
+        end = self._buf.find(b"\r\n", pos, pos + MAX_LINE + 3)
+        if end < 0 and len(self._buf) - pos > MAX_LINE + 2:
+            raise ProtocolError("RESP line too long")
+        return end
 
-    def _parse(self, pos: int, depth: int) -> Optional[Tuple[Any, int, bool]]:
-        if depth > MAX_DEPTH:
-            raise ProtocolError("RESP reply nested too deeply")
-        if pos >= len(self._buf):
-            return None
-        kind = self._buf[pos]
-        got = self._line(pos + 1)
-        if got is None:
-            return None
-        line, pos = got
+    def gets(self) -> Any:
+        """The next complete reply, or :data:`NEED_MORE`."""
+        buf = self._buf
+        stack = self._stack
+        pos = self._pos
+        size = len(buf)
+        while True:
+            if pos >= size:
+                self._pos = pos
+                return NEED_MORE
+            kind = buf[pos]
+            if kind == 0x24 and stack and self.accelerated:
+                frame = stack[-1]
+                if frame[1] > 1 and frame[0] != _ATTRIBUTE and frame[0] != 0x25:
+                    # all but the last element in C; the last one closes the frame below
+                    items, pos = _resp_bulks(buf, pos, frame[1] - 1)
+                    if items:
+                        frame[2].extend(items)
+                        frame[1] -= len(items)
+                        continue
+            end = self._line_end(pos + 1)
+            if end < 0:
+                self._pos = pos
+                return NEED_MORE
+            line = bytes(buf[pos + 1:end])
+            if kind == 0x24 or kind == 0x21 or kind == 0x3D:  # $ bulk, ! bulk error, = verbatim
+                n = _int(line)
+                if n == -1 and kind == 0x24:
+                    value: Any = None  # RESP2 null bulk
+                    pos = end + 2
+                else:
+                    if n < 0 or n > MAX_BULK:
+                        raise ProtocolError(f"bad RESP bulk length {n}")
+                    stop = end + 2 + n
+                    if size < stop + 2:
+                        self._pos = pos
+                        return NEED_MORE
+                    if buf[stop] != 13 or buf[stop + 1] != 10:
+                        raise ProtocolError("RESP bulk string not followed by CRLF")
+                    value = bytes(buf[end + 2:stop])
+                    pos = stop + 2
+                    if kind == 0x21:
+                        value = ReplyError(value.decode("utf-8", "replace"))
+                    elif kind == 0x3D:
+                        if len(value) < 4 or value[3:4] != b":":
+                            raise ProtocolError("RESP3 verbatim string without its format")
+                        value = value[4:]
+            elif kind in _AGGREGATES:
+                n = _int(line)
+                pos = end + 2
+                if n == -1 and kind == 0x2A:
+                    value = None  # RESP2 null array
+                elif n < 0 or n > MAX_AGGREGATE:
+                    raise ProtocolError(f"bad RESP aggregate length {n}")
+                else:
+                    if len(stack) >= MAX_DEPTH:
+                        raise ProtocolError("RESP reply nested too deeply")
+                    due = n * 2 if kind in (0x25, _ATTRIBUTE) else n
+                    stack.append([kind, due, []])
+                    if due:
+                        continue
+                    value = self._close(stack.pop())
+            else:
+                pos = end + 2
+                value = self._scalar(kind, line)
+            # a complete value: hand it to the aggregates it closes
+            while True:
+                if value is _ATTR_DONE:
+                    break  # an attribute is dropped and takes no element's place
+                if not stack:
+                    self._pos = pos
+                    return value
+                frame = stack[-1]
+                frame[2].append(value)
+                frame[1] -= 1
+                if frame[1]:
+                    break
+                value = self._close(stack.pop())
+
+    @staticmethod
+    def _close(frame: List[Any]) -> Any:
+        kind, _, items = frame
+        if kind == _ATTRIBUTE:
+            return _ATTR_DONE
+        if kind == 0x3E:
+            return Push(items)
+        if kind == 0x25:
+            pairs = list(zip(items[0::2], items[1::2]))
+            try:
+                return dict(pairs)
+            except TypeError:
+                return pairs
+        return items
+
+    @staticmethod
+    def _scalar(kind: int, line: bytes) -> Any:
         if kind == 0x2B:  # + simple string
-            return line.decode("utf-8", "replace"), pos, False
+            return line.decode("utf-8", "replace")
         if kind == 0x2D:  # - error
-            return ReplyError(line.decode("utf-8", "replace")), pos, False
-        if kind == 0x3A:  # : integer
-            return _int(line), pos, False
-        if kind == 0x28:  # ( big number
-            return _int(line), pos, False
+            return ReplyError(line.decode("utf-8", "replace"))
+        if kind == 0x3A or kind == 0x28:  # : integer, ( big number
+            return _int(line)
         if kind == 0x5F:  # _ null
             if line:
                 raise ProtocolError("RESP3 null with a payload")
-            return None, pos, False
+            return None
         if kind == 0x23:  # # boolean
             if line not in (b"t", b"f"):
                 raise ProtocolError(f"bad RESP3 boolean {line[:10]!r}")
-            return line == b"t", pos, False
+            return line == b"t"
         if kind == 0x2C:  # , double
             try:
                 text = line.decode("ascii")
                 if not text or "_" in text or text != text.strip():
                     raise ValueError(text)
-                return float(text), pos, False
+                return float(text)
             except (UnicodeDecodeError, ValueError):
                 raise ProtocolError(f"bad RESP3 double {line[:40]!r}") from None
-        if kind in (0x24, 0x21, 0x3D):  # $ bulk, ! bulk error, = verbatim
-            n = _int(line)
-            if n == -1 and kind == 0x24:
-                return None, pos, False  # RESP2 null bulk
-            if n < 0 or n > MAX_BULK:
-                raise ProtocolError(f"bad RESP bulk length {n}")
-            if len(self._buf) < pos + n + 2:
-                return None
-            data = bytes(self._buf[pos:pos + n])
-            if self._buf[pos + n:pos + n + 2] != b"\r\n":
-                raise ProtocolError("RESP bulk string not followed by CRLF")
-            pos += n + 2
-            if kind == 0x21:
-                return ReplyError(data.decode("utf-8", "replace")), pos, False
-            if kind == 0x3D:
-                if len(data) < 4 or data[3:4] != b":":
-                    raise ProtocolError("RESP3 verbatim string without its format")
-                return data[4:], pos, False
-            return data, pos, False
-        if kind in (0x2A, 0x7E, 0x3E, 0x25, 0x7C):  # * array, ~ set, > push, % map, | attribute
-            n = _int(line)
-            if n == -1 and kind == 0x2A:
-                return None, pos, False  # RESP2 null array
-            if n < 0 or n > MAX_AGGREGATE:
-                raise ProtocolError(f"bad RESP aggregate length {n}")
-            count = n * 2 if kind in (0x25, 0x7C) else n
-            items: List[Any] = []
-            for _ in range(count):
-                got2 = self._parse(pos, depth + 1)
-                if got2 is None:
-                    return None
-                value, pos, is_attr = got2
-                while is_attr:  # an attribute before an element belongs to that element
-                    got2 = self._parse(pos, depth + 1)
-                    if got2 is None:
-                        return None
-                    value, pos, is_attr = got2
-                items.append(value)
-            if kind == 0x7C:
-                return None, pos, True
-            if kind == 0x3E:
-                return Push(items), pos, False
-            if kind == 0x25:
-                pairs = list(zip(items[0::2], items[1::2]))
-                try:
-                    return dict(pairs), pos, False
-                except TypeError:
-                    return pairs, pos, False
-            return items, pos, False
         raise ProtocolError(f"unknown RESP type byte {bytes([kind])!r}")
+
+
+_ATTR_DONE: Any = object()
