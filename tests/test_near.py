@@ -76,11 +76,11 @@ def test_reads_writes_and_redis_holds_the_truth(near, redis_client):
     assert near.get("home") is None
     assert near.set("home", b"<html>") is True
     assert redis_client.get("app:home") == b"<html>"  # Redis key = prefix + key
-    assert near.sync()  # the write's own invalidation has come back through the listener
+    assert near.sync(5.0)  # the write's own invalidation has come back through the listener
     assert near.get("home") == b"<html>"
     assert near.cache._near_peek(b"app:home") == b"<html>"  # now in the L1
     redis_client.set("app:other", "written by another client")
-    assert near.sync()
+    assert near.sync(5.0)
     assert near.get(b"other") == b"written by another client"
     assert near.get_many(["home", "other", "missing"]) == {"home": b"<html>", "other": b"written by another client"}
     assert near.delete("home") is True and near.delete("home") is False
@@ -93,7 +93,7 @@ def test_reads_writes_and_redis_holds_the_truth(near, redis_client):
 def test_counters_go_straight_to_redis(near, redis_client):
     assert near.incr("n") == 1 and near.incr("n", 5) == 6 and near.decr("n", 2) == 4
     assert redis_client.get("app:n") == b"4"
-    assert near.sync()
+    assert near.sync(5.0)
     assert near.get("n") == b"4"
     assert near.incr("n") == 5
     assert near.get("n") == b"5"  # the L1 entry went with the increment
@@ -106,7 +106,7 @@ def test_entry_ttl_is_the_smaller_of_redis_ttl_and_max_ttl(namespace, server, re
         redis_client.set("app:short", "v", ex=5)
         redis_client.set("app:forever", "v")
         redis_client.set("app:subsecond", "v", px=800)
-        assert near.sync()
+        assert near.sync(5.0)
         assert near.get("short") == near.get("forever") == near.get("subsecond") == b"v"
         cache = near.cache
         assert 3 <= cache.ttl(b"app:short") <= 5
@@ -139,7 +139,7 @@ def test_a_write_by_any_client_invalidates_every_process(namespace, server, redi
         keys = [f"k{i}" for i in range(20)]
         for k in keys:
             redis_client.set("app:" + k, b"old")
-        assert uwcache.near("pages", namespace=namespace).sync()
+        assert uwcache.near("pages", namespace=namespace).sync(5.0)
 
         def child(i):
             near = uwcache.near("pages", namespace=namespace)
@@ -163,7 +163,7 @@ def test_a_write_by_any_client_invalidates_every_process(namespace, server, redi
 
 def test_flushall_bumps_the_generation(near, redis_client):
     redis_client.set("app:a", "1")
-    assert near.sync()
+    assert near.sync(5.0)
     assert near.get("a") == b"1"
     gen = near.stats()["generation"]
     redis_client.flushall()
@@ -177,7 +177,7 @@ def test_after_the_node_stops_reads_go_through_without_filling(namespace, server
     wait_connected(node)
     near = uwcache.near("pages", namespace=namespace)
     redis_client.set("app:a", "1")
-    assert near.sync()
+    assert near.sync(5.0)
     assert near.get("a") == b"1"
     node.close()
     assert near.cache._near_peek(b"app:a") is False  # not trusted any more
@@ -198,22 +198,31 @@ def test_leases_close_the_read_invalidate_race(near, redis_client, leases):
     keys = [f"race{i}" for i in range(24)]
     for k in keys:
         redis_client.set("app:" + k, b"old")
-    assert near.sync()
-    near._fill_delay = 0.15
+    assert near.sync(5.0)
+    read = threading.Semaphore(0)
+    written = threading.Event()
+
+    def between_read_and_fill(rkey):
+        read.release()
+        assert written.wait(10)
+
+    near._before_fill = between_read_and_fill
     near._leases = leases
     try:
         threads = [threading.Thread(target=near.get, args=(k,)) for k in keys]
         for t in threads:
             t.start()
-        time.sleep(0.05)  # every reader has read "old" and sleeps before its fill
+        for _ in keys:  # every reader has read "old" and waits before its fill
+            assert read.acquire(timeout=10)
         for k in keys:
             redis_client.set("app:" + k, b"new")
+        assert near.sync(5.0)  # every invalidation applied before any fill
+        written.set()
         for t in threads:
             t.join()
     finally:
-        near._fill_delay = 0.0
+        near._before_fill = None
         near._leases = True
-    time.sleep(0.05)  # every invalidation applied
     stale = [k for k in keys if near.cache._near_peek(("app:" + k).encode()) == b"old"]
     if leases:
         assert stale == []
@@ -228,7 +237,7 @@ def test_cold_workers_fetch_each_hot_key_about_once(namespace, server, redis_cli
         wait_connected(n)
         keys = [f"hot{i}" for i in range(300)]
         redis_client.mset({"app:" + k: b"v" * 100 for k in keys})
-        assert uwcache.near("pages", namespace=namespace).sync()
+        assert uwcache.near("pages", namespace=namespace).sync(5.0)
         redis_client.config_resetstat()
         start = time.time() + 0.3
 
@@ -307,7 +316,7 @@ def test_a_redis_restart_bumps_the_generation(namespace, server, redis_client):
         wait_connected(n)
         near = uwcache.near("pages", namespace=namespace)
         redis_client.set("app:k", b"before")
-        assert near.sync()
+        assert near.sync(5.0)
         assert near.get("k") == b"before"
         gen = near.stats()["generation"]
         server.restart()  # no persistence: the restarted server is empty
@@ -327,7 +336,7 @@ def test_asyncio_variants(near, redis_client):
     async def main():
         assert await near.aget("a") is None
         assert await near.aset("a", b"1") is True
-        assert near.sync()
+        assert near.sync(5.0)
         assert await near.aget("a") == b"1"
         assert near.cache._near_peek(b"app:a") == b"1"
         redis_client.set("app:b", "2")
@@ -347,7 +356,7 @@ def test_asyncio_variants(near, redis_client):
 
 def test_stats_have_a_near_section(near, redis_client, node):
     redis_client.set("app:a", "1")
-    assert near.sync()
+    assert near.sync(5.0)
     near.get("a")
     near.get("a")
     stats = next(s for s in node.stats() if s["name"] == "pages")

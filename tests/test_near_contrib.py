@@ -53,7 +53,7 @@ def test_django_near_cache_reads_and_writes_django_redis_format(namespace, serve
         # what django-redis wrote: ":1:key", integers as digits, other values pickled
         plain.set(":1:obj", pickle.dumps({"a": [1, 2]}))
         plain.set(":1:n", b"41")
-        assert cache.near.sync()
+        assert cache.near.sync(5.0)
         assert cache.get("obj") == {"a": [1, 2]} and cache.get("obj") == {"a": [1, 2]}
         assert cache.near.cache._near_peek(b":1:obj") == pickle.dumps({"a": [1, 2]})  # served by the L1
         assert cache.incr("n") == 42 and plain.get(":1:n") == b"42" and cache.get("n") == 42
@@ -64,7 +64,7 @@ def test_django_near_cache_reads_and_writes_django_redis_format(namespace, serve
         assert cache.has_key("page") and not cache.has_key("missing")
         assert cache.delete("page") is True and cache.get("page", "gone") == "gone"
         plain.set(":1:obj", pickle.dumps("changed by another host"))
-        assert cache.near.sync()
+        assert cache.near.sync(5.0)
         assert cache.get("obj") == "changed by another host"
         with pytest.raises(ValueError):
             cache.incr("missing")
@@ -98,7 +98,7 @@ def test_cachelib_near_cache_interoperates_with_cachelib_redis_cache(namespace, 
         ours = NearCache(server.url, cache="pages", namespace=namespace, key_prefix="app:")
         theirs.set("obj", {"x": 1})
         theirs.set("n", 5)
-        assert ours.near.sync()
+        assert ours.near.sync(5.0)
         assert ours.get("obj") == {"x": 1} and ours.get("n") == 5
         assert ours.inc("n", 2) == 7 and theirs.get("n") == 7
         assert ours.set("mine", [1, "two"], timeout=20) is True
@@ -106,7 +106,7 @@ def test_cachelib_near_cache_interoperates_with_cachelib_redis_cache(namespace, 
         assert ours.add("mine", 0) is False
         assert ours.get_many("obj", "mine", "none") == [{"x": 1}, [1, "two"], None]
         theirs.set("obj", "updated")
-        assert ours.near.sync()
+        assert ours.near.sync(5.0)
         assert ours.get("obj") == "updated"
         assert ours.delete("obj") and theirs.get("obj") is None
         assert ours.has("mine") and ours.clear() and theirs.get("mine") is None
@@ -137,5 +137,5 @@ def test_flask_caching_near_cache(namespace, server, plain):
             assert theirs.get("k") == {"v": 1}
             theirs.set("k", "from RedisCache")
         with app.app_context():
-            assert cache.cache.near.sync()
+            assert cache.cache.near.sync(5.0)
             assert cache.get("k") == "from RedisCache"

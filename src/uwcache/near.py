@@ -216,7 +216,7 @@ class Near:
         self._async_client: Any = None
         self._pid = os.getpid()
         self._rtt = 0.001            # moving average of one GET+PTTL round trip, seconds
-        self._fill_delay = 0.0       # tests: sleep between the read and the fill (the race window)
+        self._before_fill: Optional[Callable[[bytes], None]] = None  # tests: runs between the read and the fill
         self._leases = True          # tests: False = naive fill (lease taken after the read)
         cache._near_bind(self.prefix, self._miss)
         self.get: Callable[[Key], Optional[bytes]] = cache._near_get  # type: ignore[assignment]
@@ -308,8 +308,8 @@ class Near:
             if self._leases:
                 self.cache._near_release(rkey, token)
             return value
-        if self._fill_delay:
-            time.sleep(self._fill_delay)
+        if self._before_fill is not None:
+            self._before_fill(rkey)
         if not self._leases:  # the naive fill the leases exist to prevent (tests only)
             token = self.cache._near_lease(rkey, self.shard, self.options.lease_ms)
             if token <= 0:
