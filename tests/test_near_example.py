@@ -22,7 +22,7 @@ APP_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "e
 def http(base, path, method="GET", body=None):
     req = urllib.request.Request(base + path, data=body, method=method)
     try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
+        with urllib.request.urlopen(req, timeout=30) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as err:
         return err.code, err.read()
@@ -49,6 +49,19 @@ def test_django_near_example(tmp_path):
             if proc.poll() is not None or time.time() > deadline:
                 pytest.fail(f"gunicorn did not start:\n{log_path.read_text()}")
             time.sleep(0.1)
+        check_requests(base, redis_server, log_path)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+        redis_server.close()
+
+
+def check_requests(base, redis_server, log_path):
+    try:
         assert http(base, "/values/greeting", "PUT", b"hello")[0] == 200
         plain = redis_server.client()
         assert pickle.loads(plain.get(":1:value:greeting")) == "hello"  # django-redis's format
@@ -62,11 +75,5 @@ def test_django_near_example(tmp_path):
         stats = json.loads(http(base, "/stats")[1])
         assert stats["fills"] >= 1 and stats["hits"] >= 1 and stats["invalidations_received"] >= 1
         plain.close()
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-        redis_server.close()
+    except (OSError, AssertionError) as exc:
+        pytest.fail(f"{exc!r}; gunicorn's log:\n{log_path.read_text()}")

@@ -248,7 +248,7 @@ class NearCache(BaseCache):
 
     def _ex(self, timeout: Timeout) -> Optional[int]:
         """None = never; -1 = already expired; else seconds (cachelib: 0 = never)."""
-        t = self._normalize_timeout(timeout)
+        t = self._normalize_timeout(timeout)  # type: ignore[arg-type]
         if isinstance(t, dt.timedelta):
             t = int(t.total_seconds())
         if t == 0:

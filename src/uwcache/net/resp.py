@@ -92,7 +92,7 @@ def _int(line: bytes) -> int:
 try:  # the C loop for runs of bulk strings (an invalidation's keys); the codec works without it
     from .._engine import _resp_bulks
 except ImportError:  # pragma: no cover - the extension is not built
-    _resp_bulks = None
+    _resp_bulks = None  # type: ignore[assignment]
 
 _AGGREGATES = frozenset(b"*~>%|")
 _ATTRIBUTE = ord("|")
