@@ -85,3 +85,54 @@ class Server:
     def close(self) -> None:
         self.kill()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free and valid too."""
+    for _ in range(200):
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    pytest.fail("no free port pair for a cluster node", pytrace=False)
+
+
+class Cluster:
+    """Three masters on loopback, joined with ``redis-cli --cluster create ... --cluster-replicas 0``."""
+
+    def __init__(self, binary: str, masters: int = 3) -> None:
+        self.servers = [Server(binary, port=cluster_port(), extra=["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                                              "--cluster-node-timeout", "2000"]) for _ in range(masters)]
+        cli = shutil.which("redis-cli")
+        if not cli:
+            pytest.fail("redis-cli is missing: apt-get install -y redis-tools (see .ci/run)", pytrace=False)
+        addresses = [f"127.0.0.1:{s.port}" for s in self.servers]
+        done = subprocess.run([cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+                              capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            pytest.fail(f"redis-cli --cluster create failed: {done.stdout}\n{done.stderr}", pytrace=False)
+        end = time.monotonic() + 20
+        while time.monotonic() < end:
+            infos = [s.client().execute_command("CLUSTER", "INFO") for s in self.servers]
+            if all("cluster_state:ok" in (i.decode() if isinstance(i, bytes) else str(i)) for i in infos):
+                return
+            time.sleep(0.1)
+        pytest.fail("the cluster did not reach cluster_state:ok", pytrace=False)
+
+    @property
+    def urls(self) -> List[str]:
+        return [s.url for s in self.servers]
+
+    def client(self):  # type: ignore[no-untyped-def]
+        from redis.cluster import ClusterNode, RedisCluster
+
+        return RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", s.port) for s in self.servers])
+
+    def close(self) -> None:
+        for s in self.servers:
+            s.close()

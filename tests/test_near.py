@@ -373,8 +373,9 @@ def test_stats_have_a_near_section(near, redis_client, node):
 
 def test_configuration_errors_are_clear(namespace):
     caching = uwcache.Caching(namespace=namespace).add_cache("pages", max_items=10)
-    with pytest.raises(NotImplementedError, match="Cluster"):
-        caching.add_near("pages", redis=["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"])
+    caching.add_near("pages", redis=["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"])  # cluster seeds
+    options = caching.near_options["pages"]
+    assert options.cluster and [e.port for e in options.seeds] == [7000, 7001]
     with pytest.raises(uwcache.ConfigError, match="scheme"):
         caching.add_near("pages", redis="http://127.0.0.1")
     with pytest.raises(uwcache.ConfigError, match="lease_ms"):
@@ -422,6 +423,8 @@ def test_cache2_near_options_parse():
     assert (options.redis, options.prefix, options.max_ttl, options.lease_ms) == (
         "redis://127.0.0.1:6379/0", "app,x:", 60, 200)
     assert caching.caches[0].block_size == 4096
+    cluster = uwcache.Caching.from_cache2("name=c,items=10,near=redis://127.0.0.1:7000\\,redis://127.0.0.1:7001")
+    assert [e.port for e in cluster.near_options["c"].seeds] == [7000, 7001]
     with pytest.raises(uwcache.ConfigError, match="near=redis"):
         uwcache.Caching.from_cache2("name=p,items=10,prefix=x")
     with pytest.raises(uwcache.ConfigError, match="whole number"):

@@ -86,8 +86,7 @@ def parse_redis_url(url: str) -> RedisEndpoint:
         raise ConfigError(f"near redis URL {url!r} is invalid: {exc}") from None
 
 
-_CLUSTER_MSG = ("near cache: Redis Cluster (a list of seed URLs) is not implemented yet; point the near "
-                "cache at one standalone master (see docs/near.md, 'Cluster')")
+_MAX_SHARDS = 16  # engine/cache.h UWC_NEAR_SHARDS: one per cluster master
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,9 +101,12 @@ class NearOptions:
     resp: str = "auto"   # "auto" (RESP3, else the RESP2 fallback), "3" or "2"
 
     def __post_init__(self) -> None:
-        if isinstance(self.redis, (list, tuple)) or (isinstance(self.redis, str) and "," in self.redis):
-            raise NotImplementedError(_CLUSTER_MSG)
-        parse_redis_url(self.redis)
+        if isinstance(self.redis, (list, tuple)):  # cluster seeds: kept as one comma-separated str
+            object.__setattr__(self, "redis", ",".join(str(u) for u in self.redis))
+        if not isinstance(self.redis, str):
+            raise ConfigError(f"near redis must be a URL or a list of cluster seed URLs, got {self.redis!r}")
+        for url in self.redis.split(","):
+            parse_redis_url(url.strip())
         if not isinstance(self.prefix, str):
             raise ConfigError(f"near prefix must be a str, got {self.prefix!r}")
         for field, low in (("max_ttl", 1), ("lease_ms", 10)):
@@ -115,8 +117,17 @@ class NearOptions:
             raise ConfigError(f"near resp must be 'auto', '2' or '3', got {self.resp!r}")
 
     @property
+    def cluster(self) -> bool:
+        """A list of seeds (or a comma-separated string of them) means Redis Cluster."""
+        return "," in self.redis
+
+    @property
+    def seeds(self) -> List[RedisEndpoint]:
+        return [parse_redis_url(u.strip()) for u in self.redis.split(",")]
+
+    @property
     def endpoint(self) -> RedisEndpoint:
-        return parse_redis_url(self.redis)
+        return self.seeds[0]
 
     @property
     def prefix_bytes(self) -> bytes:
@@ -163,6 +174,12 @@ def _sidecar_path(name: str, namespace: Optional[str]) -> str:
     from .cache import region_path
 
     return region_path(name, namespace) + ".near.json"
+
+
+def _shards_path(name: str, namespace: Optional[str]) -> str:
+    from .cache import region_path
+
+    return region_path(name, namespace) + ".near-shards.json"
 
 
 def write_sidecar(options: NearOptions, namespace: Optional[str]) -> None:
@@ -218,21 +235,42 @@ class Near:
         self._rtt = 0.001            # moving average of one GET+PTTL round trip, seconds
         self._before_fill: Optional[Callable[[bytes], None]] = None  # tests: runs between the read and the fill
         self._leases = True          # tests: False = naive fill (lease taken after the read)
+        self._cluster = options.cluster
+        self._slot_map: List[Tuple[int, int, int]] = []  # (first slot, last slot, shard)
+        self._slot_map_stamp: Optional[int] = None
         cache._near_bind(self.prefix, self._miss)
         self.get: Callable[[Key], Optional[bytes]] = cache._near_get  # type: ignore[assignment]
 
     # -- clients (created lazily, per process) -------------------------------------------
 
+    def _new_client(self, asyncio_client: bool) -> Any:
+        if not self._cluster:
+            if asyncio_client:
+                import redis.asyncio
+
+                return redis.asyncio.Redis.from_url(self.options.redis)
+            import redis
+
+            return redis.Redis.from_url(self.options.redis)
+        seed = self.options.endpoint
+        kw = {"username": seed.username, "password": seed.password, "ssl": seed.tls}
+        if asyncio_client:
+            from redis.asyncio.cluster import ClusterNode as AsyncNode
+            from redis.asyncio.cluster import RedisCluster as AsyncCluster
+
+            return AsyncCluster(startup_nodes=[AsyncNode(e.host, e.port) for e in self.options.seeds], **kw)
+        from redis.cluster import ClusterNode, RedisCluster
+
+        return RedisCluster(startup_nodes=[ClusterNode(e.host, e.port) for e in self.options.seeds], **kw)
+
     @property
     def redis(self) -> Any:
-        """This process's redis-py client (recreated after fork)."""
+        """This process's redis-py client (``RedisCluster`` for a cluster; recreated after fork)."""
         client = self._redis_client
         if client is None or self._pid != os.getpid():
             with _client_lock:  # one client per process: a replaced client closes its pool
                 if self._redis_client is None or self._pid != os.getpid():
-                    import redis
-
-                    self._redis_client = redis.Redis.from_url(self.options.redis)
+                    self._redis_client = self._new_client(False)
                     self._async_client = None
                     self._pid = os.getpid()
                 client = self._redis_client
@@ -241,11 +279,33 @@ class Near:
     @property
     def aredis(self) -> Any:
         if self._async_client is None or self._pid != os.getpid():
-            import redis.asyncio
-
-            self._async_client = redis.asyncio.Redis.from_url(self.options.redis)
-            self._pid = os.getpid()
+            self.redis  # noqa: B018 - resets the per-process state after a fork
+            self._async_client = self._new_client(True)
         return self._async_client
+
+    def _shard(self, rkey: bytes) -> int:
+        """The shard (cluster master) that holds ``rkey``; -1 when the node has not mapped it."""
+        if not self._cluster:
+            return 0
+        from redis.crc import key_slot
+
+        path = _shards_path(self.options.name, self.cache.namespace)
+        try:
+            stamp = os.stat(path).st_mtime_ns
+        except FileNotFoundError:
+            return -1
+        if stamp != self._slot_map_stamp:
+            try:
+                with open(path) as f:
+                    self._slot_map = [tuple(r) for r in json.load(f)["slots"]]  # type: ignore[misc]
+            except (OSError, ValueError, KeyError):
+                return -1
+            self._slot_map_stamp = stamp
+        slot = key_slot(rkey)
+        for first, last, shard in self._slot_map:
+            if first <= slot <= last:
+                return shard
+        return -1
 
     def _rkey(self, key: Key) -> bytes:
         return self.prefix + _to_bytes(key, "key")
@@ -261,10 +321,14 @@ class Near:
         if untrusted:
             return self.redis.get(rkey)  # type: ignore[no-any-return]
         waited = False
+        shard = self._shard(rkey)
         while True:
-            token = self.cache._near_lease(rkey, self.shard, self.options.lease_ms) if self._leases else 1
+            if shard < 0:
+                token = -1
+            else:
+                token = self.cache._near_lease(rkey, shard, self.options.lease_ms) if self._leases else 1
             if token > 0:
-                return self._fetch_fill(rkey, token)
+                return self._fetch_fill(rkey, token, shard)
             if token < 0 or waited:
                 self.cache._near_count(_STAT_READ_THROUGH, 1)
                 return self.redis.get(rkey)  # type: ignore[no-any-return]
@@ -288,10 +352,15 @@ class Near:
             return self.options.max_ttl
         return min(pttl // 1000, self.options.max_ttl)  # whole seconds, never past Redis's expiry
 
-    def _fetch_fill(self, rkey: bytes, token: int) -> Optional[bytes]:
+    def _pipeline(self) -> Any:
+        # a cluster pipeline is not a transaction: GET and PTTL then go separately, which is
+        # fine: a write between them also invalidates the key and drops the lease
+        return self.redis.pipeline() if self._cluster else self.redis.pipeline(transaction=True)
+
+    def _fetch_fill(self, rkey: bytes, token: int, shard: int = 0) -> Optional[bytes]:
         t0 = time.monotonic()
         try:
-            pipe = self.redis.pipeline(transaction=True)
+            pipe = self._pipeline()
             pipe.get(rkey)
             pipe.pttl(rkey)
             value, pttl = pipe.execute()
@@ -300,9 +369,9 @@ class Near:
                 self.cache._near_release(rkey, token)
             raise
         self._rtt = 0.8 * self._rtt + 0.2 * (time.monotonic() - t0)
-        return self._fill(rkey, token, value, pttl)
+        return self._fill(rkey, token, value, pttl, shard)
 
-    def _fill(self, rkey: bytes, token: int, value: Optional[bytes], pttl: int) -> Optional[bytes]:
+    def _fill(self, rkey: bytes, token: int, value: Optional[bytes], pttl: int, shard: int = 0) -> Optional[bytes]:
         ttl = self._ttl(pttl) if value is not None else 0
         if ttl <= 0 or not value:
             if self._leases:
@@ -311,16 +380,16 @@ class Near:
         if self._before_fill is not None:
             self._before_fill(rkey)
         if not self._leases:  # the naive fill the leases exist to prevent (tests only)
-            token = self.cache._near_lease(rkey, self.shard, self.options.lease_ms)
+            token = self.cache._near_lease(rkey, shard, self.options.lease_ms)
             if token <= 0:
                 return value
-        self.cache._near_fill(rkey, token, value, ttl, self.shard)
+        self.cache._near_fill(rkey, token, value, ttl, shard)
         return value
 
     def get_many(self, keys: Iterable[Key]) -> Dict[Key, bytes]:
         """``{key: value}`` for the keys Redis has (misses fetched in one pipeline)."""
         out: Dict[Key, bytes] = {}
-        leased: List[Tuple[Key, bytes, int]] = []
+        leased: List[Tuple[Key, bytes, int, int]] = []
         through: List[Tuple[Key, bytes]] = []
         for key in keys:
             rkey = self._rkey(key)
@@ -328,28 +397,30 @@ class Near:
             if got.__class__ is bytes:
                 out[key] = got
                 continue
-            token = self.cache._near_lease(rkey, self.shard, self.options.lease_ms) if got is None else -1
+            shard = self._shard(rkey) if got is None else -1
+            token = self.cache._near_lease(rkey, shard, self.options.lease_ms) if shard >= 0 else -1
             if token > 0:
-                leased.append((key, rkey, token))
+                leased.append((key, rkey, token, shard))
             else:
                 through.append((key, rkey))
         if leased:
-            pipe = self.redis.pipeline(transaction=True)
-            for _, rkey, _ in leased:
+            pipe = self._pipeline()
+            for _, rkey, _, _ in leased:
                 pipe.get(rkey)
                 pipe.pttl(rkey)
             try:
                 replies = pipe.execute()
             except BaseException:
-                for _, rkey, token in leased:
+                for _, rkey, token, _ in leased:
                     self.cache._near_release(rkey, token)
                 raise
-            for i, (key, rkey, token) in enumerate(leased):
-                value = self._fill(rkey, token, replies[2 * i], replies[2 * i + 1])
+            for i, (key, rkey, token, shard) in enumerate(leased):
+                value = self._fill(rkey, token, replies[2 * i], replies[2 * i + 1], shard)
                 if value is not None:
                     out[key] = value
         if through:
-            for (key, _), value in zip(through, self.redis.mget([r for _, r in through])):
+            mget = self.redis.mget_nonatomic if self._cluster else self.redis.mget
+            for (key, _), value in zip(through, mget([r for _, r in through])):
                 if value is not None:
                     out[key] = value
         return out
@@ -400,12 +471,14 @@ class Near:
         if got is False:
             return await self.aredis.get(rkey)  # type: ignore[no-any-return]
         waited = False
+        shard = self._shard(rkey)
         while True:
-            token = self.cache._near_lease(rkey, self.shard, self.options.lease_ms)
+            token = self.cache._near_lease(rkey, shard, self.options.lease_ms) if shard >= 0 else -1
             if token > 0:
                 t0 = time.monotonic()
                 try:
-                    async with self.aredis.pipeline(transaction=True) as pipe:
+                    pipe = self.aredis.pipeline() if self._cluster else self.aredis.pipeline(transaction=True)
+                    async with pipe:
                         pipe.get(rkey)
                         pipe.pttl(rkey)
                         value, pttl = await pipe.execute()
@@ -413,7 +486,7 @@ class Near:
                     self.cache._near_release(rkey, token)
                     raise
                 self._rtt = 0.8 * self._rtt + 0.2 * (time.monotonic() - t0)
-                return self._fill(rkey, token, value, pttl)
+                return self._fill(rkey, token, value, pttl, shard)
             if token < 0 or waited:
                 self.cache._near_count(_STAT_READ_THROUGH, 1)
                 return await self.aredis.get(rkey)  # type: ignore[no-any-return]
@@ -466,7 +539,13 @@ class Near:
         since_ms = time.monotonic() * 1000.0 + self.options.lease_ms
         end = time.monotonic() + timeout
         while True:
-            if self.cache._near_state()["deadline_ms"][self.shard] >= since_ms:
+            if self._cluster:
+                self._shard(b"")  # reload the node's slot map if it changed
+                shards = sorted({r[2] for r in self._slot_map})
+            else:
+                shards = [0]
+            deadlines = self.cache._near_state()["deadline_ms"]
+            if shards and all(deadlines[i] >= since_ms for i in shards):
                 return True
             if time.monotonic() >= end:
                 return False
@@ -536,6 +615,13 @@ class NearListeners:
         for options in getattr(node.caching, "near_options", {}).values():
             cache = node.cache(options.name)
             write_sidecar(options, node.namespace)
+            if options.cluster:
+                from .net.near_listener import ClusterSupervisor
+
+                supervisor = ClusterSupervisor(cache, options, _shards_path(options.name, node.namespace))
+                supervisor.start()
+                self.listeners.append(supervisor)
+                continue
             listener = self._cls(cache, options.endpoint, options.prefix_bytes, options.lease_ms, resp=options.resp,
                                  max_ttl=options.max_ttl)
             listener.start()
@@ -546,42 +632,6 @@ class NearListeners:
         for listener in self.listeners:
             listener.close()
         self.listeners = []
-
-
-def near_for_backend(cache_name: str, namespace: Optional[str], redis_url: Optional[str], owner: str) -> Near:
-    """The near tier a framework backend uses; its LOCATION must be the node's Redis URL."""
-    handle = near(cache_name, namespace=namespace)
-    if redis_url and redis_url != handle.options.redis:
-        raise ConfigError(f"{owner}: LOCATION {redis_url!r} is not the Redis of near cache {cache_name!r} "
-                          f"({handle.options.redis!r}, set by the node's add_near)")
-    return handle
-
-
-def unprefixed(handle: Near, full_key: str, owner: str) -> str:
-    """A framework's full Redis key minus the near tier's prefix (which it must start with)."""
-    prefix = handle.options.prefix
-    if not full_key.startswith(prefix):
-        raise ConfigError(f"{owner}: the Redis key {full_key!r} does not start with the near cache's prefix "
-                          f"{prefix!r}: give add_near a prefix that the backend's keys start with (or '')")
-    return full_key[len(prefix):]
-
-
-def delete_prefixed(handle: Near, pattern_prefix: str) -> int:
-    """Delete every Redis key starting with ``pattern_prefix`` (SCAN + DEL in batches)."""
-    escaped = "".join("\\" + c if c in "*?[]\\" else c for c in pattern_prefix)
-    client = handle.redis
-    removed = 0
-    batch: List[bytes] = []
-    for key in client.scan_iter(match=escaped + "*", count=1000):
-        batch.append(key)
-        if len(batch) >= 1000:
-            removed += client.delete(*batch)
-            handle.cache._near_invalidate(batch)
-            batch = []
-    if batch:
-        removed += client.delete(*batch)
-        handle.cache._near_invalidate(batch)
-    return removed
 
 
 class _CallableModule(type(os)):  # type: ignore[misc]

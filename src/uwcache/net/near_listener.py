@@ -317,3 +317,133 @@ class NearListener:
                 self.cache._near_invalidate(keys)
             except TypeError:  # a non-bytes element: a server bug, skip it
                 self.cache._near_invalidate([k for k in keys if isinstance(k, bytes)])
+
+
+class ClusterSupervisor:
+    """Redis Cluster: one :class:`NearListener` per master, each with its own shard (its own
+    generation and trust deadline), and the slot map the workers use to find a key's shard.
+
+    The topology is read with ``CLUSTER SLOTS`` from any reachable node, at start and every
+    ``refresh_s`` (sooner when a listener has lost its master). A master that goes away
+    takes only its shard's trust with it; its slots move to the shard of their new master."""
+
+    def __init__(self, cache: Any, options: Any, shards_path: str, *, refresh_s: float = 1.0) -> None:
+        self.cache = cache
+        self.options = options
+        self.shards_path = shards_path
+        self.refresh_s = refresh_s
+        self.listeners: dict = {}          # "host:port" -> NearListener
+        self.shard_of: dict = {}           # "host:port" -> shard index (kept while the node lives)
+        self.connected = _AllConnected(self)
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._slots: List[Tuple[int, int, str]] = []
+
+    def start(self) -> None:
+        self._refresh()
+        self._thread = threading.Thread(target=self._run, name=f"uwcache-near-cluster-{self.cache.name}", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+        for listener in list(self.listeners.values()):
+            listener.close()
+        self.listeners = {}
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.refresh_s):
+            try:
+                self._refresh()
+            except Exception as exc:  # keep supervising: the listeners keep their shards meanwhile
+                log.warning("near cache %r: cluster topology refresh failed: %s", self.cache.name, exc)
+
+    def _topology(self) -> List[Tuple[int, int, str]]:
+        import dataclasses
+
+        known = [f"{e.host}:{e.port}" for e in self.options.seeds] + list(self.shard_of)
+        last: Optional[BaseException] = None
+        for address in dict.fromkeys(known):
+            host, _, port = address.rpartition(":")
+            seed = dataclasses.replace(self.options.seeds[0], host=host, port=int(port), unix_path=None)
+            try:
+                conn = _Conn(seed, 2.0)
+            except OSError as exc:
+                last = exc
+                continue
+            try:
+                if seed.password is not None:
+                    _ok(conn.call("AUTH", seed.username or "default", seed.password), "AUTH")
+                reply = _ok(conn.call("CLUSTER", "SLOTS"), "CLUSTER SLOTS")
+            except (OSError, ReplyError, ProtocolError, TimeoutError) as exc:
+                last = exc
+                continue
+            finally:
+                conn.close()
+            slots = []
+            for entry in reply:
+                first, end_slot, master = int(entry[0]), int(entry[1]), entry[2]
+                mhost = master[0].decode() if isinstance(master[0], bytes) else str(master[0])
+                slots.append((first, end_slot, f"{mhost or host}:{int(master[1])}"))
+            if slots:
+                return sorted(slots)
+        raise ConnectionError(f"no cluster node answered CLUSTER SLOTS (last error: {last})")
+
+    def _refresh(self) -> None:
+        import dataclasses
+        import json
+        import os
+
+        slots = self._topology()
+        masters = sorted({m for _, _, m in slots})
+        for address in masters:
+            if address not in self.shard_of:
+                free = sorted(set(range(16)) - set(self.shard_of.values()))
+                if not free:  # forget masters that are gone to reuse their shard
+                    for old in [a for a in self.shard_of if a not in masters]:
+                        del self.shard_of[old]
+                    free = sorted(set(range(16)) - set(self.shard_of.values()))
+                if not free:
+                    raise ValueError("more than 16 cluster masters: the near cache keeps 16 shards")
+                self.shard_of[address] = free[0]
+        for address in list(self.listeners):
+            if address not in masters:  # no longer a master: its shard stops being trusted
+                self.listeners.pop(address).close()
+        for address in masters:
+            if address not in self.listeners:
+                host, _, port = address.rpartition(":")
+                endpoint = dataclasses.replace(self.options.seeds[0], host=host, port=int(port), unix_path=None)
+                listener = NearListener(self.cache, endpoint, self.options.prefix_bytes, self.options.lease_ms,
+                                        shard=self.shard_of[address], resp=self.options.resp,
+                                        max_ttl=self.options.max_ttl)
+                listener.start()
+                self.listeners[address] = listener
+        if slots != self._slots:
+            table = [[first, last, self.shard_of[m]] for first, last, m in slots]
+            tmp = f"{self.shards_path}.{os.getpid()}.tmp"
+            with open(tmp, "w") as f:
+                json.dump({"slots": table, "masters": {m: self.shard_of[m] for m in masters}}, f)
+            os.replace(tmp, self.shards_path)
+            self._slots = slots
+            log.info("near cache %r: cluster of %d masters (%s)", self.cache.name, len(masters),
+                     ", ".join(f"{m}=shard {self.shard_of[m]}" for m in masters))
+
+
+class _AllConnected:
+    """``connected`` of a cluster: set while every master's listener is connected."""
+
+    def __init__(self, supervisor: ClusterSupervisor) -> None:
+        self._supervisor = supervisor
+
+    def is_set(self) -> bool:
+        listeners = list(self._supervisor.listeners.values())
+        return bool(listeners) and all(listener.connected.is_set() for listener in listeners)
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        end = None if timeout is None else time.monotonic() + timeout
+        while not self.is_set():
+            if end is not None and time.monotonic() >= end:
+                return False
+            time.sleep(0.01)
+        return True
