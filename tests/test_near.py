@@ -446,3 +446,24 @@ def test_uwcache_run_with_a_near_cache2(namespace, server, redis_client):
         stats = next(c for c in stats_json(namespace)["caches"] if c["name"] == "pages")
         assert stats["near"]["fills"] == 1 and stats["near"]["hits"] >= 1
         assert node.stop(signal.SIGTERM) == 0
+
+
+@pytest.mark.parametrize("resp", ["auto", "2"])
+def test_password_and_unix_socket_urls(namespace, tmp_path, resp):
+    sock = str(tmp_path / "redis.sock")
+    s = Server(redis_server_bin(), extra=["--requirepass", "s3cret", "--unixsocket", sock, "--unixsocketperm", "700"])
+    try:
+        for url in (f"redis://:s3cret@127.0.0.1:{s.port}/0", f"unix://:s3cret@{sock}?db=0"):
+            with make_caching(namespace + url[:4], url, resp=resp).start() as n:
+                wait_connected(n)
+                near = uwcache.near("pages", namespace=namespace + url[:4])
+                plain = s.client(password="s3cret")
+                plain.set("app:k", "v1")
+                assert near.sync(5.0)
+                assert near.get("k") == b"v1" and near.get("k") == b"v1"
+                plain.set("app:k", "v2")
+                assert near.sync(5.0)
+                assert near.get("k") == b"v2"
+                plain.close()
+    finally:
+        s.close()
