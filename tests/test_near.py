@@ -467,3 +467,32 @@ def test_password_and_unix_socket_urls(namespace, tmp_path, resp):
                 plain.close()
     finally:
         s.close()
+
+
+@pytest.mark.slow
+def test_a_stalled_redis_stops_l1_reads_within_lease_ms(namespace, redis_client, server):
+    """A partition seen from the host (no PONG comes back; here redis-server is SIGSTOPped):
+    the L1 is not trusted past lease_ms. A short stall keeps the connection (nothing was
+    lost: TCP delivers the invalidations in order), so trust simply resumes afterwards."""
+    lease_ms = 200
+    with make_caching(namespace, server.url, lease_ms=lease_ms).start() as n:
+        wait_connected(n)
+        near = uwcache.near("pages", namespace=namespace)
+        redis_client.set("app:k", b"v")
+        assert near.sync(5.0)
+        assert near.get("k") == b"v" and near.cache._near_peek(b"app:k") == b"v"
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        stopped = time.monotonic()
+        try:
+            while near.cache._near_peek(b"app:k") == b"v":
+                assert time.monotonic() - stopped < 5, "the L1 stayed trusted"
+                time.sleep(0.001)
+            untrusted_after = time.monotonic() - stopped
+            print(f"L1 untrusted {untrusted_after * 1000:.0f} ms after the server stalled (lease_ms={lease_ms})")
+            assert untrusted_after <= (lease_ms + 150) / 1000
+        finally:
+            os.kill(server.proc.pid, signal.SIGCONT)
+        assert near.sync(5.0)  # trusted again
+        redis_client.set("app:k", b"after the stall")
+        assert near.sync(5.0)
+        assert near.get("k") == b"after the stall"
