@@ -634,6 +634,42 @@ class NearListeners:
         self.listeners = []
 
 
+def near_for_backend(cache_name: str, namespace: Optional[str], redis_url: Optional[str], owner: str) -> Near:
+    """The near tier a framework backend uses; its LOCATION must be the node's Redis URL."""
+    handle = near(cache_name, namespace=namespace)
+    if redis_url and redis_url != handle.options.redis:
+        raise ConfigError(f"{owner}: LOCATION {redis_url!r} is not the Redis of near cache {cache_name!r} "
+                          f"({handle.options.redis!r}, set by the node's add_near)")
+    return handle
+
+
+def unprefixed(handle: Near, full_key: str, owner: str) -> str:
+    """A framework's full Redis key minus the near tier's prefix (which it must start with)."""
+    prefix = handle.options.prefix
+    if not full_key.startswith(prefix):
+        raise ConfigError(f"{owner}: the Redis key {full_key!r} does not start with the near cache's prefix "
+                          f"{prefix!r}: give add_near a prefix that the backend's keys start with (or '')")
+    return full_key[len(prefix):]
+
+
+def delete_prefixed(handle: Near, pattern_prefix: str) -> int:
+    """Delete every Redis key starting with ``pattern_prefix`` (SCAN + DEL in batches)."""
+    escaped = "".join("\\" + c if c in "*?[]\\" else c for c in pattern_prefix)
+    client = handle.redis
+    removed = 0
+    batch: List[bytes] = []
+    for key in client.scan_iter(match=escaped + "*", count=1000):
+        batch.append(key)
+        if len(batch) >= 1000:
+            removed += client.delete(*batch)
+            handle.cache._near_invalidate(batch)
+            batch = []
+    if batch:
+        removed += client.delete(*batch)
+        handle.cache._near_invalidate(batch)
+    return removed
+
+
 class _CallableModule(type(os)):  # type: ignore[misc]
     """``uwcache.near`` is both this module and the function: importing the module makes it
     the package's attribute, so the module answers calls too."""
