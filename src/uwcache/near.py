@@ -228,7 +228,6 @@ class Near:
         self.cache = cache
         self.options = options
         self.prefix = options.prefix_bytes
-        self.shard = 0
         self._redis_client: Any = None
         self._async_client: Any = None
         self._pid = os.getpid()
@@ -253,7 +252,7 @@ class Near:
 
             return redis.Redis.from_url(self.options.redis)
         seed = self.options.endpoint
-        kw = {"username": seed.username, "password": seed.password, "ssl": seed.tls}
+        kw: Dict[str, Any] = {"username": seed.username, "password": seed.password, "ssl": seed.tls}
         if asyncio_client:
             from redis.asyncio.cluster import ClusterNode as AsyncNode
             from redis.asyncio.cluster import RedisCluster as AsyncCluster
