@@ -1430,6 +1430,7 @@ int uwc_recover(uwc_cache *c, uint64_t now, uint64_t *dropped) {
     }
     c->h->counters[UWC_COUNTER_SLOTS - 1].pid = SHARED_SLOT_PID;
     c->h->retired_hits = c->h->retired_miss = c->h->retired_writes = 0;
+    uwc_near_reset(c);  /* near cache: deadlines of another boot mean nothing here */
     __atomic_store_n(&c->h->state, UWC_STATE_READY, __ATOMIC_RELEASE);
     return UWC_OK;
 }
@@ -1509,4 +1510,315 @@ void uwc_debug_crash_in_lock(uwc_cache *c, int stage) {
         c->table[0] = c->p.max_items + 5;
     }
     raise(SIGKILL);
+}
+
+/* ==== near cache (issue 11) ==========================================================
+ * The L1 in front of Redis. Leases sit in a small open-addressing table in the header,
+ * keyed by a 64-bit key fingerprint, so Cache.get never meets a lease and its hit path is
+ * untouched. Near fills mark their record's flags with UWC_NEAR_MARK, the shard and the
+ * shard's generation; bumping the generation kills every earlier fill in O(1). Every lease
+ * operation runs under the cache mutex (they are on the miss path only). */
+
+#define NEAR_SHARD_SHIFT 16
+#define NEAR_GEN_SHIFT 32
+
+static inline uint64_t near_fp(const uint8_t *key, uint64_t klen) {
+    uint64_t fp = ((uint64_t)uwc_murmur2(key, klen) << 32) | uwc_djb33x(key, klen);
+    return fp < 2 ? fp + 2 : fp;
+}
+static inline int near_ms_before(uint32_t a, uint32_t b) { return (int32_t)(a - b) < 0; }
+
+static inline uwc_near_slot *near_find(uwc_cache *c, uint64_t fp) {
+    uwc_near_state *n = &c->h->near;
+    for (uint32_t i = 0, j = (uint32_t)fp & (UWC_NEAR_LEASES - 1); i < UWC_NEAR_LEASES;
+         i++, j = (j + 1) & (UWC_NEAR_LEASES - 1)) {
+        uwc_near_slot *l = &n->leases[j];
+        if (l->fp == 0) return NULL;
+        if (l->fp == fp) return l;
+    }
+    return NULL;
+}
+
+static void near_drop(uwc_cache *c, uwc_near_slot *l) {
+    l->fp = 1;  /* tombstone: later probes go on past it */
+    l->token = 0;
+    if (c->h->near.leases_live && --c->h->near.leases_live == 0)
+        memset(c->h->near.leases, 0, sizeof c->h->near.leases);  /* no live lease: drop the tombstones */
+}
+
+static void near_clear_leases(uwc_cache *c) {
+    memset(c->h->near.leases, 0, sizeof c->h->near.leases);
+    c->h->near.leases_live = 0;
+}
+
+/* Rebuild the table from its unexpired leases (tombstones and expired ones go). */
+static void near_compact(uwc_cache *c, uint32_t now32) {
+    uwc_near_slot keep[UWC_NEAR_LEASES];
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < UWC_NEAR_LEASES; i++) {
+        uwc_near_slot *l = &c->h->near.leases[i];
+        if (l->fp > 1 && near_ms_before(now32, l->until_ms)) keep[n++] = *l;
+    }
+    near_clear_leases(c);
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t j = (uint32_t)keep[i].fp & (UWC_NEAR_LEASES - 1);
+        while (c->h->near.leases[j].fp) j = (j + 1) & (UWC_NEAR_LEASES - 1);
+        c->h->near.leases[j] = keep[i];
+    }
+    c->h->near.leases_live = n;
+}
+
+static inline int near_trusted(const uwc_cache *c, uint32_t shard, uint64_t now_ms) {
+    return now_ms < __atomic_load_n(&c->h->near.deadline_ms[shard], __ATOMIC_ACQUIRE);
+}
+
+void uwc_near_count(uwc_cache *c, unsigned stat, uint64_t n) {
+    if (stat < UWC_NEAR_ST_NSTATS) __atomic_fetch_add(&c->h->near.stats[stat], n, __ATOMIC_RELAXED);
+}
+
+/* Is this record a live near fill of a trusted shard's current generation? */
+static inline int near_check(const uwc_cache *c, uint64_t flags, uint64_t now_ms) {
+    if (!(flags & UWC_NEAR_MARK)) return UWC_NOTFOUND;  /* not filled by the near tier */
+    uint32_t shard = (uint32_t)(flags >> NEAR_SHARD_SHIFT) & 0xFFu;
+    if (shard >= UWC_NEAR_SHARDS) return UWC_NOTFOUND;
+    if (!near_trusted(c, shard, now_ms)) return UWC_NEAR_UNTRUSTED;
+    if ((uint32_t)(flags >> NEAR_GEN_SHIFT) != __atomic_load_n(&c->h->near.gen[shard], __ATOMIC_ACQUIRE))
+        return UWC_NOTFOUND;  /* filled before a reconnect or a flush */
+    return UWC_OK;
+}
+
+static int near_get_optimistic(uwc_cache *c, const uint8_t *key, uint64_t klen, uint32_t h, uint64_t now,
+                               uint64_t now_ms, uwc_alloc_fn alloc, void *ctx, uint8_t **dst, uint64_t *dst_len) {
+    uint64_t bucket = bucket_of(c, h);
+    uint64_t seq = seq_read_begin(c, bucket);
+    if (seq & 1) return -1;
+    uint64_t s = c->table[bucket], steps = 0;
+    __asm__ __volatile__("" ::: "memory");
+    while (s) {
+        if (s >= c->p.max_items || ++steps > c->p.max_items) return -1;
+        const uint8_t *r = SLOT(c, s);
+        if (vrd(r, F_HASH) == h && vrd(r, F_KEYSIZE) == klen && memcmp(r + F_KEY, key, klen) == 0) {
+            uint64_t vs = vrd(r, F_VALSIZE), first = vrd(r, F_FIRST), ex = vrd(r, F_EXPIRES);
+            uint64_t flags = vrd(r, F_FLAGS);
+            if (vs == 0 || vs > c->max_item_size || first >= c->p.blocks ||
+                first * c->p.block_size + vs > c->p.block_size * c->p.blocks)
+                return -1;
+            int st = expired(ex, now) ? UWC_NOTFOUND : near_check(c, flags, now_ms);
+            if (st != UWC_OK) return seq_read_retry(c, bucket, seq) ? -1 : st;
+            if (*dst == NULL || *dst_len != vs) {
+                *dst = alloc(ctx, vs);
+                if (!*dst) return UWC_ENOMEM;
+                *dst_len = vs;
+            }
+            memcpy(*dst, c->data + first * c->p.block_size, vs);
+            return seq_read_retry(c, bucket, seq) ? -1 : UWC_OK;
+        }
+        s = vrd(r, F_NEXT);
+    }
+    return seq_read_retry(c, bucket, seq) ? -1 : UWC_NOTFOUND;
+}
+
+int uwc_near_get(uwc_cache *c, const uint8_t *key, uint64_t klen, uint64_t now, uint64_t now_ms,
+                 uwc_alloc_fn alloc, void *ctx, uwc_counter_slot *counters) {
+    if (klen == 0) return UWC_EKEY_EMPTY;
+    if (klen > c->p.key_size) return UWC_EKEY_LONG;
+    uint32_t h = uwc_hash(c, key, klen);
+    int rc = -1;
+    uint8_t *dst = NULL;
+    uint64_t dst_len = 0;
+    if (!is_lru(c)) {
+        for (int i = 0; i < OPTIMISTIC_TRIES && rc == -1; i++) {
+            rc = near_get_optimistic(c, key, klen, h, now, now_ms, alloc, ctx, &dst, &dst_len);
+            if (rc == -1) cpu_relax();
+        }
+    }
+    if (rc == -1) {
+        rc = uwc_lock(c);
+        if (rc) return rc;
+        touch_hash(c, h);
+        uint64_t s = lookup_locked(c, key, klen, h);
+        rc = UWC_NOTFOUND;
+        if (s) {
+            uint8_t *r = SLOT(c, s);
+            rc = expired(rd(r, F_EXPIRES), now) ? UWC_NOTFOUND : near_check(c, rd(r, F_FLAGS), now_ms);
+            if (rc == UWC_OK) {
+                uint64_t vs = rd(r, F_VALSIZE);
+                uint8_t *d = alloc(ctx, vs);
+                if (!d) rc = UWC_ENOMEM;
+                else memcpy(d, c->data + rd(r, F_FIRST) * c->p.block_size, vs);
+                if (d && is_lru(c)) lru_touch(c, s);
+            }
+        }
+        uwc_unlock(c);
+    }
+    if (rc == UWC_OK || rc == UWC_NOTFOUND) count(counters, rc == UWC_OK);
+    else if (rc == UWC_NEAR_UNTRUSTED) uwc_near_count(c, UWC_NEAR_ST_UNTRUSTED, 1);
+    return rc;
+}
+
+int uwc_near_lease(uwc_cache *c, const uint8_t *key, uint64_t klen, uint32_t shard, uint64_t now_ms,
+                   uint32_t lease_ms, uint32_t *token) {
+    if (klen == 0) return UWC_EKEY_EMPTY;
+    if (klen > c->p.key_size) return UWC_EKEY_LONG;
+    if (shard >= UWC_NEAR_SHARDS) return UWC_EPARAMS;
+    uint64_t fp = near_fp(key, klen);
+    uint32_t now32 = (uint32_t)now_ms;
+    int rc = uwc_lock(c);
+    if (rc) return rc;
+    uwc_near_state *n = &c->h->near;
+    if (!near_trusted(c, shard, now_ms)) {
+        rc = UWC_NEAR_UNTRUSTED;
+        goto out;
+    }
+    uwc_near_slot *l = near_find(c, fp);
+    if (l && near_ms_before(now32, l->until_ms)) {
+        rc = UWC_EXISTS;  /* another fill is under way: wait for it */
+        goto out;
+    }
+    if (!l) {
+        if (n->leases_live >= UWC_NEAR_LEASES / 2) near_compact(c, now32);
+        uint32_t j = (uint32_t)fp & (UWC_NEAR_LEASES - 1), i = 0;
+        for (; i < UWC_NEAR_LEASES; i++, j = (j + 1) & (UWC_NEAR_LEASES - 1)) {
+            uwc_near_slot *e = &n->leases[j];
+            if (e->fp < 2) break;
+        }
+        if (i == UWC_NEAR_LEASES || n->leases_live >= UWC_NEAR_LEASES / 2) {
+            uwc_near_count(c, UWC_NEAR_ST_LEASES_FULL, 1);
+            rc = UWC_FULL;
+            goto out;
+        }
+        l = &n->leases[j];
+        l->fp = fp;
+        n->leases_live++;
+    }
+    /* a fresh token; an expired lease of a dead filler is taken over */
+    if (++n->token_seq == 0) n->token_seq = 1;
+    l->token = n->token_seq;
+    l->until_ms = now32 + (lease_ms ? lease_ms : 1);
+    *token = l->token;
+    rc = UWC_OK;
+out:
+    uwc_unlock(c);
+    return rc;
+}
+
+int uwc_near_release(uwc_cache *c, const uint8_t *key, uint64_t klen, uint32_t token) {
+    if (klen == 0 || klen > c->p.key_size) return UWC_NOTFOUND;
+    uint64_t fp = near_fp(key, klen);
+    int rc = uwc_lock(c);
+    if (rc) return rc;
+    uwc_near_slot *l = near_find(c, fp);
+    rc = UWC_NOTFOUND;
+    if (l && l->token == token) {
+        near_drop(c, l);
+        rc = UWC_OK;
+    }
+    uwc_unlock(c);
+    return rc;
+}
+
+int uwc_near_fill(uwc_cache *c, const uint8_t *key, uint64_t klen, uint32_t token, const uint8_t *value,
+                  uint64_t vlen, uint64_t ttl_s, uint32_t shard, uint64_t now, uint64_t now_ms) {
+    if (klen == 0) return UWC_EKEY_EMPTY;
+    if (klen > c->p.key_size) return UWC_EKEY_LONG;
+    if (shard >= UWC_NEAR_SHARDS) return UWC_EPARAMS;
+    uint64_t fp = near_fp(key, klen);
+    uint32_t h = uwc_hash(c, key, klen);
+    int rc = uwc_lock(c);
+    if (rc) return rc;
+    uwc_near_slot *l = near_find(c, fp);
+    if (!l || l->token != token) {
+        /* deleted or invalidated since the lease was taken (or the generation moved on) */
+        rc = UWC_NOTFOUND;
+        uwc_near_count(c, UWC_NEAR_ST_LOST, 1);
+        goto out;
+    }
+    near_drop(c, l);
+    if (!near_trusted(c, shard, now_ms)) {
+        rc = UWC_NEAR_UNTRUSTED;
+        goto out;
+    }
+    if (vlen == 0) { rc = UWC_EVAL_EMPTY; goto out; }
+    if (vlen > c->max_item_size) { rc = UWC_EVAL_LARGE; goto out; }
+    uwc_write w;
+    memset(&w, 0, sizeof w);
+    w.key = key;
+    w.key_len = klen;
+    w.value = value;
+    w.value_len = vlen;
+    w.expires = ttl_s;
+    w.flags = UWC_F_UPDATE;
+    w.now = now;
+    rc = set_locked(c, &w, h);
+    if (rc == UWC_OK) {
+        uint64_t s = lookup_locked(c, key, klen, h);  /* its stripe is still held (odd) */
+        if (s) {
+            uint64_t flags = (rd(SLOT(c, s), F_FLAGS) & UWC_F_STORED_MASK) | UWC_NEAR_MARK |
+                             ((uint64_t)shard << NEAR_SHARD_SHIFT) |
+                             ((uint64_t)c->h->near.gen[shard] << NEAR_GEN_SHIFT);
+            wr(SLOT(c, s), F_FLAGS, flags);
+        }
+        if (c->p.options & UWC_OPT_LASTMOD) c->h->last_modified_at = now;
+        uwc_near_count(c, UWC_NEAR_ST_FILLS, 1);
+    }
+out:
+    uwc_unlock(c);
+    return rc;
+}
+
+int uwc_near_invalidate(uwc_cache *c, const uint8_t *keys, uint64_t keys_len, uint64_t now, uint64_t *removed) {
+    uint64_t off = 0, gone = 0, seen = 0;
+    int rc = uwc_lock(c);
+    if (rc) return rc;
+    while (off + 8 <= keys_len) {
+        uint64_t kl;
+        memcpy(&kl, keys + off, 8);
+        off += 8;
+        if (kl > keys_len - off) break;
+        const uint8_t *k = keys + off;
+        off += kl;
+        seen++;
+        if (kl == 0 || kl > c->p.key_size) continue;
+        uwc_near_slot *l = near_find(c, near_fp(k, kl));
+        if (l) near_drop(c, l);
+        uint32_t h = uwc_hash(c, k, kl);
+        touch_hash(c, h);
+        uint64_t s = lookup_locked(c, k, kl, h);
+        if (s) {
+            delete_slot(c, s);
+            gone++;
+        }
+    }
+    if (gone && (c->p.options & UWC_OPT_LASTMOD)) c->h->last_modified_at = now;
+    uwc_unlock(c);
+    uwc_near_count(c, UWC_NEAR_ST_INVALIDATIONS, seen);
+    if (removed) *removed = gone;
+    return UWC_OK;
+}
+
+int uwc_near_bump(uwc_cache *c, int shard, uint32_t *gen_out) {
+    if (shard >= UWC_NEAR_SHARDS) return UWC_EPARAMS;
+    int rc = uwc_lock(c);
+    if (rc) return rc;
+    for (int i = 0; i < UWC_NEAR_SHARDS; i++) {
+        if (shard >= 0 && i != shard) continue;
+        __atomic_store_n(&c->h->near.gen[i], c->h->near.gen[i] + 1, __ATOMIC_RELEASE);
+    }
+    /* a lease taken before the bump may carry a value read before it: no fill may land */
+    near_clear_leases(c);
+    if (gen_out) *gen_out = c->h->near.gen[shard < 0 ? 0 : shard];
+    uwc_unlock(c);
+    return UWC_OK;
+}
+
+void uwc_near_trust(uwc_cache *c, uint32_t shard, uint64_t deadline_ms) {
+    if (shard < UWC_NEAR_SHARDS) __atomic_store_n(&c->h->near.deadline_ms[shard], deadline_ms, __ATOMIC_RELEASE);
+}
+
+void uwc_near_reset(uwc_cache *c) {
+    near_clear_leases(c);
+    for (int i = 0; i < UWC_NEAR_SHARDS; i++) {
+        c->h->near.deadline_ms[i] = 0;
+        c->h->near.gen[i]++;
+    }
 }

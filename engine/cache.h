@@ -18,7 +18,7 @@
 #include <pthread.h>
 
 #define UWC_MAGIC "UWCACHE"          /* 8 bytes with the NUL */
-#define UWC_FORMAT_VERSION 2u  /* 2: 32-bit hash table and free stack */
+#define UWC_FORMAT_VERSION 3u  /* 2: 32-bit hash table and free stack; 3: near-cache state at the header end */
 #define UWC_HEADER_SIZE 32768u
 #define UWC_ITEM_HEADER 88u
 #define UWC_COUNTER_SLOTS 160
@@ -104,6 +104,32 @@ typedef struct uwc_seq_stripe {
     uint8_t pad[48];
 } uwc_seq_stripe;
 
+/* ---- near cache (issue 11): state of the L1 in front of Redis, kept at the header's end ----
+ * Leases live in their own small table, never in item records, so Cache.get cannot meet one
+ * and its hit path is unchanged. The generation and trust deadline are per shard (one shard
+ * per Redis master). */
+#define UWC_NEAR_SHARDS 16
+#define UWC_NEAR_LEASES 512    /* a power of two: 8 KiB of the 32 KiB header */
+enum {
+    UWC_NEAR_ST_FILLS = 0, UWC_NEAR_ST_LOST, UWC_NEAR_ST_WAITS, UWC_NEAR_ST_UNTRUSTED, UWC_NEAR_ST_INVALIDATIONS,
+    UWC_NEAR_ST_LAG_US, UWC_NEAR_ST_LEASES_FULL, UWC_NEAR_ST_FLUSHES, UWC_NEAR_ST_RECONNECTS, UWC_NEAR_ST_READ_THROUGH,
+    UWC_NEAR_ST_TTL_ONLY,  /* 1 while the listener runs without tracking (TTL-only mode) */
+    UWC_NEAR_ST_NSTATS = 16,
+};
+typedef struct uwc_near_slot {
+    uint64_t fp;        /* 64-bit key fingerprint; 0 = empty, 1 = tombstone */
+    uint32_t token;
+    uint32_t until_ms;  /* monotonic ms, truncated: compared wrap-safely */
+} uwc_near_slot;
+typedef struct uwc_near_state {
+    _Alignas(64) uint64_t deadline_ms[UWC_NEAR_SHARDS];  /* monotonic ms; reads trust the L1 before it */
+    uint32_t gen[UWC_NEAR_SHARDS];
+    _Alignas(64) uint32_t token_seq;
+    uint32_t leases_live;
+    uint64_t stats[UWC_NEAR_ST_NSTATS];
+    uwc_near_slot leases[UWC_NEAR_LEASES];
+} uwc_near_state;
+
 typedef struct uwc_header {
     char magic[8];
     uint32_t version;
@@ -143,6 +169,8 @@ typedef struct uwc_header {
     uint64_t net[UWC_NET_COUNTERS];  /* replication counters, owned by the network layer */
 
     uwc_counter_slot counters[UWC_COUNTER_SLOTS];
+
+    uwc_near_state near;        /* format 3: near cache (issue 11) */
 } uwc_header;
 
 #define UWC_STATE_READY 0x52454459u  /* "REDY" */
@@ -247,5 +275,24 @@ void uwc_unlock(uwc_cache *c);
 void uwc_debug_crash_in_lock(uwc_cache *c, int stage);
 
 void uwc_keybuf_free(uwc_keybuf *kb);
+
+/* ---- near cache (issue 11): lease / fill / batched invalidate / generation / deadline ----
+ * Items filled by the near tier carry a marker, their shard and the shard's generation in
+ * the high bits of the record's flags (uWSGI never stores bits above 0x3FF). */
+#define UWC_NEAR_UNTRUSTED 100      /* status: the shard's trust deadline has passed */
+#define UWC_NEAR_MARK 0x80000000ull
+int uwc_near_get(uwc_cache *c, const uint8_t *key, uint64_t klen, uint64_t now, uint64_t now_ms,
+                 uwc_alloc_fn alloc, void *ctx, uwc_counter_slot *counters);
+int uwc_near_lease(uwc_cache *c, const uint8_t *key, uint64_t klen, uint32_t shard, uint64_t now_ms,
+                   uint32_t lease_ms, uint32_t *token);
+int uwc_near_fill(uwc_cache *c, const uint8_t *key, uint64_t klen, uint32_t token, const uint8_t *value,
+                  uint64_t vlen, uint64_t ttl_s, uint32_t shard, uint64_t now, uint64_t now_ms);
+int uwc_near_release(uwc_cache *c, const uint8_t *key, uint64_t klen, uint32_t token);
+/* keys: [u64 len][bytes]... (the keybuf format); returns items removed in *removed */
+int uwc_near_invalidate(uwc_cache *c, const uint8_t *keys, uint64_t keys_len, uint64_t now, uint64_t *removed);
+int uwc_near_bump(uwc_cache *c, int shard, uint32_t *gen_out);  /* shard < 0: every shard */
+void uwc_near_trust(uwc_cache *c, uint32_t shard, uint64_t deadline_ms);
+void uwc_near_count(uwc_cache *c, unsigned stat, uint64_t n);
+void uwc_near_reset(uwc_cache *c);  /* cold region: no lease, nothing trusted, new generation */
 
 #endif

@@ -13,6 +13,8 @@ options::
         assert pages.get("home") == b"<html>...</html>"
 """
 
+from typing import Any
+
 from .errors import (
     CacheClosed,
     CacheError,
@@ -34,6 +36,14 @@ from .memoize import LazyCache, memoize
 from .remote import RemoteCache, RemoteError, RemoteUnavailable
 
 __version__ = "0.1.0"
+
+
+def near(name: str, *, namespace: "str | None" = None) -> "Any":
+    """The near tier (L1 in front of Redis) of cache ``name``: see :func:`uwcache.near.near`."""
+    from .near import near as _near
+
+    return _near(name, namespace=namespace)
+
 
 __all__ = [
     "Cache",
@@ -63,6 +73,7 @@ __all__ = [
     "format_cache2",
     "list_caches",
     "memoize",
+    "near",
     "open_cache",
     "parse_cache2",
     "__version__",

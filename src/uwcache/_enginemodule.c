@@ -44,6 +44,8 @@ typedef struct {
     PyObject *weakreflist;
     volatile sig_atomic_t broken; /* set by the SIGBUS guard: the region's file was truncated */
     int guard_slot;               /* index in guards[], or -1 */
+    PyObject *near_prefix;  /* near cache (issue 11): the Redis key prefix, bytes */
+    PyObject *near_miss;    /* near cache: called as miss(key, untrusted) on a miss */
 } CacheObject;
 
 static PyTypeObject CacheType;
@@ -821,6 +823,267 @@ static PyObject *Cache_net_counter(CacheObject *self, PyObject *args) {
     return PyLong_FromUnsignedLongLong(v);
 }
 
+/* ==== near cache (issue 11): binding of the engine's lease / fill / invalidate ==== */
+
+static inline uint64_t near_now_ms(void) {
+    /* the coarse clock (a few ns): it may lag by one tick (<= 4 ms), which docs/near.md counts
+     * in the staleness bound */
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+#define NEAR_KEY_MAX 4096
+/* prefix + key into buf (UTF-8 for str); returns the length, or -1 with an exception */
+static Py_ssize_t near_key(PyObject *prefix, PyObject *key, char *buf) {
+    sbuf p, k;
+    if (sbuf_get(prefix, &p, "prefix")) return -1;
+    if (sbuf_get(key, &k, "key")) { sbuf_release(&p); return -1; }
+    Py_ssize_t n = p.n + k.n;
+    if (n > NEAR_KEY_MAX) {
+        PyErr_Format(ErrKeyTooLong, "near key of %zd bytes (prefix included) is too long", n);
+        n = -1;
+    } else {
+        memcpy(buf, p.p, (size_t)p.n);
+        memcpy(buf + p.n, k.p, (size_t)k.n);
+    }
+    sbuf_release(&p);
+    sbuf_release(&k);
+    return n;
+}
+
+static PyObject *Cache_near_bind(CacheObject *self, PyObject *args) {
+    /* _near_bind(prefix, miss): what _near_get uses in this process (one near tier per cache) */
+    PyObject *prefix, *miss;
+    if (!PyArg_ParseTuple(args, "SO:_near_bind", &prefix, &miss)) return NULL;
+    Py_INCREF(prefix);
+    Py_XSETREF(self->near_prefix, prefix);
+    Py_INCREF(miss);
+    Py_XSETREF(self->near_miss, miss);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Cache_near_get(CacheObject *self, PyObject *key) {
+    /* _near_get(key): the bytes on a trusted hit of the current generation; otherwise
+     * returns miss(key, untrusted) (bound with _near_bind) */
+    if (check_open(self)) return NULL;
+    if (!self->near_prefix || !self->near_miss) {
+        PyErr_SetString(ErrCache, "this cache has no near tier bound in this process");
+        return NULL;
+    }
+    char buf[NEAR_KEY_MAX];
+    Py_ssize_t n = near_key(self->near_prefix, key, buf);
+    if (n < 0) return NULL;
+    alloc_ctx ctx = {NULL};
+    int rc = uwc_near_get(&self->c, (const uint8_t *)buf, (uint64_t)n, now_s(), near_now_ms(), alloc_bytes, &ctx,
+                          counters(self));
+    if (rc == UWC_OK) return ctx.obj;
+    Py_CLEAR(ctx.obj);
+    if (rc == UWC_NOTFOUND || rc == UWC_NEAR_UNTRUSTED)
+        return PyObject_CallFunctionObjArgs(self->near_miss, key, rc == UWC_NEAR_UNTRUSTED ? Py_True : Py_False, NULL);
+    return raise_status(self, rc, n, 0);
+}
+
+static PyObject *Cache_near_peek(CacheObject *self, PyObject *key) {
+    /* _near_peek(full_key: bytes) -> bytes (trusted hit), None (miss), False (untrusted) */
+    if (check_open(self)) return NULL;
+    if (!PyBytes_Check(key)) {
+        PyErr_SetString(PyExc_TypeError, "_near_peek key must be bytes");
+        return NULL;
+    }
+    alloc_ctx ctx = {NULL};
+    int rc = uwc_near_get(&self->c, (const uint8_t *)PyBytes_AS_STRING(key), (uint64_t)PyBytes_GET_SIZE(key), now_s(),
+                          near_now_ms(), alloc_bytes, &ctx, counters(self));
+    if (rc == UWC_OK) return ctx.obj;
+    Py_CLEAR(ctx.obj);
+    if (rc == UWC_NOTFOUND) Py_RETURN_NONE;
+    if (rc == UWC_NEAR_UNTRUSTED) Py_RETURN_FALSE;
+    return raise_status(self, rc, PyBytes_GET_SIZE(key), 0);
+}
+
+static PyObject *Cache_near_lease(CacheObject *self, PyObject *args) {
+    /* _near_lease(key, shard, lease_ms) -> token > 0 (ours), 0 (another fill is under way),
+     * -1 (the shard is not trusted), -2 (no free lease slot) */
+    const char *k;
+    Py_ssize_t kl;
+    unsigned int shard, lease_ms;
+    if (check_open(self) || !PyArg_ParseTuple(args, "y#II:_near_lease", &k, &kl, &shard, &lease_ms)) return NULL;
+    uint32_t token = 0;
+    int rc = uwc_near_lease(&self->c, (const uint8_t *)k, (uint64_t)kl, shard, near_now_ms(), lease_ms, &token);
+    switch (rc) {
+    case UWC_OK: return PyLong_FromUnsignedLong(token);
+    case UWC_EXISTS: return PyLong_FromLong(0);
+    case UWC_NEAR_UNTRUSTED: return PyLong_FromLong(-1);
+    case UWC_FULL: return PyLong_FromLong(-2);
+    default: return raise_status(self, rc, kl, 0);
+    }
+}
+
+static PyObject *Cache_near_fill(CacheObject *self, PyObject *args) {
+    /* _near_fill(key, token, value, ttl_s, shard) -> 0 stored, 1 lease lost, 2 untrusted,
+     * 3 not storable here (too large, or the cache is full) */
+    const char *k, *v;
+    Py_ssize_t kl, vl;
+    unsigned int token, shard;
+    unsigned long long ttl;
+    if (check_open(self) || !PyArg_ParseTuple(args, "y#Iy#KI:_near_fill", &k, &kl, &token, &v, &vl, &ttl, &shard))
+        return NULL;
+    int rc = uwc_near_fill(&self->c, (const uint8_t *)k, (uint64_t)kl, token, (const uint8_t *)v, (uint64_t)vl, ttl,
+                           shard, now_s(), near_now_ms());
+    switch (rc) {
+    case UWC_OK: return PyLong_FromLong(0);
+    case UWC_NOTFOUND: return PyLong_FromLong(1);
+    case UWC_NEAR_UNTRUSTED: return PyLong_FromLong(2);
+    case UWC_EVAL_EMPTY: case UWC_EVAL_LARGE: case UWC_FULL: return PyLong_FromLong(3);
+    default: return raise_status(self, rc, kl, vl);
+    }
+}
+
+static PyObject *Cache_near_release(CacheObject *self, PyObject *args) {
+    const char *k;
+    Py_ssize_t kl;
+    unsigned int token;
+    if (check_open(self) || !PyArg_ParseTuple(args, "y#I:_near_release", &k, &kl, &token)) return NULL;
+    int rc = uwc_near_release(&self->c, (const uint8_t *)k, (uint64_t)kl, token);
+    if (rc != UWC_OK && rc != UWC_NOTFOUND) return raise_status(self, rc, kl, 0);
+    return PyBool_FromLong(rc == UWC_OK);
+}
+
+static PyObject *Cache_near_invalidate(CacheObject *self, PyObject *keys) {
+    /* _near_invalidate(iterable of bytes) -> items removed; one lock hold for all of them */
+    if (check_open(self)) return NULL;
+    PyObject *seq = PySequence_Fast(keys, "_near_invalidate expects a sequence of bytes");
+    if (!seq) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq), total = 0;
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!PyBytes_Check(items[i])) {
+            Py_DECREF(seq);
+            PyErr_SetString(PyExc_TypeError, "_near_invalidate keys must be bytes");
+            return NULL;
+        }
+        total += 8 + PyBytes_GET_SIZE(items[i]);
+    }
+    uint8_t *buf = PyMem_Malloc(total ? (size_t)total : 1);
+    if (!buf) { Py_DECREF(seq); return PyErr_NoMemory(); }
+    uint64_t off = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint64_t l = (uint64_t)PyBytes_GET_SIZE(items[i]);
+        memcpy(buf + off, &l, 8);
+        memcpy(buf + off + 8, PyBytes_AS_STRING(items[i]), l);
+        off += 8 + l;
+    }
+    Py_DECREF(seq);
+    uint64_t removed = 0;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = uwc_near_invalidate(&self->c, buf, off, now_s(), &removed);
+    Py_END_ALLOW_THREADS
+    PyMem_Free(buf);
+    if (rc) return raise_status(self, rc, 0, 0);
+    return PyLong_FromUnsignedLongLong(removed);
+}
+
+static PyObject *Cache_near_bump(CacheObject *self, PyObject *args) {
+    /* _near_bump(shard=-1) -> the shard's new generation (shard 0's for -1: every shard) */
+    int shard = -1;
+    if (check_open(self) || !PyArg_ParseTuple(args, "|i:_near_bump", &shard)) return NULL;
+    uint32_t gen = 0;
+    int rc = uwc_near_bump(&self->c, shard, &gen);
+    if (rc) return raise_status(self, rc, 0, 0);
+    return PyLong_FromUnsignedLong(gen);
+}
+
+static PyObject *Cache_near_trust(CacheObject *self, PyObject *args) {
+    /* _near_trust(shard, deadline_ms): L1 reads of the shard are trusted before deadline_ms
+     * (CLOCK_MONOTONIC milliseconds, time.monotonic() * 1000); 0 = untrusted now */
+    unsigned int shard;
+    unsigned long long deadline;
+    if (check_open(self) || !PyArg_ParseTuple(args, "IK:_near_trust", &shard, &deadline)) return NULL;
+    if (shard >= UWC_NEAR_SHARDS) {
+        PyErr_SetString(PyExc_ValueError, "near shard out of range");
+        return NULL;
+    }
+    uwc_near_trust(&self->c, shard, deadline);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Cache_near_count(CacheObject *self, PyObject *args) {
+    unsigned int stat;
+    unsigned long long n = 1;
+    if (check_open(self) || !PyArg_ParseTuple(args, "I|K:_near_count", &stat, &n)) return NULL;
+    if (stat == UWC_NEAR_ST_LAG_US || stat == UWC_NEAR_ST_TTL_ONLY) __atomic_store_n(&self->c.h->near.stats[stat], n, __ATOMIC_RELAXED);
+    else uwc_near_count(&self->c, stat, n);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Cache_near_state(CacheObject *self, PyObject *unused) {
+    if (check_open(self)) return NULL;
+    uwc_near_state *ns = &self->c.h->near;
+    PyObject *gens = PyList_New(UWC_NEAR_SHARDS), *dl = PyList_New(UWC_NEAR_SHARDS), *st = PyList_New(UWC_NEAR_ST_NSTATS);
+    if (!gens || !dl || !st) goto fail;
+    for (int i = 0; i < UWC_NEAR_SHARDS; i++) {
+        PyList_SET_ITEM(gens, i, PyLong_FromUnsignedLong(__atomic_load_n(&ns->gen[i], __ATOMIC_RELAXED)));
+        PyList_SET_ITEM(dl, i, PyLong_FromUnsignedLongLong(__atomic_load_n(&ns->deadline_ms[i], __ATOMIC_RELAXED)));
+    }
+    for (int i = 0; i < UWC_NEAR_ST_NSTATS; i++)
+        PyList_SET_ITEM(st, i, PyLong_FromUnsignedLongLong(__atomic_load_n(&ns->stats[i], __ATOMIC_RELAXED)));
+    return Py_BuildValue("{sNsNsNsIsK}", "gen", gens, "deadline_ms", dl, "stats", st, "leases_live",
+                         (unsigned int)__atomic_load_n(&ns->leases_live, __ATOMIC_RELAXED), "now_ms",
+                         (unsigned long long)near_now_ms());
+fail:
+    Py_XDECREF(gens); Py_XDECREF(dl); Py_XDECREF(st);
+    return NULL;
+}
+
+/* _resp_bulks(buffer, pos, max_count) -> (list of bytes, new pos): the near listener's RESP
+ * parser hands runs of bulk strings (an invalidation push's keys) to this loop. It takes only
+ * complete, well-formed "$<digits>\r\n<data>\r\n" items and stops at anything else, which the
+ * Python parser then handles (errors included). */
+static PyObject *near_resp_bulks(PyObject *mod, PyObject *args) {
+    Py_buffer view;
+    Py_ssize_t pos, maxn;
+    if (!PyArg_ParseTuple(args, "y*nn:_resp_bulks", &view, &pos, &maxn)) return NULL;
+    PyObject *list = PyList_New(0);
+    if (!list) { PyBuffer_Release(&view); return NULL; }
+    const char *b = view.buf;
+    Py_ssize_t len = view.len, got = 0;
+    while (got < maxn && pos >= 0 && pos < len && b[pos] == '$') {
+        Py_ssize_t p = pos + 1, n = 0;
+        int digits = 0;
+        while (p < len && b[p] >= '0' && b[p] <= '9' && digits < 10) { n = n * 10 + (b[p] - '0'); p++; digits++; }
+        if (!digits || p + 1 >= len || b[p] != '\r' || b[p + 1] != '\n') break;
+        Py_ssize_t start = p + 2, stop = start + n;
+        if (n > (Py_ssize_t)512 * 1024 * 1024 || stop + 2 > len || b[stop] != '\r' || b[stop + 1] != '\n') break;
+        PyObject *item = PyBytes_FromStringAndSize(b + start, n);
+        if (!item || PyList_Append(list, item) < 0) {
+            Py_XDECREF(item);
+            Py_DECREF(list);
+            PyBuffer_Release(&view);
+            return NULL;
+        }
+        Py_DECREF(item);
+        got++;
+        pos = stop + 2;
+    }
+    PyBuffer_Release(&view);
+    return Py_BuildValue("(Nn)", list, pos);
+}
+
+#define NEAR_METHODS                                                                     \
+    {"_near_bind", (PyCFunction)Cache_near_bind, METH_VARARGS, NULL},                     \
+    {"_near_get", (PyCFunction)Cache_near_get, METH_O, NULL},                             \
+    {"_near_peek", (PyCFunction)Cache_near_peek, METH_O, NULL},                           \
+    {"_near_lease", (PyCFunction)Cache_near_lease, METH_VARARGS, NULL},                   \
+    {"_near_fill", (PyCFunction)Cache_near_fill, METH_VARARGS, NULL},                     \
+    {"_near_release", (PyCFunction)Cache_near_release, METH_VARARGS, NULL},               \
+    {"_near_invalidate", (PyCFunction)Cache_near_invalidate, METH_O, NULL},               \
+    {"_near_bump", (PyCFunction)Cache_near_bump, METH_VARARGS, NULL},                     \
+    {"_near_trust", (PyCFunction)Cache_near_trust, METH_VARARGS, NULL},                   \
+    {"_near_count", (PyCFunction)Cache_near_count, METH_VARARGS, NULL},                   \
+    {"_near_state", (PyCFunction)Cache_near_state, METH_NOARGS, NULL},
+/* ==== end of near cache binding ==== */
+
 static void release_region(CacheObject *self) {
     if (!self->open) return;
     if (self->counter_gen == fork_generation && self->counters &&
@@ -916,12 +1179,15 @@ static void Cache_dealloc(CacheObject *self) {
     Py_CLEAR(self->name);
     Py_CLEAR(self->on_write);
     Py_CLEAR(self->on_full);
+    Py_CLEAR(self->near_prefix);
+    Py_CLEAR(self->near_miss);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static int Cache_traverse(CacheObject *self, visitproc visit, void *arg) {
     Py_VISIT(self->on_write);
     Py_VISIT(self->on_full);
+    Py_VISIT(self->near_miss);
     Py_VISIT(Py_TYPE(self));
     return 0;
 }
@@ -929,6 +1195,7 @@ static int Cache_traverse(CacheObject *self, visitproc visit, void *arg) {
 static int Cache_tp_clear(CacheObject *self) {
     Py_CLEAR(self->on_write);
     Py_CLEAR(self->on_full);
+    Py_CLEAR(self->near_miss);
     return 0;
 }
 
@@ -1029,6 +1296,7 @@ static PyMethodDef Cache_methods[] = {
     {"_import_image", (PyCFunction)Cache_import_image, METH_VARARGS, NULL},
     {"_debug_crash_in_lock", (PyCFunction)Cache_debug_crash_in_lock, METH_O, NULL},
     {"_net_counter", (PyCFunction)Cache_net_counter, METH_VARARGS, NULL},
+    NEAR_METHODS
     {NULL},
 };
 
@@ -1427,6 +1695,7 @@ static PyMethodDef module_methods[] = {
     {"_compat_unregister", compat_unregister, METH_VARARGS, NULL},
     {"_compat_set_remote", compat_set_remote, METH_O, NULL},
     {"_compat_registry", compat_get_registry, METH_NOARGS, NULL},
+    {"_resp_bulks", near_resp_bulks, METH_VARARGS, NULL},  /* near cache (issue 11) */
     {"region_size", mod_region_size, METH_O, "region_size(params) -> bytes the region needs"},
     {"peek_header", mod_peek_header, METH_VARARGS, "peek_header(buffer) -> dict of the region's stored parameters"},
     {"hash", mod_hash, METH_VARARGS, "hash(key, algo='djb33x') -> uWSGI's 32-bit hash of key"},

@@ -437,6 +437,10 @@ class Cache(_engine.CacheBase):
             path=self.path,
         )
         stats.update(net_stats(self))
+        if os.path.exists(region_path(self.name, self.namespace) + ".near.json"):  # near cache (issue 11)
+            from .near import near_stats
+
+            stats["near"] = near_stats(self)
         return stats
 
     def close(self) -> None:

@@ -971,6 +971,29 @@ class Caching:
         self._append_cache(CacheOptions(name=name, max_items=max_items, **given))
         return self
 
+    def add_near(self, name: str, *, redis: Any, prefix: str = "", max_ttl: int = 300,
+                 lease_ms: int = 300, resp: str = "auto") -> Caching:
+        """Put cache ``name`` in front of Redis/Valkey as this host's L1 (see docs/near.md).
+
+        The node runs the invalidation listener; any process uses ``uwcache.near(name)``."""
+        from .near import NearOptions
+
+        self.cache_options(name)  # the L1 must be a configured cache
+        near_options = self.__dict__.setdefault("near_options", {})
+        near_options[name] = NearOptions(name=name, redis=redis, prefix=prefix, max_ttl=max_ttl,
+                                         lease_ms=lease_ms, resp=str(resp))
+        return self
+
+    def _append_cache_with_near(self, value: str, parse: Any) -> None:
+        """A cache2 value that may carry the near cache's keys (near=, prefix=, maxttl=, lease=)."""
+        from .near import split_cache2_near
+
+        plain, near_kw = split_cache2_near(value)
+        options = parse(plain)
+        self._append_cache(options)
+        if near_kw is not None:
+            self.add_near(options.name, **near_kw)
+
     # -- lookups --------------------------------------------------------------------------
 
     def cache_options(self, name: str) -> CacheOptions:
@@ -1043,7 +1066,7 @@ class Caching:
         """One cache per uWSGI ``--cache2`` value, in order."""
         caching = cls(namespace, secret=secret)
         for value in values:
-            caching._append_cache(parse_cache2(value))
+            caching._append_cache_with_near(value, lambda plain: parse_cache2(plain))
         return caching
 
     @classmethod
@@ -1065,7 +1088,7 @@ class Caching:
         store_sync = opts.get("cache-store-sync", 0)
         for line, raw in opts.lists["cache2"]:
             try:
-                caching._append_cache(_parse_cache2(raw, store_sync_default=store_sync))
+                caching._append_cache_with_near(raw, lambda plain: _parse_cache2(plain, store_sync_default=store_sync))
             except ConfigError as exc:
                 raise opts.error(line, str(exc)) from None
         _apply_basic_params(opts, caching)

@@ -82,6 +82,7 @@ class Node:
         self._receiver: Any = None
         self._server: Any = None
         self._stats_server: Any = None
+        self._near: Any = None  # near cache listeners (issue 11)
         self.namespace = caching.namespace
         self._caches: Dict[str, Cache] = {}
         self._stop = threading.Event()
@@ -101,6 +102,10 @@ class Node:
                     if _engine._compat_register(name, cache):
                         self._registered.append(name)
             self._start_network(server, server_secret, max_connections)
+            if getattr(caching, "near_options", None):
+                from .near import NearListeners
+
+                self._near = NearListeners.start(self)
             if stats is not None:
                 self._start_stats(stats)
             if sweeper and not caching.no_expire and any(not o.no_expire for o in caching.caches):
@@ -273,7 +278,7 @@ class Node:
                             ", ".join(repr(n) for n in unsigned))
 
     def _stop_network(self) -> None:
-        for part in ("_server", "_receiver", "_sender"):
+        for part in ("_near", "_server", "_receiver", "_sender"):
             obj = getattr(self, part, None)
             if obj is not None:
                 try:

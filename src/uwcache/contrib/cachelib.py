@@ -46,7 +46,7 @@ from ..memoize import LazyCache
 from ..serializers import MISS, Codec, add_to_counter, engine_expires
 from ..signing import ValueSigner
 
-__all__ = ["UWCache", "DefaultSerializer"]
+__all__ = ["UWCache", "DefaultSerializer", "NearCache"]
 
 log = logging.getLogger("uwcache.contrib.cachelib")
 
@@ -240,3 +240,134 @@ class UWCache(BaseCache):
 
     def dec(self, key: str, delta: int = 1) -> Any:
         return self.inc(key, -delta)
+
+
+# ==== near cache (issue 11): cachelib's RedisCache format with the host's L1 in front ====
+
+
+def _cachelib_redis_dumps(value: Any) -> bytes:
+    """cachelib's RedisCache format: integers as digits (so INCR works), the rest "!" + pickle."""
+    import pickle
+
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value).encode("ascii")
+    return b"!" + pickle.dumps(value)
+
+
+def _cachelib_redis_loads(raw: Optional[bytes]) -> Any:
+    import pickle
+
+    if raw is None:
+        return None
+    if raw.startswith(b"!"):
+        try:
+            return pickle.loads(raw[1:])
+        except pickle.PickleError:
+            return None
+    try:
+        return int(raw)
+    except ValueError:
+        return None  # not ours: cachelib also answers None for what it cannot read
+
+
+class NearCache(BaseCache):
+    """cachelib cache on Redis (cachelib's ``RedisCache`` key and value format) with the
+    host's uwcache L1 in front (docs/near.md)::
+
+        cache = NearCache("redis://127.0.0.1:6379/0", cache="pages", key_prefix="app:")
+
+    ``cache`` names the uwcache cache the node's ``add_near`` put in front of that Redis;
+    the near prefix must be a prefix of ``key_prefix`` (or empty)."""
+
+    def __init__(self, location: Optional[str] = None, default_timeout: Union[int, dt.timedelta] = 300,
+                 key_prefix: Optional[str] = None, cache: str = "default", namespace: Optional[str] = None,
+                 **unused: Any) -> None:
+        BaseCache.__init__(self, default_timeout=default_timeout)
+        if isinstance(self.default_timeout, dt.timedelta):
+            self.default_timeout = int(self.default_timeout.total_seconds())
+        self.location = location
+        self.key_prefix = key_prefix or ""
+        self._cache_name = cache
+        self._namespace = namespace
+        self._owner = f"{type(self).__module__}.{type(self).__qualname__}({location!r})"
+        self._handle: Any = None
+
+    @property
+    def near(self) -> Any:
+        if self._handle is None:
+            from ..near import near_for_backend
+
+            self._handle = near_for_backend(self._cache_name, self._namespace, self.location, self._owner)
+        return self._handle
+
+    def _k(self, key: str) -> str:
+        from ..near import unprefixed
+
+        return unprefixed(self.near, self.key_prefix + key, self._owner)
+
+    def _rk(self, key: str) -> bytes:
+        return self.near.prefix + self._k(key).encode()
+
+    def _ex(self, timeout: Timeout) -> Optional[int]:
+        """None = never; -1 = already expired; else seconds (cachelib: 0 = never)."""
+        t = self._normalize_timeout(timeout)  # type: ignore[arg-type]
+        if isinstance(t, dt.timedelta):
+            t = int(t.total_seconds())
+        if t == 0:
+            return None
+        return -1 if t < 0 else int(t)
+
+    def get(self, key: str) -> Any:
+        return _cachelib_redis_loads(self.near.get(self._k(key)))
+
+    def get_many(self, *keys: str) -> List[Any]:
+        found = self.near.get_many([self._k(k) for k in keys])
+        return [_cachelib_redis_loads(found.get(self._k(k))) for k in keys]
+
+    def get_dict(self, *keys: str) -> Dict[str, Any]:
+        return dict(zip(keys, self.get_many(*keys)))
+
+    def set(self, key: str, value: Any, timeout: Timeout = None) -> bool:
+        ex = self._ex(timeout)
+        if ex == -1:
+            self.delete(key)
+            return True
+        return bool(self.near.set(self._k(key), _cachelib_redis_dumps(value), ex=ex))
+
+    def add(self, key: str, value: Any, timeout: Timeout = None) -> bool:
+        ex = self._ex(timeout)
+        if ex == -1:
+            return False
+        rkey = self._rk(key)
+        done = self.near.redis.set(rkey, _cachelib_redis_dumps(value), ex=ex, nx=True)
+        self.near.cache._near_invalidate([rkey])
+        return bool(done)
+
+    def set_many(self, mapping: Dict[str, Any], timeout: Timeout = None) -> List[Any]:
+        return [k for k, v in mapping.items() if not self.set(k, v, timeout)]
+
+    def delete(self, key: str) -> bool:
+        return bool(self.near.delete(self._k(key)))
+
+    def delete_many(self, *keys: str) -> List[Any]:
+        rkeys = [self._rk(k) for k in keys]
+        if rkeys:
+            self.near.redis.delete(*rkeys)
+            self.near.cache._near_invalidate(rkeys)
+        return list(keys)
+
+    def has(self, key: str) -> bool:
+        return bool(self.near.redis.exists(self._rk(key)))
+
+    def clear(self) -> bool:
+        from ..near import delete_prefixed
+
+        prefix = self.near.options.prefix
+        delete_prefixed(self.near, self.key_prefix if self.key_prefix.startswith(prefix) else prefix)
+        return True
+
+    def inc(self, key: str, delta: int = 1) -> Any:
+        return self.near.incr(self._k(key), delta)
+
+    def dec(self, key: str, delta: int = 1) -> Any:
+        return self.near.decr(self._k(key), delta)

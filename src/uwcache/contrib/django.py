@@ -48,7 +48,7 @@ from ..memoize import LazyCache
 from ..serializers import MISS, Codec, add_to_counter, engine_expires
 from ..signing import ValueSigner
 
-__all__ = ["UWCache"]
+__all__ = ["UWCache", "NearCache"]
 
 log = logging.getLogger("uwcache.contrib.django")
 
@@ -346,3 +346,153 @@ class UWCache(BaseCache):
 
     async def aclose(self, **kwargs: Any) -> None:
         self.close(**kwargs)
+
+
+# ==== near cache (issue 11): a django-redis-compatible backend with the host's L1 in front ====
+
+
+def _django_redis_encode(value: Any) -> bytes:
+    """django-redis's default format: integers as their digits (so INCR works), the rest pickled."""
+    import pickle
+
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value).encode()
+    return pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+
+
+def _django_redis_decode(raw: Optional[bytes]) -> Any:
+    import pickle
+
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        return pickle.loads(raw)
+
+
+class NearCache(BaseCache):
+    """Django backend on Redis with the host's uwcache L1 in front (issue 11, docs/near.md).
+
+    ::
+
+        CACHES = {"default": {
+            "BACKEND": "uwcache.contrib.django.NearCache",
+            "LOCATION": "redis://127.0.0.1:6379/0",           # the Redis the node's add_near names
+            "OPTIONS": {"CACHE": "pages", "NAMESPACE": None},   # the near cache's uwcache cache
+        }}
+
+    Keys and values use django-redis's format (``:1:key``; integers as digits, other values
+    pickled), so it drops in front of an existing django-redis deployment. The node that runs
+    the listener must be started (``uwcache run --cache2 name=pages,...,near=redis://…``).
+    """
+
+    def __init__(self, location: str, params: Dict[str, Any]) -> None:
+        super().__init__(params)
+        options = {k.upper(): v for k, v in (params.get("OPTIONS") or {}).items()}
+        unknown = sorted(set(options) - {"CACHE", "NAMESPACE"})
+        self._owner = f"Django cache backend uwcache.contrib.django.NearCache (LOCATION={location!r})"
+        if unknown:
+            raise ImproperlyConfigured(f"{self._owner}: unknown OPTIONS {unknown}; accepted: CACHE, NAMESPACE")
+        self._location = location
+        self._cache_name = options.get("CACHE") or "default"
+        self._namespace = options.get("NAMESPACE")
+        self._handle: Any = None
+
+    @property
+    def near(self) -> Any:
+        if self._handle is None:
+            from ..near import near_for_backend
+
+            try:
+                self._handle = near_for_backend(self._cache_name, self._namespace, self._location, self._owner)
+            except ConfigError as exc:
+                raise ImproperlyConfigured(str(exc)) from exc
+        return self._handle
+
+    def _k(self, key: Any, version: Optional[int]) -> str:
+        from ..near import unprefixed
+
+        return unprefixed(self.near, self.make_and_validate_key(key, version=version), self._owner)
+
+    def _ex(self, timeout: Any) -> Optional[int]:
+        """Seconds for SET EX, None for no expiry, 0 for 'already expired'."""
+        t = self.default_timeout if timeout is DEFAULT_TIMEOUT else timeout
+        if t is None:
+            return None
+        return max(0, int(-(-t // 1)))  # whole seconds, rounded up; <= 0 means expire now
+
+    def get(self, key: Any, default: Any = None, version: Optional[int] = None) -> Any:
+        raw = self.near.get(self._k(key, version))
+        return default if raw is None else _django_redis_decode(raw)
+
+    def set(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Optional[int] = None) -> None:
+        k, ex = self._k(key, version), self._ex(timeout)
+        if ex == 0:
+            self.near.delete(k)
+            return
+        self.near.set(k, _django_redis_encode(value), ex=ex)
+
+    def add(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Optional[int] = None) -> bool:
+        k, ex = self._k(key, version), self._ex(timeout)
+        if ex == 0:
+            return False
+        near = self.near
+        rkey = near.prefix + k.encode()
+        done = near.redis.set(rkey, _django_redis_encode(value), ex=ex, nx=True)
+        near.cache._near_invalidate([rkey])
+        return bool(done)
+
+    def touch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: Optional[int] = None) -> bool:
+        near = self.near
+        rkey = near.prefix + self._k(key, version).encode()
+        ex = self._ex(timeout)
+        done = near.redis.persist(rkey) if ex is None else near.redis.expire(rkey, ex)
+        if ex is None:
+            done = bool(done) or bool(near.redis.exists(rkey))
+        near.cache._near_invalidate([rkey])
+        return bool(done)
+
+    def delete(self, key: Any, version: Optional[int] = None) -> bool:
+        return bool(self.near.delete(self._k(key, version)))
+
+    def has_key(self, key: Any, version: Optional[int] = None) -> bool:
+        return self.near.get(self._k(key, version)) is not None
+
+    def get_many(self, keys: Iterable[Any], version: Optional[int] = None) -> Dict[Any, Any]:
+        mapping = {self._k(key, version): key for key in keys}
+        found = self.near.get_many(list(mapping))
+        return {mapping[k]: _django_redis_decode(v) for k, v in found.items()}
+
+    def set_many(self, data: Dict[Any, Any], timeout: Any = DEFAULT_TIMEOUT,
+                 version: Optional[int] = None) -> List[Any]:
+        for key, value in data.items():
+            self.set(key, value, timeout, version)
+        return []
+
+    def delete_many(self, keys: Iterable[Any], version: Optional[int] = None) -> None:
+        near = self.near
+        rkeys = [near.prefix + self._k(key, version).encode() for key in keys]
+        if rkeys:
+            near.redis.delete(*rkeys)
+            near.cache._near_invalidate(rkeys)
+
+    def incr(self, key: Any, delta: int = 1, version: Optional[int] = None) -> int:
+        near = self.near
+        k = self._k(key, version)
+        if not near.redis.exists(near.prefix + k.encode()):
+            raise ValueError(f"Key '{key}' not found")
+        return int(near.incr(k, delta))
+
+    def decr(self, key: Any, delta: int = 1, version: Optional[int] = None) -> int:
+        return self.incr(key, -delta, version)
+
+    def clear(self) -> None:
+        from ..near import delete_prefixed
+
+        near = self.near
+        base, prefix = f"{self.key_prefix}:", near.options.prefix  # Django keys: "<KEY_PREFIX>:<version>:<key>"
+        delete_prefixed(near, prefix if prefix.startswith(base) else base)
+
+    def close(self, **kwargs: Any) -> None:
+        pass

@@ -31,7 +31,7 @@ from flask_caching.backends.base import BaseCache as FlaskBaseCache
 
 from . import cachelib as _cachelib
 
-__all__ = ["UWCache"]
+__all__ = ["UWCache", "NearCache"]
 
 
 class UWCache(_cachelib.UWCache, FlaskBaseCache):
@@ -59,4 +59,27 @@ class UWCache(_cachelib.UWCache, FlaskBaseCache):
         for option, value in from_config.items():
             if value is not None:
                 kwargs.setdefault(option, value)
+        return cls(*args, **kwargs)
+
+
+# ==== near cache (issue 11) ====
+
+
+class NearCache(_cachelib.NearCache, FlaskBaseCache):
+    """Flask-Caching on Redis (Flask-Caching's RedisCache format) with the host's uwcache L1
+    in front: ``CACHE_TYPE = "uwcache.contrib.flask.NearCache"``, ``CACHE_REDIS_URL`` = the
+    node's Redis, ``CACHE_UWCACHE_NAME`` = the near cache's uwcache cache."""
+
+    def __init__(self, *args: Any, ignore_errors: Any = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.ignore_errors = bool(ignore_errors)
+
+    @classmethod
+    def factory(cls, app: Any, config: Dict[str, Any], args: List[Any], kwargs: Dict[str, Any]) -> "NearCache":
+        kwargs.setdefault("location", config.get("CACHE_REDIS_URL"))
+        kwargs.setdefault("cache", config.get("CACHE_UWCACHE_NAME") or "default")
+        if config.get("CACHE_UWCACHE_NAMESPACE") is not None:
+            kwargs.setdefault("namespace", config["CACHE_UWCACHE_NAMESPACE"])
+        kwargs.setdefault("key_prefix", config.get("CACHE_KEY_PREFIX") or "flask_cache_")
+        kwargs.setdefault("default_timeout", config.get("CACHE_DEFAULT_TIMEOUT", 300))
         return cls(*args, **kwargs)

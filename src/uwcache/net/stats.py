@@ -240,6 +240,7 @@ def prometheus_text(stats: List[Dict[str, Any]]) -> str:
                 continue
             labels = f'namespace="{_label(entry.get("namespace", ""))}",cache="{_label(entry["name"])}"'
             lines.append(f"{metric}{{{labels}}} {entry[key]}")
+    lines.extend(_near_lines(stats))
     return "\n".join(lines) + "\n"
 
 
@@ -309,6 +310,26 @@ def wants_html(accept: Optional[str]) -> bool:
 def _dashboard_page() -> bytes:
     with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "dashboard.html"), "rb") as f:
         return f.read()
+
+
+# near cache (issue 11): the stats' "near" section, one metric per key
+_NEAR_GAUGES = {"generation", "listener_lag_us", "trusted_for_ms", "leases_live", "ttl_only"}
+
+
+def _near_lines(stats: List[Dict[str, Any]]) -> List[str]:
+    entries = [e for e in stats if isinstance(e.get("near"), dict)]
+    keys = sorted({k for e in entries for k in e["near"]})
+    lines: List[str] = []
+    for key in keys:
+        gauge = key in _NEAR_GAUGES
+        metric = f"uwcache_near_{key}" + ("" if gauge else "_total")
+        lines.append(f"# HELP {metric} Near cache {key.replace('_', ' ')} (see docs/near.md).")
+        lines.append(f"# TYPE {metric} {'gauge' if gauge else 'counter'}")
+        for entry in entries:
+            if key in entry["near"]:
+                labels = f'namespace="{_label(entry.get("namespace", ""))}",cache="{_label(entry["name"])}"'
+                lines.append(f"{metric}{{{labels}}} {entry['near'][key]}")
+    return lines
 
 
 class _Handler(BaseHTTPRequestHandler):
