@@ -301,8 +301,12 @@ def test_a_dead_or_stalled_listener_serves_nothing_stale_beyond_lease_ms(namespa
         # lease_ms + 50 ms is the target; the margin here covers one coarse-clock tick and
         # the scheduling noise of a loaded test machine
         assert stale_for <= (lease_ms + 150) / 1000, stale_for
-        assert time.monotonic() - killed >= 0
-        assert near.get("k") == b"v2" and near.cache._near_peek(b"app:k") is False
+        # once the trust deadline has passed, every read goes through: a later write that no
+        # invalidation announces is seen at once (the listener may have applied the v2
+        # invalidation just before the signal landed, so the L1 may hold v2: that is allowed)
+        time.sleep(max(0.0, killed + (lease_ms + 100) / 1000 - time.monotonic()))
+        redis_client.set("app:k", b"v3")
+        assert near.get("k") == b"v3"
     finally:
         if sig == "SIGSTOP":
             os.kill(proc.pid, signal.SIGCONT)
