@@ -13,6 +13,9 @@ options::
         assert pages.get("home") == b"<html>...</html>"
 """
 
+import sys as _sys
+import types as _types
+
 from .errors import (
     CacheClosed,
     CacheError,
@@ -26,11 +29,63 @@ from .errors import (
     UnknownCache,
     ValueTooLarge,
 )
-from .config import CacheOptions, Caching, PreloadFile, PreloadItem, format_cache2, parse_cache2
-from .cache import Cache, attach, import_uwsgi_store, list_caches, open_cache
-from .node import Node
-from .memoize import LazyCache, memoize
-from .remote import RemoteCache, RemoteError, RemoteUnavailable
+
+# Everything else is imported on first use (PEP 562), so that `import uwcache` stays cheap
+# and a process that only attaches to a cache never loads the network layer, memoize or
+# the CLI. `from uwcache import X` works for every name in __all__.
+_LAZY = {
+    "CacheOptions": "config",
+    "Caching": "config",
+    "PreloadFile": "config",
+    "PreloadItem": "config",
+    "format_cache2": "config",
+    "parse_cache2": "config",
+    "Cache": "cache",
+    "attach": "cache",
+    "import_uwsgi_store": "cache",
+    "list_caches": "cache",
+    "open_cache": "cache",
+    "Node": "node",
+    "LazyCache": "memoize",
+    "RemoteCache": "remote",
+    "RemoteError": "remote",
+    "RemoteUnavailable": "remote",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'uwcache' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module("." + module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+class _Package(_types.ModuleType):
+    """``uwcache.memoize`` is the decorator, though a submodule has the same name: the
+    import system binds a submodule on its package once it is loaded, and this setter
+    keeps the decorator in place."""
+
+    @property
+    def memoize(self) -> object:
+        from .memoize import memoize as decorator
+
+        return decorator
+
+    @memoize.setter
+    def memoize(self, value: object) -> None:
+        pass
+
+
+_sys.modules[__name__].__class__ = _Package
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(_LAZY) | {"memoize"})
+
 
 __version__ = "0.1.0"
 

@@ -28,7 +28,6 @@ from . import _engine
 from .config import CacheOptions
 from .config import _resolve_namespace as resolve_namespace
 from .errors import CacheError, CorruptStore, RegionMismatch, UnknownCache
-from .net.counters import net_stats
 
 log = logging.getLogger("uwcache")
 
@@ -188,6 +187,8 @@ class Cache(_engine.CacheBase):
             sweeper_pid=raw["sweeper_pid"],
             path=self.path,
         )
+        from .net.counters import net_stats  # the network layer, only when asked
+
         stats.update(net_stats(self))
         return stats
 
