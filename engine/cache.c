@@ -229,7 +229,7 @@ int uwc_params_check(const uwc_params *p, const char **why) {
     else if (p->blocks < p->max_items) w = "blocks must be at least max_items";
     else if (p->blocks > (1ull << 40)) w = "blocks must be at most 2**40";
     else if (p->hash_size < 1 || p->hash_size > 0xFFFFFFFFull) w = "hash_size must be 1..2**32-1";
-    else if (p->hash_algo > UWC_HASH_MURMUR2) w = "unknown hash algorithm";
+    else if (p->hash_algo > UWC_HASH_WYHASH) w = "unknown hash algorithm";
     else {
         uint64_t size;
         if (uwc_region_size(p, &size) != UWC_OK) w = "the cache would need more than 2**46 bytes";
@@ -284,7 +284,11 @@ static void bind_handle(uwc_cache *c, void *mem, uint64_t size, const uwc_params
 }
 
 uint32_t uwc_hash(const uwc_cache *c, const uint8_t *key, uint64_t len) {
-    return c->p.hash_algo == UWC_HASH_MURMUR2 ? uwc_murmur2(key, len) : uwc_djb33x(key, len);
+    switch (c->p.hash_algo) {
+    case UWC_HASH_MURMUR2: return uwc_murmur2(key, len);
+    case UWC_HASH_WYHASH: return uwc_wyhash(key, len);
+    default: return uwc_djb33x(key, len);
+    }
 }
 
 uint64_t uwc_n_items(const uwc_cache *c) { return __atomic_load_n(&c->h->n_items, __ATOMIC_RELAXED); }

@@ -841,7 +841,8 @@ GEOM_GETTER(options_bits, self->c.p.options)
 static PyObject *Cache_get_closed(CacheObject *self, void *unused) { return PyBool_FromLong(!self->open); }
 static PyObject *Cache_get_hash_algo(CacheObject *self, void *unused) {
     if (check_open(self)) return NULL;
-    return PyUnicode_FromString(self->c.p.hash_algo == UWC_HASH_MURMUR2 ? "murmur2" : "djb33x");
+    uint32_t a = self->c.p.hash_algo;
+    return PyUnicode_FromString(a == UWC_HASH_MURMUR2 ? "murmur2" : a == UWC_HASH_WYHASH ? "wyhash" : "djb33x");
 }
 static PyObject *Cache_get_math_initial(CacheObject *self, void *unused) {
     if (check_open(self)) return NULL;
@@ -859,7 +860,7 @@ static PyGetSetDef Cache_getset[] = {
     {"block_size", (getter)Cache_get_block_size, NULL, "Bytes per data block.", NULL},
     {"blocks", (getter)Cache_get_blocks, NULL, "Number of data blocks.", NULL},
     {"hash_size", (getter)Cache_get_hash_size, NULL, "Number of hash buckets.", NULL},
-    {"hash_algo", (getter)Cache_get_hash_algo, NULL, "djb33x or murmur2.", NULL},
+    {"hash_algo", (getter)Cache_get_hash_algo, NULL, "djb33x, murmur2 (uWSGI's) or wyhash.", NULL},
     {"math_initial", (getter)Cache_get_math_initial, NULL, "Start value of math ops on a missing key.", NULL},
     {"max_item_size", (getter)Cache_get_max_item_size, NULL, "Largest value one item can hold, in bytes.", NULL},
     {"region_size", (getter)Cache_get_region_size, NULL, "Bytes of shared memory the cache maps.", NULL},
@@ -1334,9 +1335,10 @@ static PyObject *mod_hash(PyObject *m, PyObject *args) {
     uint32_t h;
     if (strcmp(algo, "djb33x") == 0) h = uwc_djb33x(b.buf, (uint64_t)b.len);
     else if (strcmp(algo, "murmur2") == 0) h = uwc_murmur2(b.buf, (uint64_t)b.len);
+    else if (strcmp(algo, "wyhash") == 0) h = uwc_wyhash(b.buf, (uint64_t)b.len);
     else {
         PyBuffer_Release(&b);
-        PyErr_SetString(PyExc_ValueError, "algorithm must be djb33x or murmur2");
+        PyErr_SetString(PyExc_ValueError, "algorithm must be djb33x, murmur2 or wyhash");
         return NULL;
     }
     PyBuffer_Release(&b);
@@ -1409,6 +1411,7 @@ PyMODINIT_FUNC PyInit__engine(void) {
     PyModule_AddIntConstant(m, "OPT_FULL_SILENT", UWC_OPT_FULL_SILENT);
     PyModule_AddIntConstant(m, "HASH_DJB33X", UWC_HASH_DJB33X);
     PyModule_AddIntConstant(m, "HASH_MURMUR2", UWC_HASH_MURMUR2);
+    PyModule_AddIntConstant(m, "HASH_WYHASH", UWC_HASH_WYHASH);
     PyModule_AddIntConstant(m, "HEADER_SIZE", UWC_HEADER_SIZE);
     PyModule_AddIntConstant(m, "FORMAT_VERSION", UWC_FORMAT_VERSION);
     PyModule_AddIntConstant(m, "F_UPDATE", UWC_F_UPDATE);

@@ -86,13 +86,17 @@ _OPTION_BITS = (
 )
 
 
+_HASH_IDS = {"djb33x": _engine.HASH_DJB33X, "murmur2": _engine.HASH_MURMUR2, "wyhash": _engine.HASH_WYHASH}
+_HASH_NAMES = {v: k for k, v in _HASH_IDS.items()}
+
+
 def engine_params(options: CacheOptions) -> EngineParams:
     """The engine's geometry tuple for a cache's options."""
     flags = 0
     for field, bit in _OPTION_BITS:
         if getattr(options, field):
             flags |= bit
-    algo = _engine.HASH_MURMUR2 if options.hash_algo == "murmur2" else _engine.HASH_DJB33X
+    algo = _HASH_IDS.get(options.hash_algo, _engine.HASH_DJB33X)
     return (
         options.max_items,
         options.key_size,
@@ -116,7 +120,7 @@ def _options_from_header(name: str, header: Dict[str, Any]) -> CacheOptions:
         block_size=header["block_size"],
         block_count=header["blocks"] if flags & _engine.OPT_BITMAP else None,
         hash_size=header["hash_size"],
-        hash_algo="murmur2" if header["hash_algo"] == _engine.HASH_MURMUR2 else "djb33x",
+        hash_algo=_HASH_NAMES.get(header["hash_algo"], "djb33x"),
         math_initial=header["math_initial"],
         sweep_on_full=header["sweep_on_full"],
         **switches,

@@ -173,6 +173,9 @@ class CacheServer:
             return self._magic(body, stream, sock)
         if mod2 == wire.MOD2_DUMP:
             cache = self._cache(wire.decode_dump_request(body))
+            if cache.hash_algo not in ("djb33x", "murmur2"):
+                # a uWSGI node loads a dump as is and chains its items by the hash in each record
+                raise _Refused(f"no dump of cache {cache.name!r}: its hash_algo {cache.hash_algo!r} is not one of uWSGI's")
             # a dump is a copy of the whole cache in memory: a few at a time
             if not self._dump_slots.acquire(timeout=self.timeout):
                 raise _Refused("too many dumps in progress")
