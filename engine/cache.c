@@ -248,7 +248,7 @@ static int compute_layout(const uwc_params *p, layout *l) {
     l->data_off = align_up(l->items_off + items_size, 64);
     if (__builtin_add_overflow(l->data_off, data_size, &t)) return UWC_EPARAMS;
     l->table_off = align_up(t, 64);
-    l->stack_off = align_up(l->table_off + sizeof(uint32_t) * p->hash_size, 64);
+    l->stack_off = align_up(l->table_off + UWC_BUCKET_BYTES * p->hash_size, 64);
     l->bitmap_off = align_up(l->stack_off + sizeof(uint32_t) * p->max_items, 64);
     uint64_t bm = (p->options & UWC_OPT_BITMAP) ? (p->blocks + 7) / 8 : 0;
     l->total = align_up(l->bitmap_off + bm, 4096);
@@ -390,7 +390,7 @@ static inline int expired(uint64_t expires, uint64_t now) { return expires && ex
 
 static uint64_t lookup_locked(const uwc_cache *c, const uint8_t *key, uint64_t klen, uint32_t h) {
     uint64_t b = bucket_of(c, h);
-    uint64_t s = c->table[b], steps = 0;
+    uint64_t s = c->table[2 * (b)], steps = 0;
     while (s && s < c->p.max_items && steps++ < c->p.max_items) {
         const uint8_t *r = SLOT(c, s);
         if (rd(r, F_HASH) == h && rd(r, F_KEYSIZE) == klen && memcmp(r + F_KEY, key, klen) == 0) return s;
@@ -399,13 +399,27 @@ static uint64_t lookup_locked(const uwc_cache *c, const uint8_t *key, uint64_t k
     return 0;
 }
 
+/* The tag beside a chain head lets a lookup skip a head that cannot match without touching
+ * its record, and answer a miss on a one-item chain from the table alone. Recomputed after
+ * every change to a chain (under the mutex and the bucket's stripe). */
+static void retag(uwc_cache *c, uint64_t b) {
+    uint64_t head = c->table[2 * b];
+    uint32_t t = 0;
+    if (head && head < c->p.max_items) {
+        const uint8_t *r = SLOT(c, head);
+        t = ((uint32_t)rd(r, F_HASH) & UWC_TAG_HASH) | (rd(r, F_NEXT) ? UWC_TAG_MORE : 0);
+    }
+    c->table[2 * b + 1] = t;
+}
+
 static void chain_append(uwc_cache *c, uint64_t s, uint32_t h) {
-    uint64_t b = bucket_of(c, h), cur = c->table[b];
+    uint64_t b = bucket_of(c, h), cur = c->table[2 * (b)];
     uint8_t *r = SLOT(c, s);
     wr(r, F_NEXT, 0);
     if (!cur) {
         wr(r, F_PREV, 0);
-        c->table[b] = s;
+        c->table[2 * (b)] = s;
+        retag(c, b);
         return;
     }
     uint64_t steps = 0;
@@ -416,14 +430,16 @@ static void chain_append(uwc_cache *c, uint64_t s, uint32_t h) {
     }
     wr(SLOT(c, cur), F_NEXT, s);
     wr(r, F_PREV, cur);
+    retag(c, b);
 }
 
 static void chain_unlink(uwc_cache *c, uint64_t s) {
     uint8_t *r = SLOT(c, s);
-    uint64_t prev = rd(r, F_PREV), next = rd(r, F_NEXT);
+    uint64_t prev = rd(r, F_PREV), next = rd(r, F_NEXT), b = bucket_of(c, rd(r, F_HASH));
     if (prev) wr(SLOT(c, prev), F_NEXT, next);
-    else c->table[bucket_of(c, rd(r, F_HASH))] = next;
+    else c->table[2 * b] = next;
     if (next) wr(SLOT(c, next), F_PREV, prev);
+    retag(c, b);
 }
 
 static inline void lower_next_scan(uwc_cache *c, uint64_t expires) {
@@ -502,7 +518,7 @@ static void clear_locked(uwc_cache *c) {
         wr(r, F_LRU_PREV, 0); wr(r, F_LRU_NEXT, 0);
         stack_push(c, s);
     }
-    memset(c->table, 0, sizeof(uint32_t) * c->p.hash_size);
+    memset(c->table, 0, UWC_BUCKET_BYTES * c->p.hash_size);
     if (is_bitmap(c)) bm_reset(c);
     c->h->lru_head = c->h->lru_tail = 0;
     c->h->n_items = 0;
@@ -785,16 +801,25 @@ static int get_optimistic(uwc_cache *c, const uint8_t *key, uint64_t klen, uint3
     uint64_t bucket = bucket_of(c, h);
     uint64_t seq = seq_read_begin(c, bucket);
     if (seq & 1) return -1;
-    uint64_t s = c->table[bucket], steps = 0;
+    const volatile uint32_t *e = &c->table[2 * bucket];
+    uint64_t s = e[0], steps = 0;
+    uint32_t tag = e[1];
     __asm__ __volatile__("" ::: "memory");
+    if (s && ((tag ^ h) & UWC_TAG_HASH) && !(tag & UWC_TAG_MORE)) s = 0;  /* one item, not ours */
     while (s) {
         if (s >= c->p.max_items || ++steps > c->p.max_items) return -1;
         const uint8_t *r = SLOT(c, s);
-        if (vrd(r, F_HASH) == h && vrd(r, F_KEYSIZE) == klen && memcmp(r + F_KEY, key, klen) == 0) {
+        __builtin_prefetch(r + F_KEY);  /* the key's line, fetched while the header is read */
+        if (vrd(r, F_HASH) == h && vrd(r, F_KEYSIZE) == klen) {
             uint64_t vs = vrd(r, F_VALSIZE), first = vrd(r, F_FIRST), ex = vrd(r, F_EXPIRES);
             if (vs == 0 || vs > c->max_item_size || first >= c->p.blocks ||
                 first * c->p.block_size + vs > c->p.block_size * c->p.blocks)
                 return -1;
+            if (alloc) __builtin_prefetch(c->data + first * c->p.block_size);  /* the value, while the key compares */
+            if (memcmp(r + F_KEY, key, klen) != 0) {
+                s = vrd(r, F_NEXT);
+                continue;
+            }
             if (expired(ex, now)) {
                 if (seq_read_retry(c, bucket, seq)) return -1;
                 *lazy_hit = 1;
@@ -951,7 +976,7 @@ int uwc_keys(uwc_cache *c, uint64_t now, uwc_keybuf *out) {
     if (rc) return rc;
     rc = UWC_OK;
     for (uint64_t b = 0; b < c->p.hash_size && rc == UWC_OK; b++) {
-        uint64_t s = c->table[b], steps = 0;
+        uint64_t s = c->table[2 * (b)], steps = 0;
         while (s && s < c->p.max_items && steps++ < c->p.max_items) {
             const uint8_t *r = SLOT(c, s);
             if (!expired(rd(r, F_EXPIRES), now)) {
@@ -1127,7 +1152,7 @@ static void rebuild(uwc_cache *c, uint64_t now, uint64_t *dropped, int cold) {
         /* without scratch memory the only safe state is an empty cache */
         free(live); free(seen);
         for (uint64_t s = 1; s < n; s++) zero_item(c, s);
-        memset(c->table, 0, sizeof(uint32_t) * c->p.hash_size);
+        memset(c->table, 0, UWC_BUCKET_BYTES * c->p.hash_size);
         stack_reset(c);
         if (is_bitmap(c)) bm_reset(c);
         c->h->lru_head = c->h->lru_tail = 0;
@@ -1151,13 +1176,13 @@ static void rebuild(uwc_cache *c, uint64_t now, uint64_t *dropped, int cold) {
     }
 
     /* hash chains: while rebuilding, a head's F_PREV temporarily holds its chain tail */
-    memset(c->table, 0, sizeof(uint32_t) * c->p.hash_size);
+    memset(c->table, 0, UWC_BUCKET_BYTES * c->p.hash_size);
 #define APPEND(s_) do {                                                          \
         uint64_t s__ = (s_), b__ = bucket_of(c, rd(SLOT(c, s__), F_HASH));    \
-        uint64_t head__ = c->table[b__];                                         \
+        uint64_t head__ = c->table[2 * (b__)];                                         \
         seen[s__] = 1;                                                           \
         wr(SLOT(c, s__), F_NEXT, 0);                                             \
-        if (!head__) { c->table[b__] = s__; wr(SLOT(c, s__), F_PREV, s__); }      \
+        if (!head__) { c->table[2 * (b__)] = s__; wr(SLOT(c, s__), F_PREV, s__); }      \
         else {                                                                   \
             uint64_t tail__ = rd(SLOT(c, head__), F_PREV);                       \
             wr(SLOT(c, tail__), F_NEXT, s__);                                    \
@@ -1186,7 +1211,10 @@ static void rebuild(uwc_cache *c, uint64_t now, uint64_t *dropped, int cold) {
     }
     for (uint64_t s = 1; s < n; s++) if (live[s] && !seen[s]) APPEND(s);
 #undef APPEND
-    for (uint64_t b = 0; b < c->p.hash_size; b++) if (c->table[b]) wr(SLOT(c, c->table[b]), F_PREV, 0);
+    for (uint64_t b = 0; b < c->p.hash_size; b++) {
+        if (c->table[2 * (b)]) wr(SLOT(c, c->table[2 * (b)]), F_PREV, 0);
+        retag(c, b);
+    }
 
     /* LRU: follow the stored list from the stored head while it is consistent */
     if (is_lru(c)) {
@@ -1265,7 +1293,12 @@ int uwc_check(uwc_cache *c, char *msg, size_t msglen) {
           (unsigned long long)c->h->n_items, (unsigned long long)live);
     uint64_t reached = 0;
     for (uint64_t b = 0; b < c->p.hash_size; b++) {
-        uint64_t s = c->table[b], prev = 0;
+        uint64_t s = c->table[2 * (b)], prev = 0;
+        if (s && s < n) {
+            const uint8_t *hr = SLOT(c, s);
+            uint32_t want = ((uint32_t)rd(hr, F_HASH) & UWC_TAG_HASH) | (rd(hr, F_NEXT) ? UWC_TAG_MORE : 0);
+            CHECK(c->table[2 * b + 1] == want, "bucket %llu has a stale tag", (unsigned long long)b);
+        }
         while (s) {
             CHECK(s < n, "bucket %llu points outside the items", (unsigned long long)b);
             CHECK(!seen[s], "slot %llu is reached twice", (unsigned long long)s);
@@ -1357,7 +1390,7 @@ int uwc_create(uwc_cache *c, void *mem, uint64_t size, const uwc_params *p, cons
     if (init_mutex(&h->lock)) return UWC_ELOCK;
     bind_handle(c, mem, size, p);
     memset(c->items, 0, c->rec_size * p->max_items);
-    memset(c->table, 0, sizeof(uint32_t) * p->hash_size);
+    memset(c->table, 0, UWC_BUCKET_BYTES * p->hash_size);
     stack_reset(c);
     if (is_bitmap(c)) bm_reset(c);
     __atomic_store_n(&h->state, UWC_STATE_READY, __ATOMIC_RELEASE);
@@ -1510,7 +1543,7 @@ void uwc_debug_crash_in_lock(uwc_cache *c, int stage) {
     if (stage >= 2 && c->h->n_items) {
         /* and a corrupted counter and chain head */
         c->h->n_items += 7;
-        c->table[0] = c->p.max_items + 5;
+        c->table[2 * (0)] = c->p.max_items + 5;
     }
     raise(SIGKILL);
 }

@@ -18,9 +18,13 @@
 #include <pthread.h>
 
 #define UWC_MAGIC "UWCACHE"          /* 8 bytes with the NUL */
-#define UWC_FORMAT_VERSION 2u  /* 2: 32-bit hash table and free stack */
+#define UWC_FORMAT_VERSION 3u  /* 2: 32-bit hash table and free stack; 3: a hash tag beside each chain head */
 #define UWC_HEADER_SIZE 32768u
 #define UWC_ITEM_HEADER 88u
+/* A hash-table bucket: the chain head's slot, then its tag (UWC_TAG_*), 4 bytes each. */
+#define UWC_BUCKET_BYTES 8u
+#define UWC_TAG_HASH 0x7FFFFFFFu  /* the head's hash, low 31 bits */
+#define UWC_TAG_MORE 0x80000000u  /* the chain has more than the head */
 #define UWC_COUNTER_SLOTS 160
 #define UWC_SEQ_STRIPES 128
 #define UWC_NET_COUNTERS 16
@@ -158,7 +162,7 @@ typedef struct uwc_cache {
     uwc_params p;
     uint8_t *items;
     uint8_t *data;
-    uint32_t *table;  /* slot index per bucket (uWSGI uses 8 bytes; slots fit in 32 bits) */
+    uint32_t *table;  /* per bucket b: table[2b] head slot, table[2b+1] head tag (uWSGI: one u64 slot) */
     uint32_t *stack;
     uint8_t *bitmap;
     uint64_t rec_size;

@@ -50,7 +50,7 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 # Sizes of the shared structures, as in uWSGI (reference 2.1/2.2): used for memory_bytes.
 ITEM_HEADER_BYTES = 88
-HASH_BUCKET_BYTES = 4  # a 32-bit slot index per bucket (uWSGI: 8 bytes)
+HASH_BUCKET_BYTES = 8  # a 32-bit slot index and a 32-bit hash tag per bucket (uWSGI: 8 bytes)
 FREE_STACK_ENTRY_BYTES = 4
 REGION_HEADER_BYTES = 32768  # the engine's header: lock, sequence stripes, per-process counters
 _AREA_ALIGN = 64  # every area starts on a cache line
