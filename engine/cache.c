@@ -794,8 +794,9 @@ int uwc_set(uwc_cache *c, uwc_write *w) {
 
 /* ---- get / exists ---- */
 
-/* One optimistic pass. Returns UWC_OK / UWC_NOTFOUND, or -1 when torn (retry). */
-static int get_optimistic(uwc_cache *c, const uint8_t *key, uint64_t klen, uint32_t h, uint64_t now,
+/* One optimistic pass. Returns UWC_OK / UWC_NOTFOUND, or -1 when torn (retry). Inlined: it
+ * is the whole hot path of a get, and the call would cost more than its prologue saves. */
+static inline __attribute__((always_inline)) int get_optimistic(uwc_cache *c, const uint8_t *key, uint64_t klen, uint32_t h, uint64_t now,
                           uwc_alloc_fn alloc, void *ctx, uint8_t **dst, uint64_t *dst_len,
                           uint64_t *expires_out, int *lazy_hit) {
     uint64_t bucket = bucket_of(c, h);

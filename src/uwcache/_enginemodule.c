@@ -270,7 +270,13 @@ static PyObject *do_get(CacheObject *self, const char *k, Py_ssize_t kl, int *rc
 static PyObject *Cache_get(CacheObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     static const char *const names[] = {"key", "default"};
     PyObject *a[2];
-    if (check_open(self) || parse_args(args, nargs, kwnames, "get", names, 2, 1, a)) return NULL;
+    if (check_open(self)) return NULL;
+    if (nargs == 1 && !kwnames) {  /* get(key): the common call, no keyword parsing */
+        a[0] = args[0];
+        a[1] = NULL;
+    } else if (parse_args(args, nargs, kwnames, "get", names, 2, 1, a)) {
+        return NULL;
+    }
     sbuf k;
     if (sbuf_get(a[0], &k, "key")) return NULL;
     int rc;
@@ -337,8 +343,14 @@ static PyObject *Cache_set(CacheObject *self, PyObject *const *args, Py_ssize_t 
     static const char *const names[] = {"key", "value", "expires"};
     PyObject *a[3];
     uint64_t ex;
-    if (check_open(self) || parse_args(args, nargs, kwnames, "set", names, 3, 2, a) || get_expires(a[2], &ex))
+    if (check_open(self)) return NULL;
+    if (nargs == 2 && !kwnames) {  /* set(key, value): no keyword parsing, no expiry */
+        a[0] = args[0];
+        a[1] = args[1];
+        ex = 0;
+    } else if (parse_args(args, nargs, kwnames, "set", names, 3, 2, a) || get_expires(a[2], &ex)) {
         return NULL;
+    }
     if (do_write(self, a[0], a[1], ex, UWC_F_UPDATE, 1) < 0) return NULL;
     Py_RETURN_NONE;
 }
@@ -948,11 +960,18 @@ static PyTypeObject CacheType = {
 
 /* ---- uWSGI-compatible functions ---- */
 
+/* The default cache (the registry's first entry), remembered until the registry changes:
+ * the registry holds it, and only _compat_register/_unregister change the registry. */
+static CacheObject *compat_default_cache;
+static uint64_t compat_default_gen;
+
 static CacheObject *compat_default(void) {
+    if (compat_default_gen == compat_gen) return compat_default_cache;
     Py_ssize_t pos = 0;
     PyObject *k, *v;
-    if (compat_registry && PyDict_Next(compat_registry, &pos, &k, &v)) return (CacheObject *)v;
-    return NULL;
+    compat_default_cache = (compat_registry && PyDict_Next(compat_registry, &pos, &k, &v)) ? (CacheObject *)v : NULL;
+    compat_default_gen = compat_gen;
+    return compat_default_cache;
 }
 
 /* Resolve a cache argument: NULL/"" -> default; "name@addr" -> remote (returns NULL, *remote=1);
