@@ -30,6 +30,14 @@ from .errors import (
     ValueTooLarge,
 )
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (type checkers read it as True)
+if TYPE_CHECKING:  # type checkers see the real names; at run time they are imported lazily
+    from .cache import Cache, attach, import_uwsgi_store, list_caches, open_cache
+    from .config import CacheOptions, Caching, PreloadFile, PreloadItem, format_cache2, parse_cache2
+    from .memoize import LazyCache, memoize
+    from .node import Node
+    from .remote import RemoteCache, RemoteError, RemoteUnavailable
+
 # Everything else is imported on first use (PEP 562), so that `import uwcache` stays cheap
 # and a process that only attaches to a cache never loads the network layer, memoize or
 # the CLI. `from uwcache import X` works for every name in __all__.
