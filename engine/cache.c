@@ -273,7 +273,7 @@ static void bind_handle(uwc_cache *c, void *mem, uint64_t size, const uwc_params
     c->p = *p;
     c->items = c->base + l.items_off;
     c->data = c->base + l.data_off;
-    c->table = (uint32_t *)(c->base + l.table_off);
+    c->buckets = (uint32_t *)(c->base + l.table_off);
     c->stack = (uint32_t *)(c->base + l.stack_off);
     c->bitmap = (p->options & UWC_OPT_BITMAP) ? c->base + l.bitmap_off : NULL;
     c->rec_size = UWC_ITEM_HEADER + p->key_size;
@@ -390,7 +390,7 @@ static inline int expired(uint64_t expires, uint64_t now) { return expires && ex
 
 static uint64_t lookup_locked(const uwc_cache *c, const uint8_t *key, uint64_t klen, uint32_t h) {
     uint64_t b = bucket_of(c, h);
-    uint64_t s = c->table[2 * (b)], steps = 0;
+    uint64_t s = c->buckets[2 * (b)], steps = 0;
     while (s && s < c->p.max_items && steps++ < c->p.max_items) {
         const uint8_t *r = SLOT(c, s);
         if (rd(r, F_HASH) == h && rd(r, F_KEYSIZE) == klen && memcmp(r + F_KEY, key, klen) == 0) return s;
@@ -403,22 +403,22 @@ static uint64_t lookup_locked(const uwc_cache *c, const uint8_t *key, uint64_t k
  * its record, and answer a miss on a one-item chain from the table alone. Recomputed after
  * every change to a chain (under the mutex and the bucket's stripe). */
 static void retag(uwc_cache *c, uint64_t b) {
-    uint64_t head = c->table[2 * b];
+    uint64_t head = c->buckets[2 * b];
     uint32_t t = 0;
     if (head && head < c->p.max_items) {
         const uint8_t *r = SLOT(c, head);
         t = ((uint32_t)rd(r, F_HASH) & UWC_TAG_HASH) | (rd(r, F_NEXT) ? UWC_TAG_MORE : 0);
     }
-    c->table[2 * b + 1] = t;
+    c->buckets[2 * b + 1] = t;
 }
 
 static void chain_append(uwc_cache *c, uint64_t s, uint32_t h) {
-    uint64_t b = bucket_of(c, h), cur = c->table[2 * (b)];
+    uint64_t b = bucket_of(c, h), cur = c->buckets[2 * (b)];
     uint8_t *r = SLOT(c, s);
     wr(r, F_NEXT, 0);
     if (!cur) {
         wr(r, F_PREV, 0);
-        c->table[2 * (b)] = s;
+        c->buckets[2 * (b)] = s;
         retag(c, b);
         return;
     }
@@ -437,7 +437,7 @@ static void chain_unlink(uwc_cache *c, uint64_t s) {
     uint8_t *r = SLOT(c, s);
     uint64_t prev = rd(r, F_PREV), next = rd(r, F_NEXT), b = bucket_of(c, rd(r, F_HASH));
     if (prev) wr(SLOT(c, prev), F_NEXT, next);
-    else c->table[2 * b] = next;
+    else c->buckets[2 * b] = next;
     if (next) wr(SLOT(c, next), F_PREV, prev);
     retag(c, b);
 }
@@ -518,7 +518,7 @@ static void clear_locked(uwc_cache *c) {
         wr(r, F_LRU_PREV, 0); wr(r, F_LRU_NEXT, 0);
         stack_push(c, s);
     }
-    memset(c->table, 0, UWC_BUCKET_BYTES * c->p.hash_size);
+    memset(c->buckets, 0, UWC_BUCKET_BYTES * c->p.hash_size);
     if (is_bitmap(c)) bm_reset(c);
     c->h->lru_head = c->h->lru_tail = 0;
     c->h->n_items = 0;
@@ -802,7 +802,7 @@ static inline __attribute__((always_inline)) int get_optimistic(uwc_cache *c, co
     uint64_t bucket = bucket_of(c, h);
     uint64_t seq = seq_read_begin(c, bucket);
     if (seq & 1) return -1;
-    const volatile uint32_t *e = &c->table[2 * bucket];
+    const volatile uint32_t *e = &c->buckets[2 * bucket];
     uint64_t s = e[0], steps = 0;
     uint32_t tag = e[1];
     __asm__ __volatile__("" ::: "memory");
@@ -977,7 +977,7 @@ int uwc_keys(uwc_cache *c, uint64_t now, uwc_keybuf *out) {
     if (rc) return rc;
     rc = UWC_OK;
     for (uint64_t b = 0; b < c->p.hash_size && rc == UWC_OK; b++) {
-        uint64_t s = c->table[2 * (b)], steps = 0;
+        uint64_t s = c->buckets[2 * (b)], steps = 0;
         while (s && s < c->p.max_items && steps++ < c->p.max_items) {
             const uint8_t *r = SLOT(c, s);
             if (!expired(rd(r, F_EXPIRES), now)) {
@@ -1153,7 +1153,7 @@ static void rebuild(uwc_cache *c, uint64_t now, uint64_t *dropped, int cold) {
         /* without scratch memory the only safe state is an empty cache */
         free(live); free(seen);
         for (uint64_t s = 1; s < n; s++) zero_item(c, s);
-        memset(c->table, 0, UWC_BUCKET_BYTES * c->p.hash_size);
+        memset(c->buckets, 0, UWC_BUCKET_BYTES * c->p.hash_size);
         stack_reset(c);
         if (is_bitmap(c)) bm_reset(c);
         c->h->lru_head = c->h->lru_tail = 0;
@@ -1177,13 +1177,13 @@ static void rebuild(uwc_cache *c, uint64_t now, uint64_t *dropped, int cold) {
     }
 
     /* hash chains: while rebuilding, a head's F_PREV temporarily holds its chain tail */
-    memset(c->table, 0, UWC_BUCKET_BYTES * c->p.hash_size);
+    memset(c->buckets, 0, UWC_BUCKET_BYTES * c->p.hash_size);
 #define APPEND(s_) do {                                                          \
         uint64_t s__ = (s_), b__ = bucket_of(c, rd(SLOT(c, s__), F_HASH));    \
-        uint64_t head__ = c->table[2 * (b__)];                                         \
+        uint64_t head__ = c->buckets[2 * (b__)];                                         \
         seen[s__] = 1;                                                           \
         wr(SLOT(c, s__), F_NEXT, 0);                                             \
-        if (!head__) { c->table[2 * (b__)] = s__; wr(SLOT(c, s__), F_PREV, s__); }      \
+        if (!head__) { c->buckets[2 * (b__)] = s__; wr(SLOT(c, s__), F_PREV, s__); }      \
         else {                                                                   \
             uint64_t tail__ = rd(SLOT(c, head__), F_PREV);                       \
             wr(SLOT(c, tail__), F_NEXT, s__);                                    \
@@ -1213,7 +1213,7 @@ static void rebuild(uwc_cache *c, uint64_t now, uint64_t *dropped, int cold) {
     for (uint64_t s = 1; s < n; s++) if (live[s] && !seen[s]) APPEND(s);
 #undef APPEND
     for (uint64_t b = 0; b < c->p.hash_size; b++) {
-        if (c->table[2 * (b)]) wr(SLOT(c, c->table[2 * (b)]), F_PREV, 0);
+        if (c->buckets[2 * (b)]) wr(SLOT(c, c->buckets[2 * (b)]), F_PREV, 0);
         retag(c, b);
     }
 
@@ -1294,11 +1294,11 @@ int uwc_check(uwc_cache *c, char *msg, size_t msglen) {
           (unsigned long long)c->h->n_items, (unsigned long long)live);
     uint64_t reached = 0;
     for (uint64_t b = 0; b < c->p.hash_size; b++) {
-        uint64_t s = c->table[2 * (b)], prev = 0;
+        uint64_t s = c->buckets[2 * (b)], prev = 0;
         if (s && s < n) {
             const uint8_t *hr = SLOT(c, s);
             uint32_t want = ((uint32_t)rd(hr, F_HASH) & UWC_TAG_HASH) | (rd(hr, F_NEXT) ? UWC_TAG_MORE : 0);
-            CHECK(c->table[2 * b + 1] == want, "bucket %llu has a stale tag", (unsigned long long)b);
+            CHECK(c->buckets[2 * b + 1] == want, "bucket %llu has a stale tag", (unsigned long long)b);
         }
         while (s) {
             CHECK(s < n, "bucket %llu points outside the items", (unsigned long long)b);
@@ -1391,7 +1391,7 @@ int uwc_create(uwc_cache *c, void *mem, uint64_t size, const uwc_params *p, cons
     if (init_mutex(&h->lock)) return UWC_ELOCK;
     bind_handle(c, mem, size, p);
     memset(c->items, 0, c->rec_size * p->max_items);
-    memset(c->table, 0, UWC_BUCKET_BYTES * p->hash_size);
+    memset(c->buckets, 0, UWC_BUCKET_BYTES * p->hash_size);
     stack_reset(c);
     if (is_bitmap(c)) bm_reset(c);
     __atomic_store_n(&h->state, UWC_STATE_READY, __ATOMIC_RELEASE);
@@ -1544,7 +1544,7 @@ void uwc_debug_crash_in_lock(uwc_cache *c, int stage) {
     if (stage >= 2 && c->h->n_items) {
         /* and a corrupted counter and chain head */
         c->h->n_items += 7;
-        c->table[2 * (0)] = c->p.max_items + 5;
+        c->buckets[2 * (0)] = c->p.max_items + 5;
     }
     raise(SIGKILL);
 }

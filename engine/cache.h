@@ -162,7 +162,10 @@ typedef struct uwc_cache {
     uwc_params p;
     uint8_t *items;
     uint8_t *data;
-    uint32_t *table;  /* per bucket b: table[2b] head slot, table[2b+1] head tag (uWSGI: one u64 slot) */
+    /* The hash table, per bucket b: buckets[2b] the head slot, buckets[2b+1] its tag (UWC_TAG_*).
+     * (Named "buckets" since format 3, so that code written for the old one-u32 "table" does
+     * not compile: every chain change must go through chain_append/chain_unlink or retag.) */
+    uint32_t *buckets;
     uint32_t *stack;
     uint8_t *bitmap;
     uint64_t rec_size;
