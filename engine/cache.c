@@ -4,6 +4,7 @@
  * keep their counter in bitmap mode, and a dead lock holder is recovered from. */
 #define _GNU_SOURCE
 #include "cache.h"
+#include "hash.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -283,13 +284,16 @@ static void bind_handle(uwc_cache *c, void *mem, uint64_t size, const uwc_params
     memset(c->odd_mask, 0, sizeof c->odd_mask);
 }
 
-uint32_t uwc_hash(const uwc_cache *c, const uint8_t *key, uint64_t len) {
+/* inlined into the operations (an exported function would not be, under -fPIC) */
+static inline uint32_t key_hash(const uwc_cache *c, const uint8_t *key, uint64_t len) {
     switch (c->p.hash_algo) {
-    case UWC_HASH_MURMUR2: return uwc_murmur2(key, len);
-    case UWC_HASH_WYHASH: return uwc_wyhash(key, len);
-    default: return uwc_djb33x(key, len);
+    case UWC_HASH_MURMUR2: return uwc_murmur2_i(key, len);
+    case UWC_HASH_WYHASH: return uwc_wyhash_i(key, len);
+    default: return uwc_djb33x_i(key, len);
     }
 }
+
+uint32_t uwc_hash(const uwc_cache *c, const uint8_t *key, uint64_t len) { return key_hash(c, key, len); }
 
 uint64_t uwc_n_items(const uwc_cache *c) { return __atomic_load_n(&c->h->n_items, __ATOMIC_RELAXED); }
 
@@ -772,7 +776,7 @@ int uwc_set(uwc_cache *c, uwc_write *w) {
         if (w->value_len == 0) return UWC_EVAL_EMPTY;
         if (w->value_len > c->max_item_size) return UWC_EVAL_LARGE;
     }
-    uint32_t h = uwc_hash(c, w->key, w->key_len);
+    uint32_t h = key_hash(c, w->key, w->key_len);
     int rc;
     if (!(c->p.options & (UWC_OPT_BITMAP | UWC_OPT_LRU))) {
         rc = set_fast(c, w, h);
@@ -872,7 +876,7 @@ int uwc_get(uwc_cache *c, const uint8_t *key, uint64_t klen, uint64_t now,
     /* a key that cannot exist is still a miss (uWSGI counts it) */
     if (klen == 0) { count(counters, 0); return UWC_EKEY_EMPTY; }
     if (klen > c->p.key_size) { count(counters, 0); return UWC_EKEY_LONG; }
-    uint32_t h = uwc_hash(c, key, klen);
+    uint32_t h = key_hash(c, key, klen);
     if (!is_lru(c)) {
         uint8_t *dst = NULL;
         uint64_t dst_len = 0;
@@ -898,7 +902,7 @@ int uwc_get(uwc_cache *c, const uint8_t *key, uint64_t klen, uint64_t now,
 int uwc_exists(uwc_cache *c, const uint8_t *key, uint64_t klen, uint64_t now, uint64_t *expires_out) {
     if (klen == 0) return UWC_EKEY_EMPTY;
     if (klen > c->p.key_size) return UWC_EKEY_LONG;
-    uint32_t h = uwc_hash(c, key, klen);
+    uint32_t h = key_hash(c, key, klen);
     for (int i = 0; i < OPTIMISTIC_TRIES; i++) {
         int lazy = 0;
         uint8_t *dst = NULL;
@@ -922,7 +926,7 @@ int uwc_exists(uwc_cache *c, const uint8_t *key, uint64_t klen, uint64_t now, ui
 int uwc_delete(uwc_cache *c, const uint8_t *key, uint64_t klen, uint64_t now, uwc_counter_slot *counters) {
     if (klen == 0) return UWC_EKEY_EMPTY;
     if (klen > c->p.key_size) return UWC_EKEY_LONG;
-    uint32_t h = uwc_hash(c, key, klen);
+    uint32_t h = key_hash(c, key, klen);
     int rc = uwc_lock(c);
     if (rc) return rc;
     touch_hash(c, h);
