@@ -68,3 +68,9 @@ def test_attach_path_does_not_import_the_network_layer_or_memoize():
 def test_bare_import_loads_only_the_errors():
     loaded = _run("import json, sys, uwcache\nprint(json.dumps(sorted(m for m in sys.modules if m.startswith('uwcache'))))")
     assert loaded == ["uwcache", "uwcache.errors"]
+
+
+def test_attach_path_does_not_import_logging():
+    # logging (with traceback, string, threading...) is a third of the attach path's import time
+    loaded = _run("import json, sys, uwcache\nuwcache.attach\nprint(json.dumps('logging' in sys.modules))")
+    assert loaded is False
