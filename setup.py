@@ -9,7 +9,7 @@ engine = Extension(
         "engine/hash.c",
     ],
     include_dirs=["engine"],
-    depends=["engine/cache.h"],
+    depends=["engine/cache.h", "engine/hash.h"],
     extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
     libraries=["pthread"],
 )

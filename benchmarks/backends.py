@@ -56,9 +56,10 @@ def uwsgi_available() -> bool:
 _nodes: Dict[str, Any] = {}
 
 
-def uwcache_node(env: Env, specs: List[tuple]) -> Any:
+def uwcache_node(env: Env, specs: List[tuple], *, wyhash: bool = False) -> Any:
     """One Node per namespace holding the benchmark caches (the first is the compat
-    functions' default cache). specs: (name, max_items, block_size, hash_size)."""
+    functions' default cache). specs: (name, max_items, block_size, hash_size). With wyhash, each
+    also gets a twin ``<name>-wy`` with hash_algo="wyhash" for the "uwcache-wyhash" system."""
     import uwcache
 
     key = env.namespace
@@ -67,6 +68,9 @@ def uwcache_node(env: Env, specs: List[tuple]) -> Any:
         for name, max_items, block_size, hash_size in specs:
             caching.add_cache(name, max_items=max_items, block_size=block_size, key_size=wl.KEY_SIZE,
                               hash_size=hash_size)
+        for name, max_items, block_size, hash_size in specs if wyhash else ():
+            caching.add_cache(name + "-wy", max_items=max_items, block_size=block_size, key_size=wl.KEY_SIZE,
+                              hash_size=hash_size, hash_algo="wyhash")
         # no sweeper thread: nothing expires here and uWSGI's --pyrun has none either
         _nodes[key] = uwcache.Node(caching, sweeper=False)
     return _nodes[key]
@@ -86,6 +90,12 @@ def close_nodes() -> None:
 def make_uwcache(env: Env, cache: str) -> Ops:
     c = _nodes[env.namespace].cache(cache)
     return Ops("uwcache", c.get, c.set, c.delete)
+
+
+def make_uwcache_wyhash(env: Env, cache: str) -> Ops:
+    # the same cache geometry, hashed with wyhash instead of uWSGI's djb33x
+    c = _nodes[env.namespace].cache(cache + "-wy")
+    return Ops("uwcache-wyhash", c.get, c.set, c.delete)
 
 
 def make_compat(env: Env, cache: str) -> Ops:
@@ -173,6 +183,7 @@ CONNECT_AFTER_FORK = {"diskcache": make_diskcache, "redis": make_redis, "memcach
 FACTORIES: Dict[str, Callable[[Env, str], Ops]] = {
     "uwcache": make_uwcache,
     "uwcache-compat": make_compat,
+    "uwcache-wyhash": make_uwcache_wyhash,
     "uwsgi": make_uwsgi,
     "dict": make_dict,
     "cachetools": make_cachetools,

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Tuple
 HERE = os.path.dirname(os.path.abspath(__file__))
 OPS = ("get_hit", "get_miss", "set", "delete")
 OP_LABEL = {"get_hit": "get (hit)", "get_miss": "get (miss)", "set": "set", "delete": "delete"}
-COLORS = {"uwcache": "#1f77b4", "uwcache-compat": "#6baed6", "uwsgi": "#d62728", "uwsgi-mules": "#ff9896",
+COLORS = {"uwcache": "#1f77b4", "uwcache-compat": "#6baed6", "uwcache-wyhash": "#08519c", "uwsgi": "#d62728", "uwsgi-mules": "#ff9896",
           "dict": "#7f7f7f", "cachetools": "#bcbd22", "diskcache": "#9467bd", "redis": "#8c564b",
           "memcached": "#2ca02c"}
 

@@ -93,8 +93,8 @@ def phase_latency(job: Dict[str, Any], env: bk.Env) -> Dict[str, Any]:
     miss = wl.shuffled(wl.make_keys(prefix="m"), 2)
     value = wl.make_value(vs)
     names = [b for b in job["backends"] if b in bk.available(env)]
-    if "uwcache" in names or "uwcache-compat" in names:
-        bk.uwcache_node(env, [(name, wl.MAX_ITEMS, wl.block_size_for(vs), 65536)])
+    if {"uwcache", "uwcache-compat", "uwcache-wyhash"} & set(names):
+        bk.uwcache_node(env, [(name, wl.MAX_ITEMS, wl.block_size_for(vs), 65536)], wyhash="uwcache-wyhash" in names)
     systems: Dict[str, bk.Ops] = {}
     batches: Dict[str, int] = {}
     for b in names:
@@ -227,8 +227,8 @@ def phase_throughput(job: Dict[str, Any], env: bk.Env) -> Dict[str, Any]:
     keys = wl.make_keys()
     value = wl.make_value(vs)
     names = [b for b in job["backends"] if b in bk.available(env)]
-    if "uwcache" in names or "uwcache-compat" in names:
-        bk.uwcache_node(env, [(name, wl.MAX_ITEMS, wl.block_size_for(vs), 65536)])
+    if {"uwcache", "uwcache-compat", "uwcache-wyhash"} & set(names):
+        bk.uwcache_node(env, [(name, wl.MAX_ITEMS, wl.block_size_for(vs), 65536)], wyhash="uwcache-wyhash" in names)
     makers: Dict[str, Callable[[], bk.Ops]] = {}
     closers = []
     for b in names:
@@ -435,8 +435,8 @@ def phase_profile(job: Dict[str, Any], env: bk.Env) -> Dict[str, Any]:
     miss = wl.shuffled(wl.make_keys(prefix="m"), 2)
     value = wl.make_value(vs)
     b = job["backend"]
-    if b in ("uwcache", "uwcache-compat"):
-        bk.uwcache_node(env, [(name, wl.MAX_ITEMS, wl.block_size_for(vs), 65536)])
+    if b in ("uwcache", "uwcache-compat", "uwcache-wyhash"):
+        bk.uwcache_node(env, [(name, wl.MAX_ITEMS, wl.block_size_for(vs), 65536)], wyhash=b == "uwcache-wyhash")
     ops = bk.FACTORIES[b](env, name)
     fill(ops, keys, value)
     t_get(ops.get, keys)  # every code path warm (first-call setup is not per-op cost)

@@ -4,6 +4,7 @@
  * keep their counter in bitmap mode, and a dead lock holder is recovered from. */
 #define _GNU_SOURCE
 #include "cache.h"
+#include "hash.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -229,7 +230,7 @@ int uwc_params_check(const uwc_params *p, const char **why) {
     else if (p->blocks < p->max_items) w = "blocks must be at least max_items";
     else if (p->blocks > (1ull << 40)) w = "blocks must be at most 2**40";
     else if (p->hash_size < 1 || p->hash_size > 0xFFFFFFFFull) w = "hash_size must be 1..2**32-1";
-    else if (p->hash_algo > UWC_HASH_MURMUR2) w = "unknown hash algorithm";
+    else if (p->hash_algo > UWC_HASH_WYHASH) w = "unknown hash algorithm";
     else {
         uint64_t size;
         if (uwc_region_size(p, &size) != UWC_OK) w = "the cache would need more than 2**46 bytes";
@@ -248,7 +249,7 @@ static int compute_layout(const uwc_params *p, layout *l) {
     l->data_off = align_up(l->items_off + items_size, 64);
     if (__builtin_add_overflow(l->data_off, data_size, &t)) return UWC_EPARAMS;
     l->table_off = align_up(t, 64);
-    l->stack_off = align_up(l->table_off + sizeof(uint32_t) * p->hash_size, 64);
+    l->stack_off = align_up(l->table_off + UWC_BUCKET_BYTES * p->hash_size, 64);
     l->bitmap_off = align_up(l->stack_off + sizeof(uint32_t) * p->max_items, 64);
     uint64_t bm = (p->options & UWC_OPT_BITMAP) ? (p->blocks + 7) / 8 : 0;
     l->total = align_up(l->bitmap_off + bm, 4096);
@@ -273,7 +274,7 @@ static void bind_handle(uwc_cache *c, void *mem, uint64_t size, const uwc_params
     c->p = *p;
     c->items = c->base + l.items_off;
     c->data = c->base + l.data_off;
-    c->table = (uint32_t *)(c->base + l.table_off);
+    c->buckets = (uint32_t *)(c->base + l.table_off);
     c->stack = (uint32_t *)(c->base + l.stack_off);
     c->bitmap = (p->options & UWC_OPT_BITMAP) ? c->base + l.bitmap_off : NULL;
     c->rec_size = UWC_ITEM_HEADER + p->key_size;
@@ -283,9 +284,16 @@ static void bind_handle(uwc_cache *c, void *mem, uint64_t size, const uwc_params
     memset(c->odd_mask, 0, sizeof c->odd_mask);
 }
 
-uint32_t uwc_hash(const uwc_cache *c, const uint8_t *key, uint64_t len) {
-    return c->p.hash_algo == UWC_HASH_MURMUR2 ? uwc_murmur2(key, len) : uwc_djb33x(key, len);
+/* inlined into the operations (an exported function would not be, under -fPIC) */
+static inline uint32_t key_hash(const uwc_cache *c, const uint8_t *key, uint64_t len) {
+    switch (c->p.hash_algo) {
+    case UWC_HASH_MURMUR2: return uwc_murmur2_i(key, len);
+    case UWC_HASH_WYHASH: return uwc_wyhash_i(key, len);
+    default: return uwc_djb33x_i(key, len);
+    }
 }
+
+uint32_t uwc_hash(const uwc_cache *c, const uint8_t *key, uint64_t len) { return key_hash(c, key, len); }
 
 uint64_t uwc_n_items(const uwc_cache *c) { return __atomic_load_n(&c->h->n_items, __ATOMIC_RELAXED); }
 
@@ -386,7 +394,7 @@ static inline int expired(uint64_t expires, uint64_t now) { return expires && ex
 
 static uint64_t lookup_locked(const uwc_cache *c, const uint8_t *key, uint64_t klen, uint32_t h) {
     uint64_t b = bucket_of(c, h);
-    uint64_t s = c->table[b], steps = 0;
+    uint64_t s = c->buckets[2 * (b)], steps = 0;
     while (s && s < c->p.max_items && steps++ < c->p.max_items) {
         const uint8_t *r = SLOT(c, s);
         if (rd(r, F_HASH) == h && rd(r, F_KEYSIZE) == klen && memcmp(r + F_KEY, key, klen) == 0) return s;
@@ -395,13 +403,27 @@ static uint64_t lookup_locked(const uwc_cache *c, const uint8_t *key, uint64_t k
     return 0;
 }
 
+/* The tag beside a chain head lets a lookup skip a head that cannot match without touching
+ * its record, and answer a miss on a one-item chain from the table alone. Recomputed after
+ * every change to a chain (under the mutex and the bucket's stripe). */
+static void retag(uwc_cache *c, uint64_t b) {
+    uint64_t head = c->buckets[2 * b];
+    uint32_t t = 0;
+    if (head && head < c->p.max_items) {
+        const uint8_t *r = SLOT(c, head);
+        t = ((uint32_t)rd(r, F_HASH) & UWC_TAG_HASH) | (rd(r, F_NEXT) ? UWC_TAG_MORE : 0);
+    }
+    c->buckets[2 * b + 1] = t;
+}
+
 static void chain_append(uwc_cache *c, uint64_t s, uint32_t h) {
-    uint64_t b = bucket_of(c, h), cur = c->table[b];
+    uint64_t b = bucket_of(c, h), cur = c->buckets[2 * (b)];
     uint8_t *r = SLOT(c, s);
     wr(r, F_NEXT, 0);
     if (!cur) {
         wr(r, F_PREV, 0);
-        c->table[b] = s;
+        c->buckets[2 * (b)] = s;
+        retag(c, b);
         return;
     }
     uint64_t steps = 0;
@@ -412,14 +434,16 @@ static void chain_append(uwc_cache *c, uint64_t s, uint32_t h) {
     }
     wr(SLOT(c, cur), F_NEXT, s);
     wr(r, F_PREV, cur);
+    retag(c, b);
 }
 
 static void chain_unlink(uwc_cache *c, uint64_t s) {
     uint8_t *r = SLOT(c, s);
-    uint64_t prev = rd(r, F_PREV), next = rd(r, F_NEXT);
+    uint64_t prev = rd(r, F_PREV), next = rd(r, F_NEXT), b = bucket_of(c, rd(r, F_HASH));
     if (prev) wr(SLOT(c, prev), F_NEXT, next);
-    else c->table[bucket_of(c, rd(r, F_HASH))] = next;
+    else c->buckets[2 * b] = next;
     if (next) wr(SLOT(c, next), F_PREV, prev);
+    retag(c, b);
 }
 
 static inline void lower_next_scan(uwc_cache *c, uint64_t expires) {
@@ -498,7 +522,7 @@ static void clear_locked(uwc_cache *c) {
         wr(r, F_LRU_PREV, 0); wr(r, F_LRU_NEXT, 0);
         stack_push(c, s);
     }
-    memset(c->table, 0, sizeof(uint32_t) * c->p.hash_size);
+    memset(c->buckets, 0, UWC_BUCKET_BYTES * c->p.hash_size);
     if (is_bitmap(c)) bm_reset(c);
     c->h->lru_head = c->h->lru_tail = 0;
     c->h->n_items = 0;
@@ -752,7 +776,7 @@ int uwc_set(uwc_cache *c, uwc_write *w) {
         if (w->value_len == 0) return UWC_EVAL_EMPTY;
         if (w->value_len > c->max_item_size) return UWC_EVAL_LARGE;
     }
-    uint32_t h = uwc_hash(c, w->key, w->key_len);
+    uint32_t h = key_hash(c, w->key, w->key_len);
     int rc;
     if (!(c->p.options & (UWC_OPT_BITMAP | UWC_OPT_LRU))) {
         rc = set_fast(c, w, h);
@@ -774,23 +798,33 @@ int uwc_set(uwc_cache *c, uwc_write *w) {
 
 /* ---- get / exists ---- */
 
-/* One optimistic pass. Returns UWC_OK / UWC_NOTFOUND, or -1 when torn (retry). */
-static int get_optimistic(uwc_cache *c, const uint8_t *key, uint64_t klen, uint32_t h, uint64_t now,
+/* One optimistic pass. Returns UWC_OK / UWC_NOTFOUND, or -1 when torn (retry). Inlined: it
+ * is the whole hot path of a get, and the call would cost more than its prologue saves. */
+static inline __attribute__((always_inline)) int get_optimistic(uwc_cache *c, const uint8_t *key, uint64_t klen, uint32_t h, uint64_t now,
                           uwc_alloc_fn alloc, void *ctx, uint8_t **dst, uint64_t *dst_len,
                           uint64_t *expires_out, int *lazy_hit) {
     uint64_t bucket = bucket_of(c, h);
     uint64_t seq = seq_read_begin(c, bucket);
     if (seq & 1) return -1;
-    uint64_t s = c->table[bucket], steps = 0;
+    const volatile uint32_t *e = &c->buckets[2 * bucket];
+    uint64_t s = e[0], steps = 0;
+    uint32_t tag = e[1];
     __asm__ __volatile__("" ::: "memory");
+    if (s && ((tag ^ h) & UWC_TAG_HASH) && !(tag & UWC_TAG_MORE)) s = 0;  /* one item, not ours */
     while (s) {
         if (s >= c->p.max_items || ++steps > c->p.max_items) return -1;
         const uint8_t *r = SLOT(c, s);
-        if (vrd(r, F_HASH) == h && vrd(r, F_KEYSIZE) == klen && memcmp(r + F_KEY, key, klen) == 0) {
+        __builtin_prefetch(r + F_KEY);  /* the key's line, fetched while the header is read */
+        if (vrd(r, F_HASH) == h && vrd(r, F_KEYSIZE) == klen) {
             uint64_t vs = vrd(r, F_VALSIZE), first = vrd(r, F_FIRST), ex = vrd(r, F_EXPIRES);
             if (vs == 0 || vs > c->max_item_size || first >= c->p.blocks ||
                 first * c->p.block_size + vs > c->p.block_size * c->p.blocks)
                 return -1;
+            if (alloc) __builtin_prefetch(c->data + first * c->p.block_size);  /* the value, while the key compares */
+            if (memcmp(r + F_KEY, key, klen) != 0) {
+                s = vrd(r, F_NEXT);
+                continue;
+            }
             if (expired(ex, now)) {
                 if (seq_read_retry(c, bucket, seq)) return -1;
                 *lazy_hit = 1;
@@ -842,7 +876,7 @@ int uwc_get(uwc_cache *c, const uint8_t *key, uint64_t klen, uint64_t now,
     /* a key that cannot exist is still a miss (uWSGI counts it) */
     if (klen == 0) { count(counters, 0); return UWC_EKEY_EMPTY; }
     if (klen > c->p.key_size) { count(counters, 0); return UWC_EKEY_LONG; }
-    uint32_t h = uwc_hash(c, key, klen);
+    uint32_t h = key_hash(c, key, klen);
     if (!is_lru(c)) {
         uint8_t *dst = NULL;
         uint64_t dst_len = 0;
@@ -868,7 +902,7 @@ int uwc_get(uwc_cache *c, const uint8_t *key, uint64_t klen, uint64_t now,
 int uwc_exists(uwc_cache *c, const uint8_t *key, uint64_t klen, uint64_t now, uint64_t *expires_out) {
     if (klen == 0) return UWC_EKEY_EMPTY;
     if (klen > c->p.key_size) return UWC_EKEY_LONG;
-    uint32_t h = uwc_hash(c, key, klen);
+    uint32_t h = key_hash(c, key, klen);
     for (int i = 0; i < OPTIMISTIC_TRIES; i++) {
         int lazy = 0;
         uint8_t *dst = NULL;
@@ -892,7 +926,7 @@ int uwc_exists(uwc_cache *c, const uint8_t *key, uint64_t klen, uint64_t now, ui
 int uwc_delete(uwc_cache *c, const uint8_t *key, uint64_t klen, uint64_t now, uwc_counter_slot *counters) {
     if (klen == 0) return UWC_EKEY_EMPTY;
     if (klen > c->p.key_size) return UWC_EKEY_LONG;
-    uint32_t h = uwc_hash(c, key, klen);
+    uint32_t h = key_hash(c, key, klen);
     int rc = uwc_lock(c);
     if (rc) return rc;
     touch_hash(c, h);
@@ -947,7 +981,7 @@ int uwc_keys(uwc_cache *c, uint64_t now, uwc_keybuf *out) {
     if (rc) return rc;
     rc = UWC_OK;
     for (uint64_t b = 0; b < c->p.hash_size && rc == UWC_OK; b++) {
-        uint64_t s = c->table[b], steps = 0;
+        uint64_t s = c->buckets[2 * (b)], steps = 0;
         while (s && s < c->p.max_items && steps++ < c->p.max_items) {
             const uint8_t *r = SLOT(c, s);
             if (!expired(rd(r, F_EXPIRES), now)) {
@@ -1123,7 +1157,7 @@ static void rebuild(uwc_cache *c, uint64_t now, uint64_t *dropped, int cold) {
         /* without scratch memory the only safe state is an empty cache */
         free(live); free(seen);
         for (uint64_t s = 1; s < n; s++) zero_item(c, s);
-        memset(c->table, 0, sizeof(uint32_t) * c->p.hash_size);
+        memset(c->buckets, 0, UWC_BUCKET_BYTES * c->p.hash_size);
         stack_reset(c);
         if (is_bitmap(c)) bm_reset(c);
         c->h->lru_head = c->h->lru_tail = 0;
@@ -1147,13 +1181,13 @@ static void rebuild(uwc_cache *c, uint64_t now, uint64_t *dropped, int cold) {
     }
 
     /* hash chains: while rebuilding, a head's F_PREV temporarily holds its chain tail */
-    memset(c->table, 0, sizeof(uint32_t) * c->p.hash_size);
+    memset(c->buckets, 0, UWC_BUCKET_BYTES * c->p.hash_size);
 #define APPEND(s_) do {                                                          \
         uint64_t s__ = (s_), b__ = bucket_of(c, rd(SLOT(c, s__), F_HASH));    \
-        uint64_t head__ = c->table[b__];                                         \
+        uint64_t head__ = c->buckets[2 * (b__)];                                         \
         seen[s__] = 1;                                                           \
         wr(SLOT(c, s__), F_NEXT, 0);                                             \
-        if (!head__) { c->table[b__] = s__; wr(SLOT(c, s__), F_PREV, s__); }      \
+        if (!head__) { c->buckets[2 * (b__)] = s__; wr(SLOT(c, s__), F_PREV, s__); }      \
         else {                                                                   \
             uint64_t tail__ = rd(SLOT(c, head__), F_PREV);                       \
             wr(SLOT(c, tail__), F_NEXT, s__);                                    \
@@ -1182,7 +1216,10 @@ static void rebuild(uwc_cache *c, uint64_t now, uint64_t *dropped, int cold) {
     }
     for (uint64_t s = 1; s < n; s++) if (live[s] && !seen[s]) APPEND(s);
 #undef APPEND
-    for (uint64_t b = 0; b < c->p.hash_size; b++) if (c->table[b]) wr(SLOT(c, c->table[b]), F_PREV, 0);
+    for (uint64_t b = 0; b < c->p.hash_size; b++) {
+        if (c->buckets[2 * (b)]) wr(SLOT(c, c->buckets[2 * (b)]), F_PREV, 0);
+        retag(c, b);
+    }
 
     /* LRU: follow the stored list from the stored head while it is consistent */
     if (is_lru(c)) {
@@ -1261,7 +1298,12 @@ int uwc_check(uwc_cache *c, char *msg, size_t msglen) {
           (unsigned long long)c->h->n_items, (unsigned long long)live);
     uint64_t reached = 0;
     for (uint64_t b = 0; b < c->p.hash_size; b++) {
-        uint64_t s = c->table[b], prev = 0;
+        uint64_t s = c->buckets[2 * (b)], prev = 0;
+        if (s && s < n) {
+            const uint8_t *hr = SLOT(c, s);
+            uint32_t want = ((uint32_t)rd(hr, F_HASH) & UWC_TAG_HASH) | (rd(hr, F_NEXT) ? UWC_TAG_MORE : 0);
+            CHECK(c->buckets[2 * b + 1] == want, "bucket %llu has a stale tag", (unsigned long long)b);
+        }
         while (s) {
             CHECK(s < n, "bucket %llu points outside the items", (unsigned long long)b);
             CHECK(!seen[s], "slot %llu is reached twice", (unsigned long long)s);
@@ -1353,7 +1395,7 @@ int uwc_create(uwc_cache *c, void *mem, uint64_t size, const uwc_params *p, cons
     if (init_mutex(&h->lock)) return UWC_ELOCK;
     bind_handle(c, mem, size, p);
     memset(c->items, 0, c->rec_size * p->max_items);
-    memset(c->table, 0, sizeof(uint32_t) * p->hash_size);
+    memset(c->buckets, 0, UWC_BUCKET_BYTES * p->hash_size);
     stack_reset(c);
     if (is_bitmap(c)) bm_reset(c);
     __atomic_store_n(&h->state, UWC_STATE_READY, __ATOMIC_RELEASE);
@@ -1507,7 +1549,7 @@ void uwc_debug_crash_in_lock(uwc_cache *c, int stage) {
     if (stage >= 2 && c->h->n_items) {
         /* and a corrupted counter and chain head */
         c->h->n_items += 7;
-        c->table[0] = c->p.max_items + 5;
+        c->buckets[2 * (0)] = c->p.max_items + 5;
     }
     raise(SIGKILL);
 }
@@ -1592,7 +1634,7 @@ static int near_get_optimistic(uwc_cache *c, const uint8_t *key, uint64_t klen, 
     uint64_t bucket = bucket_of(c, h);
     uint64_t seq = seq_read_begin(c, bucket);
     if (seq & 1) return -1;
-    uint64_t s = c->table[bucket], steps = 0;
+    uint64_t s = c->buckets[2 * bucket], steps = 0;
     __asm__ __volatile__("" ::: "memory");
     while (s) {
         if (s >= c->p.max_items || ++steps > c->p.max_items) return -1;

@@ -18,16 +18,22 @@
 #include <pthread.h>
 
 #define UWC_MAGIC "UWCACHE"          /* 8 bytes with the NUL */
-#define UWC_FORMAT_VERSION 3u  /* 2: 32-bit hash table and free stack; 3: near-cache state at the header end */
+#define UWC_FORMAT_VERSION 4u  /* 2: 32-bit hash table and free stack; 3: near-cache state at the header end; 4: a hash tag beside each chain head */
 #define UWC_HEADER_SIZE 32768u
 #define UWC_ITEM_HEADER 88u
+/* A hash-table bucket: the chain head's slot, then its tag (UWC_TAG_*), 4 bytes each. */
+#define UWC_BUCKET_BYTES 8u
+#define UWC_TAG_HASH 0x7FFFFFFFu  /* the head's hash, low 31 bits */
+#define UWC_TAG_MORE 0x80000000u  /* the chain has more than the head */
 #define UWC_COUNTER_SLOTS 160
 #define UWC_SEQ_STRIPES 128
 #define UWC_NET_COUNTERS 16
 #define UWC_BYTE_ORDER_MARK 0x01020304u
 #define UWC_NAME_MAX 255
 
-enum uwc_hash_algo { UWC_HASH_DJB33X = 0, UWC_HASH_MURMUR2 = 1 };
+/* djb33x and murmur2 are uWSGI's (bit-identical); wyhash is ours, faster, and cannot be
+ * used with anything that exchanges items with uWSGI. */
+enum uwc_hash_algo { UWC_HASH_DJB33X = 0, UWC_HASH_MURMUR2 = 1, UWC_HASH_WYHASH = 2 };
 
 /* Behaviour options stored in the header: every attached process must agree on them. */
 #define UWC_OPT_BITMAP        0x01u
@@ -184,7 +190,10 @@ typedef struct uwc_cache {
     uwc_params p;
     uint8_t *items;
     uint8_t *data;
-    uint32_t *table;  /* slot index per bucket (uWSGI uses 8 bytes; slots fit in 32 bits) */
+    /* The hash table, per bucket b: buckets[2b] the head slot, buckets[2b+1] its tag (UWC_TAG_*).
+     * (Named "buckets" since format 3, so that code written for the old one-u32 "table" does
+     * not compile: every chain change must go through chain_append/chain_unlink or retag.) */
+    uint32_t *buckets;
     uint32_t *stack;
     uint8_t *bitmap;
     uint64_t rec_size;
@@ -231,6 +240,8 @@ typedef void *(*uwc_alloc_fn)(void *ctx, uint64_t size);
 /* hash.c */
 uint32_t uwc_djb33x(const uint8_t *key, uint64_t len);
 uint32_t uwc_murmur2(const uint8_t *key, uint64_t len);
+uint32_t uwc_wyhash(const uint8_t *key, uint64_t len);
+uint64_t uwc_wyhash64(const uint8_t *key, uint64_t len, uint64_t seed, const uint64_t *secret);
 
 /* geometry */
 int uwc_params_check(const uwc_params *p, const char **why);

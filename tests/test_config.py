@@ -84,9 +84,9 @@ def test_derived_values_single_block() -> None:
     assert o.capacity == 99
     assert o.max_item_size == 65536
     assert o.item_record_size == 88 + 2048
-    # items 2136*100 + data 65536*100 + hash 4*65536 + free stack 4*100, plus the engine's
-    # 32 KiB header and cache-line/page alignment
-    assert_region_size(o, 213600 + 6553600 + 262144 + 400)
+    # items 2136*100 + data 65536*100 + hash 8*65536 (slot + tag) + free stack 4*100, plus the
+    # engine's 32 KiB header and cache-line/page alignment
+    assert_region_size(o, 213600 + 6553600 + 524288 + 400)
 
 
 def test_derived_values_bitmap() -> None:
@@ -95,14 +95,14 @@ def test_derived_values_bitmap() -> None:
     assert o.capacity == 3
     assert o.max_item_size == 16 * 13
     assert o.item_record_size == 96
-    # items 96*4 + data 16*13 + hash 4*10 + free stack 4*4 + bitmap ceil(13/8)=2 + header
-    assert_region_size(o, 384 + 208 + 40 + 16 + 2)
+    # items 96*4 + data 16*13 + hash 8*10 + free stack 4*4 + bitmap ceil(13/8)=2 + header
+    assert_region_size(o, 384 + 208 + 80 + 16 + 2)
 
 
 def test_bitmap_without_block_count_uses_max_items_blocks() -> None:
     o = CacheOptions("c", 8, block_size=1, mode_bitmap=True)
     assert o.blocks == 8 and o.max_item_size == 8
-    assert_region_size(o, (88 + 2048) * 8 + 8 + 4 * 65536 + 32 + 1)
+    assert_region_size(o, (88 + 2048) * 8 + 8 + 8 * 65536 + 32 + 1)
 
 
 def test_secret_is_not_in_repr() -> None:
@@ -171,7 +171,7 @@ def test_invalid_cache_options(kwargs: dict, fragment: str) -> None:
 def test_memory_error_says_how_much() -> None:
     with pytest.raises(ConfigError) as info:
         CacheOptions("big", 2**20, block_size=2**21)
-    areas = (88 + 2048) * 2**20 + 2**41 + 4 * 65536 + 4 * 2**20
+    areas = (88 + 2048) * 2**20 + 2**41 + 8 * 65536 + 4 * 2**20
     needed = int(str(info.value).split(" would need ")[1].split(" bytes")[0])
     assert areas + 32768 <= needed < areas + 32768 + 4096 + 6 * 64
     assert "data area" in str(info.value)

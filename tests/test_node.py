@@ -33,6 +33,35 @@ def test_start_cache_close_and_compat_default(namespace):
         uwsgi.cache_keys()
 
 
+def test_named_compat_calls_follow_the_registry(namespace):
+    """The last cache name resolved is remembered (a pointer compare per call); it must not
+    outlive the node that registered it, and equal names built anew resolve the same."""
+    name = "speedy"
+    caching = uwcache.Caching(namespace).add_cache("first", max_items=10, block_size=32)
+    caching.add_cache(name, max_items=10, block_size=32)
+    with caching.start() as node:
+        assert uwsgi.cache_set(b"k", b"v1", 0, name) is True
+        assert uwsgi.cache_get(b"k", name) == b"v1"
+        assert uwsgi.cache_get(b"k", "".join(["spe", "edy"])) == b"v1"  # another str object
+        assert uwsgi.cache_exists(b"k", name) is True
+        assert uwsgi.cache_get(b"k", "first") is None
+        assert node.cache(name).get(b"k") == b"v1"
+        with pytest.raises(ValueError, match="embedded null"):
+            uwsgi.cache_get(b"k", "spe\x00edy")
+        with pytest.raises(TypeError):
+            uwsgi.cache_get(b"k", b"speedy")
+    # the node is gone: the remembered name must not reach the closed cache
+    assert uwsgi.cache_get(b"k", name) is None
+    assert uwsgi.cache_set(b"k", b"x", 0, name) is None
+    caching2 = uwcache.Caching(namespace + "b").add_cache(name, max_items=10, block_size=32)
+    with caching2.start() as node2:
+        assert uwsgi.cache_get(b"k", name) is None  # a new, empty cache of that name
+        assert uwsgi.cache_set(b"k", b"v2", 0, name) is True
+        assert node2.cache(name).get(b"k") == b"v2"
+        assert uwsgi.cache_del(b"k", name) is True
+        assert uwsgi.cache_get(b"k", name) is None
+
+
 def test_second_node_attaches_without_clearing(namespace):
     caching = uwcache.Caching(namespace).add_cache("c", max_items=10, block_size=32)
     with caching.start() as one, caching.start() as two:

@@ -13,7 +13,8 @@ options::
         assert pages.get("home") == b"<html>...</html>"
 """
 
-from typing import Any
+import sys as _sys
+import types as _types
 
 from .errors import (
     CacheClosed,
@@ -29,21 +30,85 @@ from .errors import (
     UnknownCache,
     ValueTooLarge,
 )
-from .config import CacheOptions, Caching, PreloadFile, PreloadItem, format_cache2, parse_cache2
-from .cache import Cache, attach, import_uwsgi_store, list_caches, open_cache
-from .node import Node
-from .memoize import LazyCache, memoize
-from .remote import RemoteCache, RemoteError, RemoteUnavailable
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (type checkers read it as True)
+if TYPE_CHECKING:  # type checkers see the real names; at run time they are imported lazily
+    from .cache import Cache, attach, import_uwsgi_store, list_caches, open_cache
+    from .config import CacheOptions, Caching, PreloadFile, PreloadItem, format_cache2, parse_cache2
+    from .memoize import LazyCache, memoize
+    from .node import Node
+    from .remote import RemoteCache, RemoteError, RemoteUnavailable
+
+# Everything else is imported on first use (PEP 562), so that `import uwcache` stays cheap
+# and a process that only attaches to a cache never loads the network layer, memoize or
+# the CLI. `from uwcache import X` works for every name in __all__.
+_LAZY = {
+    "CacheOptions": "config",
+    "Caching": "config",
+    "PreloadFile": "config",
+    "PreloadItem": "config",
+    "format_cache2": "config",
+    "parse_cache2": "config",
+    "Cache": "cache",
+    "attach": "cache",
+    "import_uwsgi_store": "cache",
+    "list_caches": "cache",
+    "open_cache": "cache",
+    "Node": "node",
+    "LazyCache": "memoize",
+    "RemoteCache": "remote",
+    "RemoteError": "remote",
+    "RemoteUnavailable": "remote",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'uwcache' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module("." + module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+class _Package(_types.ModuleType):
+    """``uwcache.memoize`` is the decorator, though a submodule has the same name: the
+    import system binds a submodule on its package once it is loaded, and this setter
+    keeps the decorator in place."""
+
+    @property
+    def memoize(self) -> object:
+        from .memoize import memoize as decorator
+
+        return decorator
+
+    @memoize.setter
+    def memoize(self, value: object) -> None:
+        pass
+
+    @property
+    def near(self) -> object:
+        """The near tier (L1 in front of Redis) of a cache: ``uwcache.near(name)``, see
+        :func:`uwcache.near.near`. Like ``memoize``, the function wins over the submodule."""
+        from .near import near as function
+
+        return function
+
+    @near.setter
+    def near(self, value: object) -> None:
+        pass
+
+
+_sys.modules[__name__].__class__ = _Package
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(_LAZY) | {"memoize", "near"})
+
 
 __version__ = "0.1.0"
-
-
-def near(name: str, *, namespace: "str | None" = None) -> "Any":
-    """The near tier (L1 in front of Redis) of cache ``name``: see :func:`uwcache.near.near`."""
-    from .near import near as _near
-
-    return _near(name, namespace=namespace)
-
 
 __all__ = [
     "Cache",

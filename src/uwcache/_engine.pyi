@@ -17,6 +17,7 @@ OPT_CLEAR_ON_FULL: int
 OPT_FULL_SILENT: int
 HASH_DJB33X: int
 HASH_MURMUR2: int
+HASH_WYHASH: int
 HEADER_SIZE: int
 FORMAT_VERSION: int
 F_UPDATE: int
@@ -131,4 +132,4 @@ def _compat_registry() -> Dict[str, CacheBase]: ...
 def _resp_bulks(buffer: Buffer, pos: int, max_count: int) -> Tuple[List[bytes], int]: ...  # near cache
 def region_size(params: _Params) -> int: ...
 def peek_header(buffer: Buffer, file_size: int = ...) -> Dict[str, Any]: ...
-def hash(key: Buffer, algo: str = "djb33x") -> int: ...
+def hash(key: Buffer, algo: str = "djb33x") -> int: ...  # algo: djb33x, murmur2 (uWSGI's) or wyhash

@@ -23,6 +23,7 @@ _Static_assert(sizeof(uwc_header) <= UWC_HEADER_SIZE, "header does not fit");
 static PyObject *ErrCache, *ErrKeyTooLong, *ErrValueTooLarge, *ErrEmptyValue, *ErrCacheFull,
     *ErrNotAnInteger, *ErrRegionMismatch, *ErrCorruptStore, *ErrCacheClosed;
 static PyObject *compat_registry;   /* dict: name -> CacheBase, first = default cache */
+static uint64_t compat_gen = 1;     /* bumped on every registry change */
 static PyObject *compat_remote;     /* callable for "name@host:port", or None */
 static unsigned long fork_generation = 1;
 
@@ -378,7 +379,13 @@ static PyObject *do_get(CacheObject *self, const char *k, Py_ssize_t kl, int *rc
 static PyObject *Cache_get(CacheObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     static const char *const names[] = {"key", "default"};
     PyObject *a[2];
-    if (check_open(self) || parse_args(args, nargs, kwnames, "get", names, 2, 1, a)) return NULL;
+    if (check_open(self)) return NULL;
+    if (nargs == 1 && !kwnames) {  /* get(key): the common call, no keyword parsing */
+        a[0] = args[0];
+        a[1] = NULL;
+    } else if (parse_args(args, nargs, kwnames, "get", names, 2, 1, a)) {
+        return NULL;
+    }
     sbuf k;
     if (sbuf_get(a[0], &k, "key")) return NULL;
     int rc;
@@ -445,8 +452,14 @@ static PyObject *Cache_set(CacheObject *self, PyObject *const *args, Py_ssize_t 
     static const char *const names[] = {"key", "value", "expires"};
     PyObject *a[3];
     uint64_t ex;
-    if (check_open(self) || parse_args(args, nargs, kwnames, "set", names, 3, 2, a) || get_expires(a[2], &ex))
+    if (check_open(self)) return NULL;
+    if (nargs == 2 && !kwnames) {  /* set(key, value): no keyword parsing, no expiry */
+        a[0] = args[0];
+        a[1] = args[1];
+        ex = 0;
+    } else if (parse_args(args, nargs, kwnames, "set", names, 3, 2, a) || get_expires(a[2], &ex)) {
         return NULL;
+    }
     if (do_write(self, a[0], a[1], ex, UWC_F_UPDATE, 1) < 0) return NULL;
     Py_RETURN_NONE;
 }
@@ -1225,7 +1238,8 @@ GEOM_GETTER(options_bits, self->c.p.options)
 static PyObject *Cache_get_closed(CacheObject *self, void *unused) { return PyBool_FromLong(!self->open); }
 static PyObject *Cache_get_hash_algo(CacheObject *self, void *unused) {
     if (check_open(self)) return NULL;
-    return PyUnicode_FromString(self->c.p.hash_algo == UWC_HASH_MURMUR2 ? "murmur2" : "djb33x");
+    uint32_t a = self->c.p.hash_algo;
+    return PyUnicode_FromString(a == UWC_HASH_MURMUR2 ? "murmur2" : a == UWC_HASH_WYHASH ? "wyhash" : "djb33x");
 }
 static PyObject *Cache_get_math_initial(CacheObject *self, void *unused) {
     if (check_open(self)) return NULL;
@@ -1243,7 +1257,7 @@ static PyGetSetDef Cache_getset[] = {
     {"block_size", (getter)Cache_get_block_size, NULL, "Bytes per data block.", NULL},
     {"blocks", (getter)Cache_get_blocks, NULL, "Number of data blocks.", NULL},
     {"hash_size", (getter)Cache_get_hash_size, NULL, "Number of hash buckets.", NULL},
-    {"hash_algo", (getter)Cache_get_hash_algo, NULL, "djb33x or murmur2.", NULL},
+    {"hash_algo", (getter)Cache_get_hash_algo, NULL, "djb33x, murmur2 (uWSGI's) or wyhash.", NULL},
     {"math_initial", (getter)Cache_get_math_initial, NULL, "Start value of math ops on a missing key.", NULL},
     {"max_item_size", (getter)Cache_get_max_item_size, NULL, "Largest value one item can hold, in bytes.", NULL},
     {"region_size", (getter)Cache_get_region_size, NULL, "Bytes of shared memory the cache maps.", NULL},
@@ -1333,11 +1347,18 @@ static PyTypeObject CacheType = {
 
 /* ---- uWSGI-compatible functions ---- */
 
+/* The default cache (the registry's first entry), remembered until the registry changes:
+ * the registry holds it, and only _compat_register/_unregister change the registry. */
+static CacheObject *compat_default_cache;
+static uint64_t compat_default_gen;
+
 static CacheObject *compat_default(void) {
+    if (compat_default_gen == compat_gen) return compat_default_cache;
     Py_ssize_t pos = 0;
     PyObject *k, *v;
-    if (compat_registry && PyDict_Next(compat_registry, &pos, &k, &v)) return (CacheObject *)v;
-    return NULL;
+    compat_default_cache = (compat_registry && PyDict_Next(compat_registry, &pos, &k, &v)) ? (CacheObject *)v : NULL;
+    compat_default_gen = compat_gen;
+    return compat_default_cache;
 }
 
 /* Resolve a cache argument: NULL/"" -> default; "name@addr" -> remote (returns NULL, *remote=1);
@@ -1397,6 +1418,53 @@ static int compat_cache_name(const char *fname, PyObject *o, const char **name) 
     return 0;
 }
 
+/* The last cache-name argument resolved, so that a named compat call costs a pointer
+ * compare instead of building a str from the name and hashing it (48 ns per call before).
+ * Both references are strong; the entry is valid while compat_gen is unchanged. */
+static PyObject *compat_last_name;
+static PyObject *compat_last_cache;   /* CacheBase or NULL (unknown name) */
+static int compat_last_remote;
+static uint64_t compat_last_gen;
+
+/* Resolve the optional cache-name argument o (NULL: the default cache) with the same
+ * checks as uWSGI's "s": *out is an open cache, or NULL with *remote set for
+ * "name@host:port", or NULL for an unknown/closed cache. -1 with an exception on bad input. */
+static int compat_resolve_arg(const char *fname, PyObject *o, CacheObject **out, int *remote) {
+    CacheObject *c;
+    if (!o) {
+        *remote = 0;
+        c = compat_default();
+    } else if (o == compat_last_name && compat_last_gen == compat_gen) {
+        *remote = compat_last_remote;
+        c = (CacheObject *)compat_last_cache;
+    } else {
+        const char *name;
+        if (compat_cache_name(fname, o, &name)) return -1;
+        *remote = 0;
+        if (!*name) {
+            c = compat_default();
+        } else if (strchr(name, '@')) {
+            *remote = 1;
+            c = NULL;
+        } else if (PyUnicode_CheckExact(o)) {
+            c = (CacheObject *)PyDict_GetItemWithError(compat_registry, o);  /* the str's cached hash */
+            if (!c && PyErr_Occurred()) return -1;
+        } else {
+            c = (CacheObject *)PyDict_GetItemString(compat_registry, name);
+        }
+        if (PyUnicode_CheckExact(o) && *name) {
+            Py_INCREF(o);
+            Py_XINCREF(c);
+            Py_XSETREF(compat_last_name, o);
+            Py_XSETREF(compat_last_cache, (PyObject *)c);
+            compat_last_remote = *remote;
+            compat_last_gen = compat_gen;
+        }
+    }
+    *out = (c && c->open) ? c : NULL;
+    return 0;
+}
+
 static int compat_long(PyObject *o, long *v) {
     *v = PyLong_AsLong(o);
     return (*v == -1 && PyErr_Occurred()) ? -1 : 0;
@@ -1422,13 +1490,13 @@ static PyObject *compat_call_remote_fast(const char *op, PyObject *const *args, 
 }
 
 static PyObject *compat_cache_get(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
-    const char *key, *cache = NULL;
+    const char *key;
     Py_ssize_t kl;
-    if (compat_nargs("cache_get", nargs, 1, 2) || compat_sbuf(args[0], &key, &kl) ||
-        (nargs > 1 && compat_cache_name("cache_get", args[1], &cache)))
-        return NULL;
     int remote;
-    CacheObject *c = compat_resolve(cache, &remote);
+    CacheObject *c;
+    if (compat_nargs("cache_get", nargs, 1, 2) || compat_sbuf(args[0], &key, &kl) ||
+        compat_resolve_arg("cache_get", nargs > 1 ? args[1] : NULL, &c, &remote))
+        return NULL;
     if (remote) return compat_call_remote_fast("get", args, nargs);
     if (!c) Py_RETURN_NONE;
     int rc;
@@ -1462,14 +1530,15 @@ static uwc_write compat_write_args(CacheObject *c, const char *key, Py_ssize_t k
 
 static PyObject *compat_write(const char *fname, const char *op, uint32_t flags, PyObject *const *args,
                               Py_ssize_t nargs) {
-    const char *key, *val, *cache = NULL;
+    const char *key, *val;
     Py_ssize_t kl, vl;
     long expires = 0;
-    if (compat_nargs(fname, nargs, 2, 4) || compat_sbuf(args[0], &key, &kl) || compat_sbuf(args[1], &val, &vl) ||
-        (nargs > 2 && compat_long(args[2], &expires)) || (nargs > 3 && compat_cache_name(fname, args[3], &cache)))
-        return NULL;
     int remote;
-    CacheObject *c = compat_resolve(cache, &remote);
+    CacheObject *c;
+    if (compat_nargs(fname, nargs, 2, 4) || compat_sbuf(args[0], &key, &kl) || compat_sbuf(args[1], &val, &vl) ||
+        (nargs > 2 && compat_long(args[2], &expires)) ||
+        compat_resolve_arg(fname, nargs > 3 ? args[3] : NULL, &c, &remote))
+        return NULL;
     if (remote) return compat_call_remote_fast(op, args, nargs);
     if (!c) Py_RETURN_NONE;
     uwc_write w = compat_write_args(c, key, kl, val, vl, expires, flags);
@@ -1487,13 +1556,13 @@ static PyObject *compat_cache_update(PyObject *m, PyObject *const *args, Py_ssiz
 }
 
 static PyObject *compat_cache_del(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
-    const char *key, *cache = NULL;
+    const char *key;
     Py_ssize_t kl;
-    if (compat_nargs("cache_del", nargs, 1, 2) || compat_sbuf(args[0], &key, &kl) ||
-        (nargs > 1 && compat_cache_name("cache_del", args[1], &cache)))
-        return NULL;
     int remote;
-    CacheObject *c = compat_resolve(cache, &remote);
+    CacheObject *c;
+    if (compat_nargs("cache_del", nargs, 1, 2) || compat_sbuf(args[0], &key, &kl) ||
+        compat_resolve_arg("cache_del", nargs > 1 ? args[1] : NULL, &c, &remote))
+        return NULL;
     if (remote) return compat_call_remote_fast("del", args, nargs);
     if (!c) Py_RETURN_NONE;
     int rc = uwc_delete(&c->c, (const uint8_t *)key, (uint64_t)kl, now_s(), counters(c));
@@ -1502,13 +1571,13 @@ static PyObject *compat_cache_del(PyObject *m, PyObject *const *args, Py_ssize_t
 }
 
 static PyObject *compat_cache_exists(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
-    const char *key, *cache = NULL;
+    const char *key;
     Py_ssize_t kl;
-    if (compat_nargs("cache_exists", nargs, 1, 2) || compat_sbuf(args[0], &key, &kl) ||
-        (nargs > 1 && compat_cache_name("cache_exists", args[1], &cache)))
-        return NULL;
     int remote;
-    CacheObject *c = compat_resolve(cache, &remote);
+    CacheObject *c;
+    if (compat_nargs("cache_exists", nargs, 1, 2) || compat_sbuf(args[0], &key, &kl) ||
+        compat_resolve_arg("cache_exists", nargs > 1 ? args[1] : NULL, &c, &remote))
+        return NULL;
     if (remote) return compat_call_remote_fast("exists", args, nargs);
     if (!c) Py_RETURN_NONE;
     RET_TRUE_OR_NONE(uwc_exists(&c->c, (const uint8_t *)key, (uint64_t)kl, now_s(), NULL) == UWC_OK);
@@ -1603,6 +1672,7 @@ static PyObject *compat_register(PyObject *m, PyObject *args) {
     if (!PyArg_ParseTuple(args, "UO!:_compat_register", &name, &CacheType, &cache)) return NULL;
     if (PyDict_GetItem(compat_registry, name)) Py_RETURN_FALSE;  /* first registration wins */
     if (PyDict_SetItem(compat_registry, name, cache) < 0) return NULL;
+    compat_gen++;
     Py_RETURN_TRUE;
 }
 
@@ -1610,7 +1680,10 @@ static PyObject *compat_unregister(PyObject *m, PyObject *args) {
     PyObject *name, *cache = NULL;
     if (!PyArg_ParseTuple(args, "U|O:_compat_unregister", &name, &cache)) return NULL;
     PyObject *cur = PyDict_GetItem(compat_registry, name);
-    if (cur && (!cache || cur == cache) && PyDict_DelItem(compat_registry, name) < 0) return NULL;
+    if (cur && (!cache || cur == cache)) {
+        if (PyDict_DelItem(compat_registry, name) < 0) return NULL;
+        compat_gen++;
+    }
     Py_RETURN_NONE;
 }
 
@@ -1621,8 +1694,7 @@ static PyObject *compat_set_remote(PyObject *m, PyObject *fn) {
 }
 
 static PyObject *compat_get_registry(PyObject *m, PyObject *unused) {
-    Py_INCREF(compat_registry);
-    return compat_registry;
+    return PyDict_Copy(compat_registry);  /* a copy: changes go through _compat_register */
 }
 
 /* ---- module functions for the Python layer ---- */
@@ -1669,9 +1741,10 @@ static PyObject *mod_hash(PyObject *m, PyObject *args) {
     uint32_t h;
     if (strcmp(algo, "djb33x") == 0) h = uwc_djb33x(b.buf, (uint64_t)b.len);
     else if (strcmp(algo, "murmur2") == 0) h = uwc_murmur2(b.buf, (uint64_t)b.len);
+    else if (strcmp(algo, "wyhash") == 0) h = uwc_wyhash(b.buf, (uint64_t)b.len);
     else {
         PyBuffer_Release(&b);
-        PyErr_SetString(PyExc_ValueError, "algorithm must be djb33x or murmur2");
+        PyErr_SetString(PyExc_ValueError, "algorithm must be djb33x, murmur2 or wyhash");
         return NULL;
     }
     PyBuffer_Release(&b);
@@ -1745,6 +1818,7 @@ PyMODINIT_FUNC PyInit__engine(void) {
     PyModule_AddIntConstant(m, "OPT_FULL_SILENT", UWC_OPT_FULL_SILENT);
     PyModule_AddIntConstant(m, "HASH_DJB33X", UWC_HASH_DJB33X);
     PyModule_AddIntConstant(m, "HASH_MURMUR2", UWC_HASH_MURMUR2);
+    PyModule_AddIntConstant(m, "HASH_WYHASH", UWC_HASH_WYHASH);
     PyModule_AddIntConstant(m, "HEADER_SIZE", UWC_HEADER_SIZE);
     PyModule_AddIntConstant(m, "FORMAT_VERSION", UWC_FORMAT_VERSION);
     PyModule_AddIntConstant(m, "F_UPDATE", UWC_F_UPDATE);

@@ -25,7 +25,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
-import logging
 import mmap
 import os
 import stat
@@ -38,9 +37,18 @@ from . import _engine, _fs
 from .config import CacheOptions
 from .config import _resolve_namespace as resolve_namespace
 from .errors import CacheError, CorruptStore, RegionMismatch, SharedMemoryFull, UnknownCache
-from .net.counters import net_stats
 
-log = logging.getLogger("uwcache")
+class _Log:
+    """The "uwcache" logger, looked up on each use: a process that only attaches to a cache
+    does not import logging (about a third of the attach path's import time)."""
+
+    def __getattr__(self, name: str) -> Any:
+        import logging
+
+        return getattr(logging.getLogger("uwcache"), name)
+
+
+log: Any = _Log()
 
 _REGION_SUFFIX = ".cache"
 _GENERATION_SUFFIX = ".region"
@@ -335,13 +343,17 @@ _OPTION_BITS = (
 )
 
 
+_HASH_IDS = {"djb33x": _engine.HASH_DJB33X, "murmur2": _engine.HASH_MURMUR2, "wyhash": _engine.HASH_WYHASH}
+_HASH_NAMES = {v: k for k, v in _HASH_IDS.items()}
+
+
 def engine_params(options: CacheOptions) -> EngineParams:
     """The engine's geometry tuple for a cache's options."""
     flags = 0
     for field, bit in _OPTION_BITS:
         if getattr(options, field):
             flags |= bit
-    algo = _engine.HASH_MURMUR2 if options.hash_algo == "murmur2" else _engine.HASH_DJB33X
+    algo = _HASH_IDS.get(options.hash_algo, _engine.HASH_DJB33X)
     return (
         options.max_items,
         options.key_size,
@@ -365,7 +377,7 @@ def _options_from_header(name: str, header: Dict[str, Any]) -> CacheOptions:
         block_size=header["block_size"],
         block_count=header["blocks"] if flags & _engine.OPT_BITMAP else None,
         hash_size=header["hash_size"],
-        hash_algo="murmur2" if header["hash_algo"] == _engine.HASH_MURMUR2 else "djb33x",
+        hash_algo=_HASH_NAMES.get(header["hash_algo"], "djb33x"),
         math_initial=header["math_initial"],
         sweep_on_full=header["sweep_on_full"],
         **switches,
@@ -436,6 +448,8 @@ class Cache(_engine.CacheBase):
             sweeper_pid=raw["sweeper_pid"],
             path=self.path,
         )
+        from .net.counters import net_stats  # the network layer, only when asked
+
         stats.update(net_stats(self))
         if os.path.exists(region_path(self.name, self.namespace) + ".near.json"):  # near cache (issue 11)
             from .near import near_stats

@@ -45,12 +45,12 @@ NAMESPACE_ENV = "UWCACHE_NAMESPACE"
 DEFAULT_NAMESPACE = "default"
 MAX_MEMORY_BYTES = 2**40  # one TiB: past this a typo (blocksize in bytes vs KiB) is likelier than intent
 
-HASH_ALGOS = ("djb33x", "murmur2")
+HASH_ALGOS = ("djb33x", "murmur2", "wyhash")  # wyhash: ours, not uWSGI's (see _validate_hash)
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 # Sizes of the shared structures, as in uWSGI (reference 2.1/2.2): used for memory_bytes.
 ITEM_HEADER_BYTES = 88
-HASH_BUCKET_BYTES = 4  # a 32-bit slot index per bucket (uWSGI: 8 bytes)
+HASH_BUCKET_BYTES = 8  # a 32-bit slot index and a 32-bit hash tag per bucket (uWSGI: 8 bytes)
 FREE_STACK_ENTRY_BYTES = 4
 REGION_HEADER_BYTES = 32768  # the engine's header: lock, sequence stripes, per-process counters
 _AREA_ALIGN = 64  # every area starts on a cache line
@@ -293,6 +293,14 @@ class CacheOptions:
                 f"just stored; {accepted}")
         if algo not in HASH_ALGOS:
             raise ConfigError(f"{self._label('hash_algo')} must be one of {', '.join(HASH_ALGOS)}, got {algo!r}")
+        if algo == "wyhash":
+            # uWSGI peers exchange item records (dumps) that carry uWSGI's hash of each key
+            for peers in ("udp_clients", "sync_from"):
+                if getattr(self, peers):
+                    raise ConfigError(
+                        f"{self._label('hash_algo')} is 'wyhash', which uWSGI does not have, and "
+                        f"{self._label(peers)} makes this cache a peer of uWSGI nodes, whose dumps carry "
+                        f"uWSGI's hash of every key: use djb33x (the default) or murmur2 for a replicated cache")
 
     def _validate_blocks(self) -> None:
         """block_count only means something in bitmap mode, and must cover every item slot."""

@@ -32,12 +32,10 @@ from ._engine import (  # noqa: F401  (re-exported, C functions)
     cache_update,
 )
 
-from typing import Any
-
 from . import _engine
 
 
-def _compat_remote(op: str, args: tuple) -> Any:
+def _compat_remote(op: str, args: tuple) -> object:
     """Calls whose cache is ``name@host:port``: the network client, imported on first use
     so that importing this module stays cheap."""
     from .net.client import compat_call

@@ -583,6 +583,9 @@ class CacheServer:
             return self._magic_read(conn.request, conn.cache)
         if mod2 == wire.MOD2_DUMP:
             cache = conn.cache = self._cache(wire.decode_dump_request(body))
+            if cache.hash_algo not in ("djb33x", "murmur2"):
+                # a uWSGI node loads a dump as is and chains its items by the hash in each record
+                raise _Refused(f"no dump of cache {cache.name!r}: its hash_algo {cache.hash_algo!r} is not one of uWSGI's")
             if self._dumps >= _MAX_DUMPS:
                 raise _Refused("too many dumps in progress")
             image = cache._export_image()
