@@ -400,7 +400,8 @@ def test_ttl_only_mode_without_client_tracking(namespace, caplog):
     s = Server(redis_server_bin(), extra=["--rename-command", "CLIENT", ""])
     try:
         with caplog.at_level("WARNING", logger="uwcache.near"):
-            with make_caching(namespace, s.url, max_ttl=1).start() as n:
+            # max_ttl=2: expiry is in whole seconds, so the entry lives at least 1 s more
+            with make_caching(namespace, s.url, max_ttl=2).start() as n:
                 wait_connected(n)
                 near = uwcache.near("pages", namespace=namespace)
                 plain = s.client()
@@ -409,7 +410,7 @@ def test_ttl_only_mode_without_client_tracking(namespace, caplog):
                 plain.set("app:k", "v2")
                 time.sleep(0.1)
                 assert near.get("k") == b"v1"  # no invalidation in this mode: stale up to max_ttl
-                assert wait_until(lambda: near.get("k") == b"v2", 3.0, 0.05)
+                assert wait_until(lambda: near.get("k") == b"v2", 4.0, 0.05)
                 assert near.stats()["ttl_only"] == 1
                 plain.close()
         assert any("TTL-only mode" in r.getMessage() for r in caplog.records)

@@ -9,7 +9,7 @@ from uwcache import _engine
 
 
 def test_format_version_has_the_tagged_table():
-    assert _engine.FORMAT_VERSION == 3
+    assert _engine.FORMAT_VERSION >= 4  # 4: chain-head tags (3 added the near state)
 
 
 @pytest.mark.parametrize("algo", ["djb33x", "murmur2", "wyhash"])
