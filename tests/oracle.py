@@ -25,7 +25,7 @@ cwd=None, env=None)``
     * ``("read_file", path)``     -> the file's bytes (e.g. a live ``store=`` file:
       it is ``mmap``-ed ``MAP_SHARED`` so it shows the current cache memory)
     * ``("stats",)``              -> the stats-server JSON as a dict (its
-      ``"caches"`` list is section 8 of the reference). Using it turns on
+      ``"caches"`` list is uwsgi-behaviour.md §8). Using it turns on
       ``--master`` and ``--stats 127.0.0.1:<free port>``: a master also starts the
       cache sweeper (every 3 s by default) and adds about 1 s to the run.
 

@@ -53,7 +53,7 @@ def start(namespace: str) -> Iterator[StartFn]:
 
 
 def records(image: bytes, max_items: int, key_size: int) -> List[Dict[str, object]]:
-    """Item records of a uWSGI-layout image (reference 2.2), slot 0 included."""
+    """Item records of a uWSGI-layout image (uwsgi-behaviour.md §2.2), slot 0 included."""
     names = ("flags", "keysize", "hash", "valsize", "first_block", "expires", "hits", "prev", "next",
              "lru_prev", "lru_next")
     size = 88 + key_size
@@ -223,7 +223,7 @@ def test_14_empty_key_or_value_and_oversize_keys(start: StartFn) -> None:
     with pytest.raises(EmptyValue):
         cache.set(b"", b"v")
     # uWSGI passes key lengths as 16 bits, so a 65537-byte key is stored as its first byte
-    # (reference 9, 12.16). Our compat passes the whole length: the key is simply too long.
+    # (uwsgi-behaviour.md §9, 12.16). Our compat passes the whole length: the key is simply too long.
     assert uwsgi.cache_set(b"Z" * 65537, "v") is None
     assert uwsgi.cache_set(b"Z" * 65536, "v") is None
     assert uwsgi.cache_get(b"Z") is None and uwsgi.cache_keys() == []
@@ -521,7 +521,7 @@ def test_35_math_reads_the_first_8_bytes_of_the_block(start: StartFn) -> None:
 
 
 def test_math_needs_8_byte_items(start: StartFn) -> None:
-    """Blocksize < 8 (single-block): every math op fails (reference 2.13)."""
+    """Blocksize < 8 (single-block): every math op fails (uwsgi-behaviour.md §2.13)."""
     cache = start("name=c,items=4,blocksize=4").cache()
     for op in ("cache_inc", "cache_dec", "cache_mul", "cache_div"):
         assert getattr(uwsgi, op)("k") is None

@@ -1,5 +1,5 @@
 """The cache server (remote access, simple commands, dumps), RemoteCache, the compat
-``name@host:port`` functions and sync_from, between uwcache nodes (reference 6, 7)."""
+``name@host:port`` functions and sync_from, between uwcache nodes (uwsgi-behaviour.md §6, 7)."""
 
 from __future__ import annotations
 

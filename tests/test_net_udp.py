@@ -112,7 +112,7 @@ def test_wire_bytes_of_every_write_kind(namespace):
         with caching.start() as node:
             cache = node.cache()
             cache.set("k", b"val")
-            assert peer.recv(65536) == bytes.fromhex("6f0b000a01006b030076616c010030")  # reference 5.1
+            assert peer.recv(65536) == bytes.fromhex("6f0b000a01006b030076616c010030")  # uwsgi-behaviour.md §5.1
             before = int(time.time())
             cache.set("t", b"v", expires=30)
             msg = wire.decode_udp(peer.recv(65536))

@@ -1,5 +1,5 @@
 """Interoperability with a real uWSGI node (from PyPI) on 127.0.0.1, in both directions:
-UDP replication, remote access (magic protocol) and sync dumps (reference 5, 6, 7, 13)."""
+UDP replication, remote access (magic protocol) and sync dumps (uwsgi-behaviour.md §5, 6, 7, 13)."""
 
 from __future__ import annotations
 
@@ -177,7 +177,7 @@ def test_replication_and_remote_access_from_uwsgi(namespace):
         value, expires = cache._get_with_expiry("k")
         assert value == b"v2" and uwsgi_now + 99 <= expires <= uwsgi_now + 101
         assert "d" not in cache
-        # uWSGI's sender bug (reference 5.5): it replicates the operand, not the counter
+        # uWSGI's sender bug (uwsgi-behaviour.md §5.5): it replicates the operand, not the counter
         assert cache.get_int("n") == 5
         rcache = node.cache("r")
         assert 98 <= rcache.ttl("ttl") <= 100   # relative on the wire, stored absolute

@@ -1,4 +1,4 @@
-"""Smoke tests of the uWSGI oracle harness, pinning the reference claims
+"""Smoke tests of the uWSGI oracle harness, pinning the claims of docs/internals/uwsgi-behaviour.md
 (/work/shared/reference/uwsgi-cache.md, section 11 numbers in the test names) that the
 rest of the suite relies on. Everything here runs against real uWSGI; nothing imports
 uwcache.
@@ -118,7 +118,7 @@ def test_free_port():
 
 def test_server_remote_access_and_udp():
     """start_uwsgi_server + remote `name@127.0.0.1:port` access + a UDP set packet
-    (reference 5.1, 7.2, 11 #52)."""
+    (uwsgi-behaviour.md §5.1, 7.2, 11 #52)."""
     args = ["--master", "--die-on-term", "--cache2", "name=c,items=10,udp=127.0.0.1:{udp}",
             "--socket", "127.0.0.1:{port}"]
     with start_uwsgi_server(args, ready_log='udp server for cache "c"') as srv:
@@ -132,7 +132,7 @@ def test_server_remote_access_and_udp():
             ("cache_keys", remote),
         ])
         assert res == [True, b"remote", None, None, {"raises": "ValueError"}]
-        # set('u', 'val', 0) as a UDP packet (observed bytes of reference 5.1)
+        # set('u', 'val', 0) as a UDP packet (observed bytes of uwsgi-behaviour.md §5.1)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.sendto(bytes.fromhex("6f0b000a01007503007661 6c010030".replace(" ", "")),
                      ("127.0.0.1", srv.ports["udp0"]))
@@ -244,7 +244,7 @@ def test_15_bitmap_blind_spot():
            ("cache_set", "d", "xx"), ("cache_set", "e", "x" * 6), ("cache_del", "c"),
            ("cache_set", "f", "x"), ("cache_del", "b"), ("cache_del", "d"), ("cache_del", "f"),
            ("cache_set", "g", "x" * 4), ("cache_set", "h", "xx"), ("cache_set", "i", "xx")]
-    # NB: needs `bitmap=1`; the bare word `bitmap` (as written in the reference's #15) is
+    # NB: needs `bitmap=1`; the bare word `bitmap` (as written in uwsgi-behaviour.md §11 #15) is
     # ignored and leaves the cache in single-block mode, where 6-byte values do not fit.
     assert run_ops("name=c,blocks=16,items=10,blocksize=1,bitmap=1", ops) == \
         [True] * 10 + [None, True, True]
@@ -262,7 +262,7 @@ def test_16_17_set_vs_update():
 
 
 def _record(buf: bytes, slot: int, keysize: int = 8):
-    """(fields dict, key) of a slot in a store file (reference 2.2)."""
+    """(fields dict, key) of a slot in a store file (uwsgi-behaviour.md §2.2)."""
     size = 88 + keysize
     f = struct.unpack_from("<11Q", buf, slot * size)
     names = ("flags", "keysize", "hash", "valsize", "first_block", "expires", "hits",
@@ -475,7 +475,7 @@ def test_timeout_kills_and_keeps_partial_results():
 
 # --------------------------------------------------------------------------- store image (2.2-2.4, 19)
 
-def _djb33x(key: bytes) -> int:          # reference 2.4 pseudocode
+def _djb33x(key: bytes) -> int:          # uwsgi-behaviour.md §2.4 pseudocode
     h = 5381
     for b in key:
         c = b - 256 if b >= 0x80 else b
@@ -483,7 +483,7 @@ def _djb33x(key: bytes) -> int:          # reference 2.4 pseudocode
     return h
 
 
-def _murmur2_uwsgi(key: bytes) -> int:   # reference 2.4 pseudocode (uWSGI variant)
+def _murmur2_uwsgi(key: bytes) -> int:   # uwsgi-behaviour.md §2.4 pseudocode (uWSGI variant)
     m = 0x5BD1E995
     n = len(key)
     h = n & 0xFFFFFFFF

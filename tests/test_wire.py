@@ -196,7 +196,7 @@ DEL_K = h("6f 03 00 0b 01 00 6b")
 DEL_K_PADDED = h("6f 05 00 0b 01 00 6b 00 00")
 
 
-def test_udp_set_bytes_exact():  # reference 5.1
+def test_udp_set_bytes_exact():  # uwsgi-behaviour.md §5.1
     assert wire.encode_udp_set(b"k", b"val", 0) == SET_K_VAL
     assert wire.encode_udp_set("k", "val") == SET_K_VAL
     packet = wire.encode_udp_set(b"k", b"val", 1795841591)
@@ -204,7 +204,7 @@ def test_udp_set_bytes_exact():  # reference 5.1
     assert packet[:4] == h("6f 14 00 0a")
 
 
-def test_udp_delete_bytes_exact():  # reference 5.1 and 5.4
+def test_udp_delete_bytes_exact():  # uwsgi-behaviour.md §5.1 and 5.4
     assert wire.encode_udp_delete(b"k", pad=False) == DEL_K
     assert wire.encode_udp_delete(b"k") == DEL_K_PADDED
 

@@ -48,7 +48,7 @@ MAX_MEMORY_BYTES = 2**40  # one TiB: past this a typo (blocksize in bytes vs KiB
 HASH_ALGOS = ("djb33x", "murmur2", "wyhash")  # wyhash: ours, not uWSGI's (see _validate_hash)
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
-# Sizes of the shared structures, as in uWSGI (reference 2.1/2.2): used for memory_bytes.
+# Sizes of the shared structures, as in uWSGI (uwsgi-behaviour.md §2.1/2.2): used for memory_bytes.
 ITEM_HEADER_BYTES = 88
 HASH_BUCKET_BYTES = 8  # a 32-bit slot index and a 32-bit hash tag per bucket (uWSGI: 8 bytes)
 FREE_STACK_ENTRY_BYTES = 4
@@ -347,7 +347,7 @@ _UINT_FIELDS = (
     "sweep_on_full",
 )
 
-# cache2 keys in uwsgiconf's emission order (reference 1.5), then the extras uwsgiconf lacks.
+# cache2 keys in uwsgiconf's emission order (uwsgi-behaviour.md §1.5), then the extras uwsgiconf lacks.
 _EMIT_ORDER: Tuple[Tuple[str, str], ...] = (
     ("name", "name"), ("max_items", "maxitems"), ("no_expire", "no_expire"), ("store", "store"),
     ("store_sync_interval", "storesync"), ("store_delete", "store_delete"), ("hash_algo", "hash"),
@@ -359,7 +359,7 @@ _EMIT_ORDER: Tuple[Tuple[str, str], ...] = (
     ("sweep_on_full", "sweep_on_full"), ("clear_on_full", "clear_on_full"),
 )
 
-# Every cache2 key uWSGI understands (reference 1.2), with its aliases.
+# Every cache2 key uWSGI understands (uwsgi-behaviour.md §1.2), with its aliases.
 CACHE2_KEYS: Dict[str, str] = {
     "name": "name",
     "max_items": "max_items", "maxitems": "max_items", "items": "max_items",

@@ -175,7 +175,7 @@ class RemoteCache:
 
     def clear(self) -> None:
         """Delete every item of the remote cache.  (A real uWSGI server clears only as
-        many slots as its *first* cache has: reference 7.5.)"""
+        many slots as its *first* cache has: uwsgi-behaviour.md §7.5.)"""
         if self._call(wire.encode_magic_clear(cache=self.name)) is None:
             raise RemoteError(f"{self._where()} refused to clear (unknown cache?)")
 

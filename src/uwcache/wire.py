@@ -13,7 +13,7 @@ module can be fuzzed.  Everything takes and returns :class:`bytes`; a key or nam
   (uWSGI silently truncates such lengths; we refuse);
 * :class:`BadSignature` -- a signed replication packet failed verification.
 
-Formats (all integers little-endian; see the project's uWSGI cache reference, sections
+Formats (all integers little-endian; see docs/internals/uwsgi-behaviour.md, sections
 5, 6, 7):
 
 Packet
