@@ -170,31 +170,29 @@ class UWCache(BaseCache):
         return self.incr(key, -delta, version=version)
 
     def get_many(self, keys: Iterable[Any], version: Optional[int] = None) -> Dict[Any, Any]:
-        cache = self.cache
-        found: Dict[Any, Any] = {}
-        for key in keys:
-            raw = cache.get(self._key(key, version))
-            if raw is not None:
-                found[key] = self._codec.decode(raw)
-        return found
+        made = {self._key(key, version): key for key in keys}
+        return {made[k]: self._codec.decode(raw) for k, raw in self.cache.get_many(made).items()}
 
     def set_many(self, data: Dict[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: Optional[int] = None) -> List[Any]:
         cache = self.cache
         expires = self._expires(timeout)
-        failed: List[Any] = []
-        for key, value in data.items():
-            k = self._key(key, version)
-            encoded = self._codec.encode(value)
-            if expires is None:
-                cache.delete(k)
-            elif not self._write(cache, k, encoded, expires):
-                failed.append(key)
-        return failed
+        made = {self._key(key, version): (key, self._codec.encode(value)) for key, value in data.items()}
+        if expires is None:
+            cache.delete_many(made)
+            return []
+        try:
+            full = cache.set_many({k: encoded for k, (_, encoded) in made.items()}, expires)
+        except (ValueTooLarge, CacheFull):
+            # a value too large raises for the whole batch before anything is written:
+            # store one by one so that only that key fails
+            return [key for k, (key, encoded) in made.items() if not self._write(cache, k, encoded, expires)]
+        if full:
+            cache.delete_many(full)  # never leave the previous value behind a failed set
+            log.warning("uwcache: %d values not cached, cache %r is full", len(full), self._cache.name)
+        return [made[k][0] for k in full]
 
     def delete_many(self, keys: Iterable[Any], version: Optional[int] = None) -> None:
-        cache = self.cache
-        for key in keys:
-            cache.delete(self._key(key, version))
+        self.cache.delete_many([self._key(key, version) for key in keys])
 
     def clear(self) -> None:
         """Empty the whole named cache (every KEY_PREFIX and version sharing the LOCATION)."""
