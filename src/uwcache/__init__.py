@@ -31,6 +31,7 @@ from .cache import Cache, attach, import_uwsgi_store, list_caches, open_cache
 from .node import Node
 from .memoize import LazyCache, memoize
 from .remote import RemoteCache, RemoteError, RemoteUnavailable
+from .uwsgi import install_uwsgi_module
 
 __version__ = "0.1.0"
 
@@ -58,6 +59,7 @@ __all__ = [
     "ValueTooLarge",
     "attach",
     "import_uwsgi_store",
+    "install_uwsgi_module",
     "format_cache2",
     "list_caches",
     "memoize",
