@@ -608,17 +608,19 @@ def cmd_get(args: argparse.Namespace) -> int:
                 number = cache.get_int(key)
             except NotAnInteger as exc:
                 raise CLIError(f"{exc} (uwcache get without --int prints it raw)") from None
+            shown = None if number is None else f"{number}\n".encode()
         else:
             value = cache.get(key)
-    if (number if args.int else value) is None:
+            if value is None:
+                shown = None
+            elif args.decode:
+                shown = (_decode_value(value, args.decode) + "\n").encode()
+            else:
+                shown = value + (b"\n" if args.newline else b"")
+    if shown is None:
         print(f"uwcache: key {args.key!r} not found in cache {args.cache!r}", file=sys.stderr)
         return 1
-    if args.int:
-        print(number)
-    elif args.decode:
-        print(_decode_value(value, args.decode))
-    else:
-        _write_stdout(value + (b"\n" if args.newline else b""))
+    _write_stdout(shown)
     return 0
 
 
