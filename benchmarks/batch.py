@@ -1,6 +1,6 @@
 """get_many versus a dict built from get calls (issue 12.4): run with
 
-    PYTHONPATH=src python benchmarks/batch.py [--keys 100] [--repeat 7] [--number 2000]
+    PYTHONPATH=src python benchmarks/batch.py [--keys 100] [--items N] [--repeat 7] [--number 2000]
 
 Prints the best-of-repeat time per batch for each way, and their ratio. It is a plain
 program (not a test): wall-clock timings on a shared machine are noisy, so the ratio of
@@ -24,15 +24,22 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--number", type=int, default=2000)
     parser.add_argument("--missing", type=float, default=0.0, help="fraction of keys that are absent")
+    parser.add_argument("--items", type=int, default=0,
+                        help="fill the cache with this many items and read --keys of them, spread over "
+                             "the whole cache (a cache bigger than the CPU caches: lookups miss memory)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as shm:
         os.environ["UWCACHE_SHM_DIR"] = shm
-        cache = uwcache.open_cache("batch-bench", namespace="bench", max_items=args.keys * 2 + 10,
-                                   block_size=max(64, args.value_size))
-        keys = [f"key:{i:06d}" for i in range(args.keys)]
-        present = keys[: int(len(keys) * (1 - args.missing))]
-        cache.set_many({k: b"v" * args.value_size for k in present})
+        total = max(args.items, args.keys)
+        cache = uwcache.open_cache("batch-bench", namespace="bench", max_items=total * 2 + 10,
+                                   hash_size=total * 2 + 10, block_size=max(64, args.value_size))
+        every = [f"key:{i:08d}" for i in range(total)]
+        step = total // args.keys
+        keys = every[::step][: args.keys]
+        absent = set(keys[int(len(keys) * (1 - args.missing)):])
+        for start in range(0, total, 10000):
+            cache.set_many({k: b"v" * args.value_size for k in every[start:start + 10000] if k not in absent})
 
         get = cache.get
 
