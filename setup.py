@@ -1,5 +1,17 @@
 """The C extension is declared here, in one place; all other metadata is in pyproject.toml."""
-from setuptools import Extension, setup
+import sys
+
+# pyproject's requires-python stops pip; this stops everything else (setup.py run by hand,
+# --ignore-requires-python, very old pip) before a compiler error or a confusing traceback.
+# Kept to syntax that Python 2.7 can parse, so the message is what anyone sees.
+if sys.version_info < (3, 9):
+    sys.exit(
+        "uwcache requires Python 3.9 or newer; this is Python %d.%d (%s).\n"
+        "Install it with a newer interpreter, e.g. python3.11 -m pip install uwcache"
+        % (sys.version_info[0], sys.version_info[1], sys.executable)
+    )
+
+from setuptools import Extension, setup  # noqa: E402
 
 engine = Extension(
     "uwcache._engine",

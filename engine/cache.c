@@ -1864,3 +1864,221 @@ void uwc_near_reset(uwc_cache *c) {
         c->h->near.gen[i]++;
     }
 }
+
+/* ==================================================================================
+ * ---- batch operations: get_many / set_many / delete_many / touch (issue 12.4) ----
+ *
+ * Self-contained on purpose: built only on uwc_get, uwc_lock/uwc_unlock and the lookup
+ * helpers above (set_locked, get_locked, lookup_locked, delete_slot, touch_hash), so the
+ * locking underneath can change without touching this section. Reads go key by key
+ * through the optimistic path (no lock, no shared write) except in LRU caches, where a read
+ * moves the item and every key of a chunk is read under one lock. Writes and deletes take
+ * the lock once per chunk of BATCH_CHUNK keys: one pass, yet a huge batch never keeps
+ * other processes out for long. Invalid keys/values are reported per entry in rcs[] and
+ * skip the entry; only a lock failure (UWC_ELOCK) or an allocation failure (UWC_ENOMEM)
+ * stops the batch and is returned.
+ * ================================================================================== */
+
+#define BATCH_CHUNK 128u
+
+static int batch_key_check(const uwc_cache *c, uint64_t klen) {
+    if (klen == 0) return UWC_EKEY_EMPTY;
+    if (klen > c->p.key_size) return UWC_EKEY_LONG;
+    return UWC_OK;
+}
+
+#define BATCH_GROUP 8u
+
+/* Hash a group of keys (into hs) and prefetch what their lookups will read. Only hints: the
+ * values read here are bounds-checked, never trusted (the lookup reads again, validated). */
+static void batch_prefetch(const uwc_cache *c, const uwc_key *keys, uint64_t m, uint32_t *hs) {
+    uint64_t slots[BATCH_GROUP];
+    for (uint64_t j = 0; j < m; j++) {
+        hs[j] = keys[j].len && keys[j].len <= c->p.key_size ? uwc_hash(c, keys[j].key, keys[j].len) : 0;
+        __builtin_prefetch(&c->buckets[2 * bucket_of(c, hs[j])]);
+    }
+    for (uint64_t j = 0; j < m; j++) {
+        uint64_t s = __atomic_load_n(&c->buckets[2 * bucket_of(c, hs[j])], __ATOMIC_RELAXED);
+        slots[j] = s < c->p.max_items ? s : 0;
+        if (slots[j]) __builtin_prefetch(SLOT(c, slots[j]));
+    }
+    for (uint64_t j = 0; j < m; j++) {
+        if (!slots[j]) continue;
+        uint64_t first = vrd(SLOT(c, slots[j]), F_FIRST);
+        if (first < c->p.blocks) __builtin_prefetch(c->data + first * c->p.block_size);
+    }
+}
+
+typedef struct { uwc_alloc_at_fn fn; void *ctx; uint64_t index; } batch_alloc_ctx;
+
+static void *batch_alloc_one(void *v, uint64_t size) {
+    batch_alloc_ctx *b = v;
+    return b->fn(b->ctx, b->index, size);
+}
+
+int uwc_get_many(uwc_cache *c, const uwc_key *keys, uint64_t n, uint64_t now, uwc_alloc_at_fn alloc, void *ctx,
+                 int *rcs, uwc_counter_slot *counters) {
+    batch_alloc_ctx b = {alloc, ctx, 0};
+    if (!is_lru(c)) {
+        /* one optimistic pass per key; a key that keeps meeting writers (or an expired one in
+         * a lazy_expire cache, deleted under the lock) goes through uwc_get. Keys go in groups
+         * whose memory is prefetched in three rounds (bucket, record, value), so the cache
+         * misses of a group overlap instead of coming one after the other as with get(). */
+        uint64_t hits = 0, misses = 0;
+        uint32_t hs[BATCH_GROUP];
+        for (uint64_t i = 0; i < n; i++) {
+            uint64_t j = i % BATCH_GROUP;
+            if (j == 0) batch_prefetch(c, keys + i, n - i < BATCH_GROUP ? n - i : BATCH_GROUP, hs);
+            b.index = i;
+            int rc = batch_key_check(c, keys[i].len);
+            if (rc == UWC_OK) {
+                uint8_t *dst = NULL;
+                uint64_t dst_len = 0;
+                int lazy = 0;
+                rc = get_optimistic(c, keys[i].key, keys[i].len, hs[j], now,
+                                    alloc ? batch_alloc_one : NULL, &b, &dst, &dst_len, NULL, &lazy);
+                if (rc == -1 || (rc == UWC_NOTFOUND && lazy && (c->p.options & UWC_OPT_LAZY))) {
+                    rc = uwc_get(c, keys[i].key, keys[i].len, now, alloc ? batch_alloc_one : NULL, &b, NULL,
+                                 counters);
+                    rcs[i] = rc;
+                    if (rc == UWC_ELOCK || rc == UWC_ENOMEM) return rc;
+                    continue;
+                }
+                if (rc == UWC_ENOMEM) return rc;
+            }
+            rcs[i] = rc;
+            if (rc == UWC_OK) hits++;
+            else misses++;  /* an invalid key is a miss, as in uwc_get */
+        }
+        if (counters) {
+            /* this process's own slot: the same plain add as count(), once per batch */
+            if (counters->pid == SHARED_SLOT_PID) {
+                __atomic_fetch_add(&counters->hits, hits, __ATOMIC_RELAXED);
+                __atomic_fetch_add(&counters->miss, misses, __ATOMIC_RELAXED);
+            } else {
+                __atomic_store_n(&counters->hits, __atomic_load_n(&counters->hits, __ATOMIC_RELAXED) + hits,
+                                 __ATOMIC_RELAXED);
+                __atomic_store_n(&counters->miss, __atomic_load_n(&counters->miss, __ATOMIC_RELAXED) + misses,
+                                 __ATOMIC_RELAXED);
+            }
+        }
+        return UWC_OK;
+    }
+    for (uint64_t start = 0; start < n; start += BATCH_CHUNK) {
+        uint64_t end = n - start > BATCH_CHUNK ? start + BATCH_CHUNK : n;
+        int rc = uwc_lock(c);
+        if (rc) return rc;
+        for (uint64_t i = start; i < end; i++) {
+            rc = batch_key_check(c, keys[i].len);
+            if (rc == UWC_OK) {
+                b.index = i;
+                rc = get_locked(c, keys[i].key, keys[i].len, uwc_hash(c, keys[i].key, keys[i].len), now,
+                                alloc ? batch_alloc_one : NULL, &b, NULL);
+            }
+            rcs[i] = rc;
+            if (rc == UWC_ENOMEM) {
+                uwc_unlock(c);
+                return rc;
+            }
+        }
+        uwc_unlock(c);
+        /* counted outside the lock, like uwc_get; an invalid key is a miss there too */
+        for (uint64_t i = start; i < end; i++) count(counters, rcs[i] == UWC_OK);
+    }
+    return UWC_OK;
+}
+
+static int batch_write_check(const uwc_cache *c, const uwc_write *w) {
+    int rc = batch_key_check(c, w->key_len);
+    if (rc) return rc;
+    if (w->flags & UWC_F_MATH) return UWC_EPARAMS;  /* counters go through uwc_set */
+    if (w->value_len == 0) return UWC_EVAL_EMPTY;
+    if (w->value_len > c->max_item_size) return UWC_EVAL_LARGE;
+    return UWC_OK;
+}
+
+int uwc_set_many(uwc_cache *c, uwc_write *ws, uint64_t n, int *rcs) {
+    for (uint64_t start = 0; start < n; start += BATCH_CHUNK) {
+        uint64_t end = n - start > BATCH_CHUNK ? start + BATCH_CHUNK : n;
+        int rc = uwc_lock(c);
+        if (rc) return rc;
+        int changed = 0;
+        for (uint64_t i = start; i < end; i++) {
+            uwc_write *w = &ws[i];
+            w->events = 0;
+            w->expires_abs = 0;
+            rc = batch_write_check(c, w);
+            if (rc == UWC_OK) rc = set_locked(c, w, uwc_hash(c, w->key, w->key_len));
+            if (rc == UWC_OK || rc == UWC_EXISTS) changed = 1;
+            rcs[i] = rc;
+        }
+        if (changed && (c->p.options & UWC_OPT_LASTMOD)) c->h->last_modified_at = ws[start].now;
+        uwc_unlock(c);
+        for (uint64_t i = start; i < end; i++)
+            if (rcs[i] == UWC_OK) count_write(ws[i].counters);
+    }
+    return UWC_OK;
+}
+
+int uwc_delete_many(uwc_cache *c, const uwc_key *keys, uint64_t n, uint64_t now, int *rcs,
+                    uwc_counter_slot *counters) {
+    for (uint64_t start = 0; start < n; start += BATCH_CHUNK) {
+        uint64_t end = n - start > BATCH_CHUNK ? start + BATCH_CHUNK : n;
+        int rc = uwc_lock(c);
+        if (rc) return rc;
+        int changed = 0;
+        for (uint64_t i = start; i < end; i++) {
+            rc = batch_key_check(c, keys[i].len);
+            if (rc == UWC_OK) {
+                uint32_t h = uwc_hash(c, keys[i].key, keys[i].len);
+                touch_hash(c, h);
+                uint64_t s = lookup_locked(c, keys[i].key, keys[i].len, h);
+                rc = UWC_NOTFOUND;
+                if (s) {
+                    int was_expired = expired(rd(SLOT(c, s), F_EXPIRES), now);
+                    delete_slot(c, s);
+                    changed = 1;
+                    if (was_expired) c->h->expired_freed++;
+                    else rc = UWC_OK;
+                }
+            }
+            rcs[i] = rc;
+        }
+        if (changed && (c->p.options & UWC_OPT_LASTMOD)) c->h->last_modified_at = now;
+        uwc_unlock(c);
+        for (uint64_t i = start; i < end; i++)
+            if (rcs[i] == UWC_OK) count_write(counters);
+    }
+    return UWC_OK;
+}
+
+int uwc_touch(uwc_cache *c, const uint8_t *key, uint64_t klen, uint64_t expires, uint64_t now,
+              uint64_t *expires_abs) {
+    int rc = batch_key_check(c, klen);
+    if (rc) return rc;
+    uint32_t h = uwc_hash(c, key, klen);
+    rc = uwc_lock(c);
+    if (rc) return rc;
+    touch_hash(c, h);
+    uint64_t s = lookup_locked(c, key, klen, h);
+    if (s && expired(rd(SLOT(c, s), F_EXPIRES), now)) {
+        /* an expired item is gone for every purpose: touching it does not revive it */
+        delete_slot(c, s);
+        c->h->expired_freed++;
+        s = 0;
+    }
+    rc = UWC_NOTFOUND;
+    if (s) {
+        uint8_t *r = SLOT(c, s);
+        uint64_t exp = expires ? now + expires : 0;
+        if (rd(r, F_EXPIRES) != exp) wr(r, F_EXPIRES, exp);
+        lower_next_scan(c, exp);
+        if (c->p.options & UWC_OPT_LASTMOD) c->h->last_modified_at = now;
+        if (expires_abs) *expires_abs = exp;
+        rc = UWC_OK;
+    }
+    uwc_unlock(c);
+    return rc;
+}
+
+/* ---- end of batch operations ---- */

@@ -270,6 +270,17 @@ int uwc_sweeper_claim(uwc_cache *c, int32_t pid, uint64_t now, uint64_t lease);
 void uwc_sweeper_release(uwc_cache *c, int32_t pid);
 uint64_t uwc_n_items(const uwc_cache *c);
 
+/* batch operations (cache.c, last section): per-entry status in rcs[], n entries */
+typedef struct uwc_key { const uint8_t *key; uint64_t len; } uwc_key;
+typedef void *(*uwc_alloc_at_fn)(void *ctx, uint64_t index, uint64_t size);
+int uwc_get_many(uwc_cache *c, const uwc_key *keys, uint64_t n, uint64_t now, uwc_alloc_at_fn alloc, void *ctx,
+                 int *rcs, uwc_counter_slot *counters);
+int uwc_set_many(uwc_cache *c, uwc_write *ws, uint64_t n, int *rcs);
+int uwc_delete_many(uwc_cache *c, const uwc_key *keys, uint64_t n, uint64_t now, int *rcs,
+                    uwc_counter_slot *counters);
+int uwc_touch(uwc_cache *c, const uint8_t *key, uint64_t klen, uint64_t expires, uint64_t now,
+              uint64_t *expires_abs);
+
 /* raw image (uWSGI dump layout: items area then data area) */
 uint64_t uwc_image_size(const uwc_cache *c);
 int uwc_export_image(uwc_cache *c, uint8_t *dst, uint64_t dst_len);

@@ -478,3 +478,104 @@ def test_server_option_serves_or_reports_clearly(namespace):
             host, port = address.rsplit(":", 1)
             socket.create_connection((host, int(port)), timeout=5).close()
             assert node.stop() == 0
+
+
+def test_get_int_prints_a_counter(namespace):
+    cache = uwcache.open_cache("nums", namespace=namespace, max_items=10, block_size=16)
+    try:
+        cache.incr("hits", 41)
+        cache.incr("hits")
+        cache.set("text", b"hello")
+        done = uwcache_cmd(namespace, "get", "nums", "hits", "--int")
+        assert (done.returncode, done.stdout) == (0, b"42\n")
+        done = uwcache_cmd(namespace, "get", "nums", "text", "--int")
+        assert done.returncode == 1 and b"5 bytes, not an 8-byte integer" in done.stderr
+        done = uwcache_cmd(namespace, "get", "nums", "missing", "--int")
+        assert done.returncode == 1 and b"not found" in done.stderr
+    finally:
+        cache.close()
+
+
+def test_get_decode_reads_what_the_framework_backends_wrote(namespace):
+    from uwcache.contrib.cachelib import UWCache
+
+    pickled = UWCache("objs", namespace=namespace, max_items=10, block_size=512)
+    as_json = UWCache("docs", namespace=namespace, serializer="json", max_items=10, block_size=512)
+    try:
+        pickled.set("user", {"name": "ada", "ids": (1, 2)})
+        pickled.set("count", 7)
+        as_json.set("doc", {"title": "hé", "tags": ["a", "b"]})
+        done = uwcache_cmd(namespace, "get", "objs", "user", "--decode", "pickle")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.decode() == "{'ids': (1, 2), 'name': 'ada'}\n"
+        done = uwcache_cmd(namespace, "get", "objs", "count", "--decode", "pickle")
+        assert done.stdout == b"7\n"
+        done = uwcache_cmd(namespace, "get", "docs", "doc", "--decode", "json")
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout) == {"title": "hé", "tags": ["a", "b"]}
+        # a JSON reader refuses to unpickle
+        done = uwcache_cmd(namespace, "get", "objs", "user", "--decode", "json")
+        assert done.returncode == 1 and b"cannot decode the value as json" in done.stderr
+        done = uwcache_cmd(namespace, "get", "objs", "user", "--decode", "yaml")
+        assert done.returncode == 2  # usage error: only pickle and json
+        done = uwcache_cmd(namespace, "get", "objs", "user", "--int", "--decode", "json")
+        assert done.returncode == 2
+    finally:
+        pickled.cache.close()
+        as_json.cache.close()
+
+
+def test_drop_refuses_while_in_use_then_frees_the_memory(namespace, shm_dir):
+    cache = uwcache.open_cache("old", namespace=namespace, max_items=10, block_size=16)
+    path = cache.path
+    done = uwcache_cmd(namespace, "drop", "old")
+    assert done.returncode == 1
+    assert f"cache 'old' is in use by PID {os.getpid()}: stop it first".encode() in done.stderr
+    assert os.path.exists(path)
+    cache.close()
+    done = uwcache_cmd(namespace, "drop", "old")
+    assert done.returncode == 0, done.stderr
+    assert b'dropped cache "old"' in done.stdout and b"memory freed" in done.stdout
+    assert not os.path.exists(path)
+    assert uwcache.list_caches(namespace) == []
+
+
+def test_drop_lists_every_user(namespace):
+    cache = uwcache.open_cache("shared", namespace=namespace, max_items=10, block_size=16)
+    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time, uwcache
+        c = uwcache.attach("shared", namespace={namespace!r})
+        print("ready", flush=True)
+        sys.stdin.read()
+    """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert child.stdout.readline() == b"ready\n"
+        done = uwcache_cmd(namespace, "drop", "shared")
+        pids = sorted([os.getpid(), child.pid])
+        assert f"in use by PIDs {pids[0]}, {pids[1]}: stop them first".encode() in done.stderr, done.stderr
+    finally:
+        child.communicate(b"", timeout=10)
+        cache.close()
+    assert uwcache_cmd(namespace, "drop", "shared").returncode == 0
+
+
+def test_did_you_mean_for_caches_and_namespaces(namespace):
+    other_namespace = namespace + "-unrelated"
+    cache = uwcache.open_cache("sessions", namespace=namespace, max_items=10, block_size=16)
+    other = uwcache.open_cache("x", namespace=other_namespace, max_items=10, block_size=16)
+    try:
+        for command in (("get", "sesions", "k"), ("drop", "sesions"), ("stats", "sesions")):
+            done = uwcache_cmd(namespace, *command)
+            assert done.returncode == 1
+            assert b"no cache named 'sesions'" in done.stderr and b"(did you mean 'sessions'?)" in done.stderr
+        typo = namespace[:-1] + "x" + namespace[-1]
+        done = uwcache_cmd(typo, "stats")
+        assert done.returncode == 1
+        assert f"namespace '{typo}' has no caches (did you mean '{namespace}'?)".encode() in done.stderr
+        # an error, not a list of every namespace of the machine
+        assert other_namespace.encode() not in done.stderr
+        done = uwcache_cmd("nothing-like-it-at-all", "stats")
+        assert done.returncode == 1 and b"did you mean" not in done.stderr and namespace.encode() not in done.stderr
+    finally:
+        cache.close()
+        other.close()

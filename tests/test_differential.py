@@ -6,8 +6,9 @@ same ``--cache2`` strings; every result must be equal. A failing sequence is min
 removed while the results still differ) so the report is a short reproduction.
 
 Left out, because uwcache deliberately differs (src/uwcache/uwsgi.py, reference section 12):
-TTLs (uWSGI returns expired items), math ops in bitmap caches (uWSGI loses the counter) and
-``INT64_MIN / -1`` (uWSGI dies). Everything else is in: set on an existing key, update,
+TTLs (uWSGI returns expired items), math ops in bitmap caches (uWSGI loses the counter),
+``INT64_MIN / -1`` (uWSGI dies) and bitmap caches with ``purge_lru`` (uwcache evicts until a
+value fits; pinned in test_caveats_uwsgi.py). Everything else is in: set on an existing key, update,
 too-long keys and values, empty values, bitmap first-fit and its blind spot, LRU eviction,
 ``cache_keys`` order, full caches (and ``clear_on_full``), murmur2, ``math_initial``, stale
 bytes read by math.

@@ -13,7 +13,7 @@ PUBLIC = [
     "CorruptStore", "EmptyValue", "KeyTooLong", "LazyCache", "Node", "NotAnInteger", "PreloadFile",
     "PreloadItem", "RegionMismatch", "RemoteCache", "RemoteError", "RemoteUnavailable", "SharedMemoryFull",
     "UnknownCache",
-    "ValueTooLarge", "attach", "import_uwsgi_store", "format_cache2", "list_caches", "memoize",
+    "ValueTooLarge", "attach", "import_uwsgi_store", "install_uwsgi_module", "format_cache2", "list_caches", "memoize",
     "near", "open_cache", "parse_cache2", "__version__",
 ]
 

@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # type checkers see the real names; at run time they are impo
     from .memoize import LazyCache, memoize
     from .node import Node
     from .remote import RemoteCache, RemoteError, RemoteUnavailable
+    from .uwsgi import install_uwsgi_module
 
 # Everything else is imported on first use (PEP 562), so that `import uwcache` stays cheap
 # and a process that only attaches to a cache never loads the network layer, memoize or
@@ -59,6 +60,7 @@ _LAZY = {
     "RemoteCache": "remote",
     "RemoteError": "remote",
     "RemoteUnavailable": "remote",
+    "install_uwsgi_module": "uwsgi",
 }
 
 
@@ -135,6 +137,7 @@ __all__ = [
     "ValueTooLarge",
     "attach",
     "import_uwsgi_store",
+    "install_uwsgi_module",
     "format_cache2",
     "list_caches",
     "memoize",

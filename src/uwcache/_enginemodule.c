@@ -665,6 +665,274 @@ static PyObject *Cache_ttl(CacheObject *self, PyObject *key) {
     return PyLong_FromUnsignedLongLong(ex > now ? ex - now : 0);
 }
 
+/* ---- batch API: get_many / set_many / delete_many / touch (issue 12.4) ----
+ * Every key (and value) is converted and checked before the engine is called, so a bad
+ * entry anywhere in a batch raises before anything is read or written. */
+
+typedef struct {
+    Py_ssize_t n;
+    PyObject *seq;       /* the entries as a list/tuple (PySequence_Fast) */
+    uwc_key *keys;       /* n keys, then (set_many) n values: one allocation with rcs */
+    uwc_key *values;
+    int *rcs;
+    Py_buffer *views;    /* only for entries that are neither bytes nor str (rare) */
+    Py_ssize_t nviews, capviews;
+} batch;
+
+static void batch_free(batch *b) {
+    for (Py_ssize_t i = 0; i < b->nviews; i++) PyBuffer_Release(&b->views[i]);
+    PyMem_Free(b->views);
+    PyMem_Free(b->keys);
+    Py_CLEAR(b->seq);
+}
+
+/* bytes/str/buffer -> pointer and length, valid until batch_free */
+static int batch_buf(batch *b, PyObject *o, uwc_key *out, const char *what) {
+    if (PyBytes_Check(o)) {
+        out->key = (const uint8_t *)PyBytes_AS_STRING(o);
+        out->len = (uint64_t)PyBytes_GET_SIZE(o);
+        return 0;
+    }
+    if (PyUnicode_Check(o)) {
+        Py_ssize_t n;
+        const char *p = PyUnicode_AsUTF8AndSize(o, &n);
+        if (!p) return -1;
+        out->key = (const uint8_t *)p;
+        out->len = (uint64_t)n;
+        return 0;
+    }
+    if (!PyObject_CheckBuffer(o)) {
+        PyErr_Format(PyExc_TypeError, "%s must be bytes or str, not %.100s", what, Py_TYPE(o)->tp_name);
+        return -1;
+    }
+    if (b->nviews == b->capviews) {
+        Py_ssize_t cap = b->capviews ? b->capviews * 2 : 8;
+        Py_buffer *v = PyMem_Realloc(b->views, (size_t)cap * sizeof(Py_buffer));
+        if (!v) { PyErr_NoMemory(); return -1; }
+        b->views = v;
+        b->capviews = cap;
+    }
+    if (PyObject_GetBuffer(o, &b->views[b->nviews], PyBUF_SIMPLE) < 0) return -1;
+    out->key = b->views[b->nviews].buf;
+    out->len = (uint64_t)b->views[b->nviews].len;
+    b->nviews++;
+    return 0;
+}
+
+/* seq: a sequence of keys, or of (key, value) pairs when with_values. Takes seq's reference. */
+static int batch_load(CacheObject *self, batch *b, PyObject *seq, int with_values, const char *fname) {
+    memset(b, 0, sizeof *b);
+    b->seq = seq;
+    b->n = PySequence_Fast_GET_SIZE(seq);
+    size_t n = (size_t)(b->n ? b->n : 1), per = sizeof(uwc_key) * (with_values ? 2 : 1) + sizeof(int);
+    if (n > PY_SSIZE_T_MAX / per) { PyErr_NoMemory(); return -1; }
+    b->keys = PyMem_Malloc(n * per);
+    if (!b->keys) { PyErr_NoMemory(); return -1; }
+    b->values = with_values ? b->keys + n : NULL;
+    b->rcs = (int *)(b->keys + n * (with_values ? 2 : 1));
+    const uwc_params *p = &self->c.p;
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    for (Py_ssize_t i = 0; i < b->n; i++) {
+        PyObject *key = items[i], *value = NULL;
+        if (with_values) {
+            if (!PyTuple_Check(key) || PyTuple_GET_SIZE(key) != 2) {
+                PyErr_Format(PyExc_TypeError, "%s(): expected (key, value) pairs", fname);
+                return -1;
+            }
+            value = PyTuple_GET_ITEM(key, 1);
+            key = PyTuple_GET_ITEM(key, 0);
+        }
+        uwc_key *k = &b->keys[i];
+        if (batch_buf(b, key, k, "key")) return -1;
+        if (k->len == 0 || k->len > p->key_size) {
+            raise_status(self, k->len == 0 ? UWC_EKEY_EMPTY : UWC_EKEY_LONG, (Py_ssize_t)k->len, 0);
+            return -1;
+        }
+        if (with_values) {
+            uwc_key *v = &b->values[i];
+            if (batch_buf(b, value, v, "value")) return -1;
+            if (v->len == 0 || v->len > self->c.max_item_size) {
+                raise_status(self, v->len == 0 ? UWC_EVAL_EMPTY : UWC_EVAL_LARGE, (Py_ssize_t)k->len,
+                             (Py_ssize_t)v->len);
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+/* The dictionary key for entry i: the caller's object when bytes/str, else a bytes copy. */
+static PyObject *batch_dict_key(PyObject *key, const uwc_key *k) {
+    if (PyBytes_CheckExact(key) || PyUnicode_CheckExact(key)) {
+        Py_INCREF(key);
+        return key;
+    }
+    return PyBytes_FromStringAndSize((const char *)k->key, (Py_ssize_t)k->len);
+}
+
+typedef struct { PyObject **objs; uint64_t filled; } many_ctx;
+
+static void *alloc_bytes_at(void *vctx, uint64_t index, uint64_t size) {
+    many_ctx *ctx = vctx;
+    /* entries are visited in order: clear the slots up to this one on first use */
+    while (ctx->filled <= index) ctx->objs[ctx->filled++] = NULL;
+    Py_CLEAR(ctx->objs[index]);
+    if (size > PY_SSIZE_T_MAX) return NULL;
+    ctx->objs[index] = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)size);
+    return ctx->objs[index] ? PyBytes_AS_STRING(ctx->objs[index]) : NULL;
+}
+
+static PyObject *Cache_get_many(CacheObject *self, PyObject *keys) {
+    if (check_open(self)) return NULL;
+    PyObject *seq = PySequence_Fast(keys, "get_many() takes an iterable of keys");
+    if (!seq) return NULL;
+    batch b;
+    PyObject *result = NULL, **objs = NULL;
+    many_ctx ctx = {NULL, 0};
+    if (batch_load(self, &b, seq, 0, "get_many")) goto done;
+    objs = PyMem_Malloc((size_t)(b.n ? b.n : 1) * sizeof(PyObject *));
+    if (!objs) { PyErr_NoMemory(); goto done; }
+    ctx.objs = objs;
+    int rc = uwc_get_many(&self->c, b.keys, (uint64_t)b.n, now_s(), alloc_bytes_at, &ctx, b.rcs, counters(self));
+    if (rc) { raise_status(self, rc, 0, 0); goto done; }
+    Py_ssize_t found = 0;
+    for (Py_ssize_t i = 0; i < b.n; i++) found += b.rcs[i] == UWC_OK;
+    result = _PyDict_NewPresized(found);  /* no resizing while filling (CPython 3.9-3.13 export it) */
+    if (!result) goto done;
+    for (Py_ssize_t i = 0; i < b.n; i++) {
+        if (b.rcs[i] != UWC_OK) continue;
+        PyObject *k = batch_dict_key(PySequence_Fast_GET_ITEM(seq, i), &b.keys[i]);
+        if (!k || PyDict_SetItem(result, k, objs[i]) < 0) {
+            Py_XDECREF(k);
+            Py_CLEAR(result);
+            goto done;
+        }
+        Py_DECREF(k);
+    }
+done:
+    if (objs) {
+        for (uint64_t i = 0; i < ctx.filled; i++) Py_XDECREF(objs[i]);
+        PyMem_Free(objs);
+    }
+    batch_free(&b);
+    return result;
+}
+
+static PyObject *Cache_set_many(CacheObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    static const char *const names[] = {"mapping", "expires"};
+    PyObject *a[2];
+    uint64_t ex;
+    if (check_open(self) || parse_args(args, nargs, kwnames, "set_many", names, 2, 1, a) || get_expires(a[1], &ex))
+        return NULL;
+    PyObject *items;
+    if (PyDict_Check(a[0])) {
+        items = PyDict_Items(a[0]);
+    } else if (PyMapping_Check(a[0]) && PyObject_HasAttrString(a[0], "items")) {
+        PyObject *view = PyMapping_Items(a[0]);
+        items = view;
+    } else {
+        items = PySequence_List(a[0]);  /* an iterable of (key, value) pairs */
+    }
+    if (!items) return NULL;
+    PyObject *seq = PySequence_Fast(items, "set_many() takes a mapping or (key, value) pairs");
+    Py_DECREF(items);
+    if (!seq) return NULL;
+    batch b;
+    PyObject *failed = NULL;
+    uwc_write *ws = NULL;
+    if (batch_load(self, &b, seq, 1, "set_many")) goto done;
+    ws = PyMem_Calloc((size_t)(b.n ? b.n : 1), sizeof(uwc_write));
+    if (!ws) { PyErr_NoMemory(); goto done; }
+    uint64_t now = now_s();
+    uwc_counter_slot *cs = counters(self);
+    for (Py_ssize_t i = 0; i < b.n; i++) {
+        ws[i].key = b.keys[i].key;
+        ws[i].key_len = b.keys[i].len;
+        ws[i].value = b.values[i].key;
+        ws[i].value_len = b.values[i].len;
+        ws[i].expires = ex;
+        ws[i].flags = UWC_F_UPDATE;
+        ws[i].now = now;
+        ws[i].counters = cs;
+    }
+    int rc = uwc_set_many(&self->c, ws, (uint64_t)b.n, b.rcs);
+    uint32_t events = 0;
+    for (Py_ssize_t i = 0; i < b.n; i++) events |= ws[i].events;
+    fire_full(self, events);
+    if (rc) { raise_status(self, rc, 0, 0); goto done; }
+    failed = PyList_New(0);
+    if (!failed) goto done;
+    for (Py_ssize_t i = 0; i < b.n; i++) {
+        PyObject *key = PyTuple_GET_ITEM(PySequence_Fast_GET_ITEM(seq, i), 0);
+        if (b.rcs[i] == UWC_OK) {
+            fire_write(self, OP_SET, (const char *)ws[i].key, (Py_ssize_t)ws[i].key_len, ws[i].value,
+                       (Py_ssize_t)ws[i].value_len, ws[i].expires_abs);
+        } else if (b.rcs[i] == UWC_FULL) {
+            if (PyList_Append(failed, key) < 0) { Py_CLEAR(failed); goto done; }
+        } else {
+            /* cannot happen after batch_load's checks; never hide it */
+            raise_status(self, b.rcs[i], (Py_ssize_t)ws[i].key_len, (Py_ssize_t)ws[i].value_len);
+            Py_CLEAR(failed);
+            goto done;
+        }
+    }
+done:
+    PyMem_Free(ws);
+    batch_free(&b);
+    return failed;
+}
+
+static PyObject *Cache_delete_many(CacheObject *self, PyObject *keys) {
+    if (check_open(self)) return NULL;
+    PyObject *seq = PySequence_Fast(keys, "delete_many() takes an iterable of keys");
+    if (!seq) return NULL;
+    batch b;
+    PyObject *result = NULL;
+    if (batch_load(self, &b, seq, 0, "delete_many")) goto done;
+    int rc = uwc_delete_many(&self->c, b.keys, (uint64_t)b.n, now_s(), b.rcs, counters(self));
+    if (rc) { raise_status(self, rc, 0, 0); goto done; }
+    Py_ssize_t deleted = 0;
+    for (Py_ssize_t i = 0; i < b.n; i++) {
+        if (b.rcs[i] != UWC_OK) continue;
+        deleted++;
+        fire_write(self, OP_DELETE, (const char *)b.keys[i].key, (Py_ssize_t)b.keys[i].len, "", 0, 0);
+    }
+    result = PyLong_FromSsize_t(deleted);
+done:
+    batch_free(&b);
+    return result;
+}
+
+static PyObject *Cache_touch(CacheObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    static const char *const names[] = {"key", "expires"};
+    PyObject *a[2];
+    uint64_t ex;
+    if (check_open(self) || parse_args(args, nargs, kwnames, "touch", names, 2, 2, a) || get_expires(a[1], &ex))
+        return NULL;
+    sbuf k;
+    if (sbuf_get(a[0], &k, "key")) return NULL;
+    uint64_t now = now_s(), abs_ex = 0;
+    int rc = uwc_touch(&self->c, (const uint8_t *)k.p, (uint64_t)k.n, ex, now, &abs_ex);
+    if (rc != UWC_OK && rc != UWC_NOTFOUND) {
+        raise_status(self, rc, k.n, 0);
+        sbuf_release(&k);
+        return NULL;
+    }
+    if (rc == UWC_OK && self->on_write) {
+        /* replication knows only whole writes: send the value again with its new expiry */
+        alloc_ctx ctx = {NULL};
+        if (uwc_get(&self->c, (const uint8_t *)k.p, (uint64_t)k.n, now, alloc_bytes, &ctx, NULL, NULL) == UWC_OK)
+            fire_write(self, OP_SET, k.p, k.n, PyBytes_AS_STRING(ctx.obj), PyBytes_GET_SIZE(ctx.obj), abs_ex);
+        else if (PyErr_Occurred())
+            PyErr_WriteUnraisable(self->on_write);
+        Py_XDECREF(ctx.obj);
+    }
+    sbuf_release(&k);
+    return PyBool_FromLong(rc == UWC_OK);
+}
+
+/* ---- end of batch API ---- */
+
 /* ---- internal methods for the Python layer (node, network, tests) ---- */
 
 static PyObject *Cache_set_raw(CacheObject *self, PyObject *args) {
@@ -1295,6 +1563,14 @@ static PyMethodDef Cache_methods[] = {
      "get_int(key, default=None) -> int: the 8-byte counter stored at key."},
     {"ttl", (PyCFunction)Cache_ttl, METH_O,
      "ttl(key) -> int | None: seconds left, None if the item never expires; KeyError if missing."},
+    {"get_many", (PyCFunction)Cache_get_many, METH_O,
+     "get_many(keys) -> dict: {key: value} for the keys present (missing and expired keys are absent)."},
+    {"set_many", (PyCFunction)(void (*)(void))Cache_set_many, FASTKW,
+     "set_many(mapping, expires=0) -> list: store every pair; returns the keys not stored (cache full)."},
+    {"delete_many", (PyCFunction)Cache_delete_many, METH_O,
+     "delete_many(keys) -> int: delete the keys; returns how many were present."},
+    {"touch", (PyCFunction)(void (*)(void))Cache_touch, FASTKW,
+     "touch(key, expires) -> bool: give a present key a new expiry (0 = never); False if absent."},
     {"close", (PyCFunction)Cache_close, METH_NOARGS, "close(): detach this process from the cache."},
     {"_set_raw", (PyCFunction)Cache_set_raw, METH_VARARGS, NULL},
     {"_delete_local", (PyCFunction)Cache_delete_local, METH_O, NULL},

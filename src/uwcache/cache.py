@@ -399,6 +399,14 @@ class Cache(_engine.CacheBase):
     are bytes (``str`` is encoded as UTF-8); values come back as ``bytes``. ``get``, ``set``,
     ``add``, ``delete``, ``in``, ``incr``/``decr``/``mul``/``div`` and ``get_int`` are C
     from the call down.
+
+    Batch methods (C too): ``get_many(keys) -> dict`` (missing and expired keys absent; the
+    dict is keyed by the objects given, bytes for other buffers), ``set_many(mapping,
+    expires=0) -> list`` of the keys not stored because the cache is full, ``delete_many(keys)
+    -> int`` present keys deleted, ``touch(key, expires) -> bool`` (new expiry, 0 = never;
+    False when absent). A bad key or value anywhere in a batch raises the error ``get``/``set``
+    would raise (``KeyTooLong``, ``EmptyValue``, ``ValueTooLarge``, ``TypeError``) before
+    anything is read or written.
     """
 
     __slots__ = ("options", "namespace", "path", "_fd", "_map")

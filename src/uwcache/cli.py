@@ -11,9 +11,13 @@ Exit codes: 0 success, 1 error (message on stderr; for ``get``/``del``: the key 
 from __future__ import annotations
 
 import argparse
+import difflib
+import fcntl
 import io
+import json
 import logging
 import os
+import pprint
 import re
 import runpy
 import signal
@@ -23,10 +27,10 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import __version__
-from .cache import Cache, attach, list_caches, namespace_dir, shm_dir
+from .cache import Cache, attach, list_caches, namespace_dir, region_path, shm_dir
 from .config import Caching
 from .config import _resolve_namespace as resolve_namespace
-from .errors import CacheError, ConfigError, UnknownCache
+from .errors import CacheError, ConfigError, NotAnInteger, UnknownCache
 from .net.stats import NamespaceStats, StatsServer, parse_address, prometheus_text, stats_json
 
 log = logging.getLogger("uwcache")
@@ -94,22 +98,34 @@ def _has_caches(namespace: str) -> bool:
         return False
 
 
+def _did_you_mean(word: str, choices: Sequence[str]) -> str:
+    """' (did you mean 'x'?)' for the closest choice, '' when none is close."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def _require_namespace(namespace: str) -> List[str]:
     """The caches of a namespace; CLIError when it has none."""
     names = list_caches(namespace)
     if not names:
-        others = [n for n in known_namespaces() if n != namespace and _has_caches(n)]
-        hint = f"namespaces with caches: {', '.join(others)}" if others else "no namespace has caches yet"
-        raise CLIError(f"namespace {namespace!r} has no caches (looked in {namespace_dir(namespace)}; {hint}). "
+        with_caches = [n for n in known_namespaces() if n != namespace and _has_caches(n)]
+        # a guess at a typo, never the list of every namespace of the machine (of every user)
+        raise CLIError(f"namespace {namespace!r} has no caches{_did_you_mean(namespace, with_caches)} "
+                       f"(looked in {namespace_dir(namespace)}). "
                        "Start a node with `uwcache run`, or pass --namespace / set UWCACHE_NAMESPACE")
     return names
+
+
+def _unknown_cache(name: str, namespace: str, names: Sequence[str]) -> CLIError:
+    return CLIError(f"no cache named {name!r} in namespace {namespace!r}{_did_you_mean(name, names)} "
+                    f"(caches there: {', '.join(names)})")
 
 
 def _open(name: str, namespace: str) -> Cache:
     """Attach a cache by name, with messages that say what exists instead."""
     names = _require_namespace(namespace)
     if name not in names:
-        raise CLIError(f"no cache named {name!r} in namespace {namespace!r} (caches there: {', '.join(names)})")
+        raise _unknown_cache(name, namespace, names)
     return attach(name, namespace=namespace)
 
 
@@ -455,7 +471,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     names = _require_namespace(namespace)
     for name in args.caches:
         if name not in names:
-            raise CLIError(f"no cache named {name!r} in namespace {namespace!r} (caches there: {', '.join(names)})")
+            raise _unknown_cache(name, namespace, names)
     with NamespaceStats(namespace) as reader:
         stats = reader.collect(args.caches or None, old_generations=not args.prometheus)
     if not stats:
@@ -571,14 +587,100 @@ def _top_curses(namespace: str, sample: Callable[[], Tuple[float, Dict[str, Dict
 # --------------------------------------------------------------------------------------------
 
 
+def _decode_value(value: bytes, how: str) -> str:
+    """A value written by the framework backends or memoize, decoded for printing."""
+    # serializers.Codec.decode is the one reader of the backends' format (tags, counters,
+    # and the HMAC tag of pickled values once serializers.py has it): never parse it here.
+    from .serializers import Codec, SerializerMismatch
+
+    try:
+        obj = Codec(how).decode(value)
+    except SerializerMismatch as exc:
+        raise CLIError(f"cannot decode the value as {how}: {exc}") from None
+    except Exception as exc:  # corrupt or foreign bytes: say so, never a traceback
+        raise CLIError(f"cannot decode the value as {how} ({type(exc).__name__}: {exc}); "
+                       "print it raw without --decode") from None
+    if how == "json":
+        return json.dumps(obj, ensure_ascii=False, default=repr)
+    return pprint.pformat(obj)
+
+
 def cmd_get(args: argparse.Namespace) -> int:
     namespace = resolve_namespace(args.namespace)
     with _open(args.cache, namespace) as cache:
-        value = cache.get(_arg_bytes(args.key))
-    if value is None:
+        key = _arg_bytes(args.key)
+        if args.int:
+            try:
+                number = cache.get_int(key)
+            except NotAnInteger as exc:
+                raise CLIError(f"{exc} (uwcache get without --int prints it raw)") from None
+            shown = None if number is None else f"{number}\n".encode()
+        else:
+            value = cache.get(key)
+            if value is None:
+                shown = None
+            elif args.decode:
+                shown = (_decode_value(value, args.decode) + "\n").encode()
+            else:
+                shown = value + (b"\n" if args.newline else b"")
+    if shown is None:
         print(f"uwcache: key {args.key!r} not found in cache {args.cache!r}", file=sys.stderr)
         return 1
-    _write_stdout(value + (b"\n" if args.newline else b""))
+    _write_stdout(shown)
+    return 0
+
+
+def region_users(path: str) -> List[int]:
+    """PIDs whose memory maps ``path`` (from /proc/PID/maps; processes we may not read are missed)."""
+    real = os.path.realpath(path)
+    wanted = {path, real}
+    users = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/maps", "rb") as maps:
+                for line in maps:
+                    fields = line.split(None, 5)
+                    if len(fields) == 6 and os.fsdecode(fields[5].rstrip(b"\n")) in wanted:
+                        users.append(int(entry))
+                        break
+        except OSError:  # gone, or another user's process
+            continue
+    return sorted(users)
+
+
+def cmd_drop(args: argparse.Namespace) -> int:
+    namespace = resolve_namespace(args.namespace)
+    names = _require_namespace(namespace)
+    if args.cache not in names:
+        raise _unknown_cache(args.cache, namespace, names)
+    entry = region_path(args.cache, namespace)
+    store = os.path.realpath(entry) if os.path.islink(entry) else None
+    try:
+        fd = os.open(entry, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise CLIError(f"cannot open {entry}: {exc.strerror}") from None
+    try:
+        # every attached process holds a shared flock (see cache.py); the opener lock keeps a
+        # new one from attaching while we look and unlink
+        fcntl.lockf(fd, fcntl.LOCK_EX, 1, 0)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pids = region_users(entry)
+            who = (f"PID{'s' if len(pids) > 1 else ''} {', '.join(map(str, pids))}" if pids
+                   else "processes this user cannot see (another user, or another PID namespace)")
+            them = "it" if len(pids) == 1 else "them"
+            raise CLIError(f"cache {args.cache!r} is in use by {who}: stop {them} first (its memory was not removed)")
+        size = os.fstat(fd).st_size
+        os.unlink(entry)
+    finally:
+        os.close(fd)
+    if store:
+        print(f'dropped cache "{args.cache}" from namespace "{namespace}"; its store file {store} is kept')
+    else:
+        print(f'dropped cache "{args.cache}" from namespace "{namespace}": {_human(size)} of memory freed')
     return 0
 
 
@@ -725,6 +827,11 @@ def build_parser() -> argparse.ArgumentParser:
     get.add_argument("cache")
     get.add_argument("key")
     get.add_argument("--newline", action="store_true", help="add a newline after the value")
+    shown = get.add_mutually_exclusive_group()
+    shown.add_argument("--int", action="store_true", help="print a counter (8-byte integer, as incr writes it)")
+    shown.add_argument("--decode", choices=("pickle", "json"),
+                       help="decode a value written by the framework backends or memoize and print it "
+                            "(pickle runs code from the cache: only for caches you trust)")
     get.set_defaults(func=cmd_get)
 
     set_ = sub.add_parser("set", parents=[common], help="store a value", description="Create or overwrite a key.")
@@ -749,6 +856,12 @@ def build_parser() -> argparse.ArgumentParser:
     clear = sub.add_parser("clear", parents=[common], help="delete every item of a cache")
     clear.add_argument("cache")
     clear.set_defaults(func=cmd_clear)
+
+    drop = sub.add_parser("drop", parents=[common], help="remove an unused cache's memory",
+                          description="Delete a cache's region (its memory) when no process uses it; "
+                                      "refuse, naming the PIDs, while some do. A store file is kept.")
+    drop.add_argument("cache")
+    drop.set_defaults(func=cmd_drop)
 
     for name, verb, func in (("incr", "add N to", cmd_incr), ("decr", "subtract N from", cmd_decr)):
         math = sub.add_parser(name, parents=[common], help=f"{verb} an integer (8-byte value), print the result",

@@ -167,10 +167,15 @@ class UWCache(BaseCache):
             return None
 
     def get_many(self, *keys: str) -> List[Any]:
-        return [self.get(key) for key in keys]
+        made = [self._key(key) for key in keys]
+        try:
+            found = self.cache.get_many(made)
+        except KeyTooLong:  # such a key cannot be cached: it reads as None, the others normally
+            return [self.get(key) for key in keys]
+        return [self._decode(found.get(k)) for k in made]
 
     def get_dict(self, *keys: str) -> Dict[str, Any]:
-        return {key: self.get(key) for key in keys}
+        return dict(zip(keys, self.get_many(*keys)))
 
     @_guarded(False)
     def set(self, key: str, value: Any, timeout: Timeout = None) -> bool:
@@ -205,7 +210,32 @@ class UWCache(BaseCache):
             return False
 
     def set_many(self, mapping: Dict[str, Any], timeout: Timeout = None) -> List[Any]:
-        return [key for key, value in mapping.items() if self.set(key, value, timeout)]
+        expires = self._expires(timeout)
+        made = {self._key(key): (key, self._codec.encode(value)) for key, value in mapping.items()}
+        cache = self.cache
+        try:
+            if expires is None:
+                cache.delete_many(made)
+                return list(mapping)
+            full = cache.set_many({k: encoded for k, (_, encoded) in made.items()}, expires)
+        except (ValueTooLarge, CacheFull, KeyTooLong):
+            # one bad entry raises for the whole batch before anything is written: store one
+            # by one so that only that key fails
+            return [key for key, value in mapping.items() if self.set(key, value, timeout)]
+        if full:
+            cache.delete_many(full)  # never leave a stale value behind a failed set
+            log.warning("uwcache: %d values not cached, the cache is full", len(full))
+        failed = set(full)
+        return [key for k, (key, _) in made.items() if k not in failed]
+
+    def delete_many(self, *keys: str) -> List[Any]:
+        made = [self._key(key) for key in keys]
+        try:
+            self.cache.delete_many(made)
+        except KeyTooLong:  # such a key cannot be in the cache: delete the others one by one
+            for key in keys:
+                self.delete(key)
+        return list(keys)  # every key is absent afterwards: all count as deleted (cachelib)
 
     @_guarded(False)
     def delete(self, key: str) -> bool:

@@ -234,15 +234,12 @@ class UWCache(BaseCache):
 
     @_guarded(lambda args, kwargs: {})
     def get_many(self, keys: Iterable[Any], version: Optional[int] = None) -> Dict[Any, Any]:
-        named = [(key, self._key(key, version)) for key in keys]
-        cache = self.cache
+        made = {self._key(key, version): key for key in keys}
         found: Dict[Any, Any] = {}
-        for key, k in named:
-            raw = cache.get(k)
-            if raw is not None:
-                value = self._codec.decode(raw)
-                if value is not MISS:
-                    found[key] = value
+        for k, raw in self.cache.get_many(made).items():
+            value = self._codec.decode(raw)
+            if value is not MISS:  # a value whose signature does not verify is a miss
+                found[made[k]] = value
         return found
 
     @_guarded(_all_keys)
@@ -250,20 +247,24 @@ class UWCache(BaseCache):
         encoded_items = [(key, self._key(key, version), self._codec.encode(value)) for key, value in data.items()]
         cache = self.cache
         expires = self._expires(timeout)
-        failed: List[Any] = []
-        for key, k, encoded in encoded_items:
-            if expires is None:
-                cache.delete(k)
-            elif not self._write(cache, k, encoded, expires):
-                failed.append(key)
-        return failed
+        made = {k: (key, encoded) for key, k, encoded in encoded_items}
+        if expires is None:
+            cache.delete_many(made)
+            return []
+        try:
+            full = cache.set_many({k: encoded for k, (_, encoded) in made.items()}, expires)
+        except (ValueTooLarge, CacheFull):
+            # a value too large raises for the whole batch before anything is written:
+            # store one by one so that only that key fails
+            return [key for k, (key, encoded) in made.items() if not self._write(cache, k, encoded, expires)]
+        if full:
+            cache.delete_many(full)  # never leave the previous value behind a failed set
+            log.warning("uwcache: %d values not cached, cache %r is full", len(full), self._cache.name)
+        return [made[k][0] for k in full]
 
     @_guarded(_constant(None))
     def delete_many(self, keys: Iterable[Any], version: Optional[int] = None) -> None:
-        named = [self._key(key, version) for key in keys]
-        cache = self.cache
-        for k in named:
-            cache.delete(k)
+        self.cache.delete_many([self._key(key, version) for key in keys])
 
     @_guarded(_constant(None))
     def clear(self) -> None:

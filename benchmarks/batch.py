@@ -1,0 +1,72 @@
+"""get_many versus a dict built from get calls (issue 12.4): run with
+
+    PYTHONPATH=src python benchmarks/batch.py [--keys 100] [--items N] [--repeat 7] [--number 2000]
+
+Prints the best-of-repeat time per batch for each way, and their ratio. It is a plain
+program (not a test): wall-clock timings on a shared machine are noisy, so the ratio of
+two measurements taken back to back is what to read, not the absolute numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import timeit
+
+import uwcache
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keys", type=int, default=100)
+    parser.add_argument("--value-size", type=int, default=100)
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--number", type=int, default=2000)
+    parser.add_argument("--missing", type=float, default=0.0, help="fraction of keys that are absent")
+    parser.add_argument("--items", type=int, default=0,
+                        help="fill the cache with this many items and read --keys of them, spread over "
+                             "the whole cache (a cache bigger than the CPU caches: lookups miss memory)")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as shm:
+        os.environ["UWCACHE_SHM_DIR"] = shm
+        total = max(args.items, args.keys)
+        cache = uwcache.open_cache("batch-bench", namespace="bench", max_items=total * 2 + 10,
+                                   hash_size=total * 2 + 10, block_size=max(64, args.value_size))
+        every = [f"key:{i:08d}" for i in range(total)]
+        step = total // args.keys
+        keys = every[::step][: args.keys]
+        absent = set(keys[int(len(keys) * (1 - args.missing)):])
+        for start in range(0, total, 10000):
+            cache.set_many({k: b"v" * args.value_size for k in every[start:start + 10000] if k not in absent})
+
+        get = cache.get
+
+        def loop() -> dict:
+            out = {}
+            for k in keys:
+                v = get(k)
+                if v is not None:
+                    out[k] = v
+            return out
+
+        def comprehension() -> dict:
+            return {k: v for k in keys if (v := get(k)) is not None}
+
+        def many() -> dict:
+            return cache.get_many(keys)
+
+        assert loop() == comprehension() == many()
+        results = {}
+        for name, fn in (("get loop", loop), ("get comprehension", comprehension), ("get_many", many)):
+            best = min(timeit.repeat(fn, number=args.number, repeat=args.repeat)) / args.number
+            results[name] = best
+            print(f"{name:18s} {best * 1e6:8.2f} us per {args.keys} keys ({best / args.keys * 1e9:6.1f} ns/key)")
+        fastest_python = min(results["get loop"], results["get comprehension"])
+        print(f"get_many speed-up over the faster get version: {fastest_python / results['get_many']:.2f}x")
+        cache.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+"""The batch API: get_many, set_many, delete_many and touch (issue 12.4)."""
+import time
+
+import pytest
+
+import uwcache
+from uwcache import _engine
+
+PAST = 1  # an absolute expiry long gone: the item is stored already expired
+
+
+@pytest.fixture(params=["single-block", "bitmap-lru"])
+def cache(request, namespace):
+    extra = {"mode_bitmap": True, "block_count": 40, "full_purge_lru": True} if request.param == "bitmap-lru" else {}
+    c = uwcache.open_cache("batch", namespace=namespace, max_items=20, block_size=64, key_size=32, hash_size=32,
+                           **extra)
+    yield c
+    c.close()
+
+
+def test_get_many_returns_present_keys_under_the_callers_keys(cache):
+    cache.set("a", b"1")
+    cache.set(b"b", b"22")
+    got = cache.get_many(["a", b"b", "missing", b"a"])
+    assert got == {"a": b"1", b"b": b"22", b"a": b"1"}
+    assert "missing" not in got
+    assert cache.get_many([]) == {}
+    # any iterable of keys; buffers come back as bytes keys
+    assert cache.get_many(k for k in ("a",)) == {"a": b"1"}
+    assert cache.get_many([bytearray(b"b"), memoryview(b"a")]) == {b"b": b"22", b"a": b"1"}
+
+
+def test_get_many_counts_hits_and_misses(cache):
+    cache.set("a", b"1")
+    before = cache.stats()
+    cache.get_many(["a", "x", "y"])
+    after = cache.stats()
+    assert after["hits"] - before["hits"] == 1
+    assert after["miss"] - before["miss"] == 2
+
+
+def test_expired_keys_are_absent(cache):
+    cache.set("live", b"v")
+    cache._set_raw("dead", b"v", PAST, _engine.F_UPDATE | _engine.F_ABSEXPIRE)
+    assert cache.get_many(["live", "dead"]) == {"live": b"v"}
+    assert cache.touch("dead", 100) is False  # touching does not revive it
+    assert cache.get("dead") is None
+    cache._set_raw("dead2", b"v", PAST, _engine.F_UPDATE | _engine.F_ABSEXPIRE)
+    assert cache.delete_many(["dead2", "live"]) == 1  # an expired key was not there
+
+
+def test_set_many_stores_every_pair_with_one_expiry(cache):
+    assert cache.set_many({"a": b"1", b"b": "two", "c": memoryview(b"3")}, expires=100) == []
+    assert cache.get_many(["a", "b", "c"]) == {"a": b"1", "b": b"two", "c": b"3"}
+    assert 99 <= cache.ttl("a") <= 100
+    # pairs work too, and without expires the TTL goes (like set)
+    assert cache.set_many([("a", b"one")]) == []
+    assert cache.get("a") == b"one" and cache.ttl("a") is None
+    assert cache.stats()["writes"] >= 4
+
+
+def test_delete_many_counts_what_was_there(cache):
+    cache.set_many({"a": b"1", "b": b"2", "c": b"3"})
+    assert cache.delete_many(["a", "b", "nope", "a"]) == 2
+    assert cache.keys() == [b"c"]
+    assert cache.delete_many([]) == 0
+
+
+def test_touch_sets_and_removes_the_expiry(cache):
+    cache.set("k", b"v")
+    assert cache.touch("k", 50) is True
+    assert 49 <= cache.ttl("k") <= 50
+    assert cache.touch("k", 0) is True  # 0 = never expires
+    assert cache.ttl("k") is None
+    assert cache.get("k") == b"v"
+    assert cache.touch("absent", 10) is False
+    with pytest.raises(ValueError, match="expires must be >= 0"):
+        cache.touch("k", -1)
+    with pytest.raises(TypeError):
+        cache.touch("k")  # expires is required
+
+
+def test_touch_makes_an_item_expire(namespace):
+    c = uwcache.open_cache("touch", namespace=namespace, max_items=10)
+    c.set("k", b"v")
+    assert c.touch("k", 1)
+    deadline = time.time() + 3
+    while c.get("k") is not None and time.time() < deadline:
+        time.sleep(0.1)
+    assert c.get_many(["k"]) == {}
+    c.close()
+
+
+def test_a_bad_key_anywhere_raises_before_anything_happens(cache):
+    """Errors are raised for the whole batch, before any key is read or written."""
+    long_key = "x" * 33  # key_size is 32
+    with pytest.raises(uwcache.KeyTooLong, match="33 bytes is longer than the 32 bytes"):
+        cache.set_many({"ok": b"v", long_key: b"v"})
+    assert cache.get("ok") is None  # nothing was written
+    with pytest.raises(uwcache.KeyTooLong):
+        cache.get_many(["ok", long_key])
+    cache.set("ok", b"v")
+    with pytest.raises(uwcache.KeyTooLong):
+        cache.delete_many(["ok", long_key])
+    assert cache.get("ok") == b"v"  # nothing was deleted
+    with pytest.raises(uwcache.EmptyValue, match="keys must not be empty"):
+        cache.get_many(["ok", ""])
+    with pytest.raises(uwcache.KeyTooLong):
+        cache.touch(long_key, 1)
+
+
+def test_bad_values_raise_before_anything_is_written(cache):
+    with pytest.raises(uwcache.EmptyValue):
+        cache.set_many({"a": b"v", "b": b""})
+    with pytest.raises(uwcache.ValueTooLarge):
+        cache.set_many({"a": b"v", "b": b"x" * (cache.max_item_size + 1)})
+    assert cache.get("a") is None
+
+
+def test_non_bytes_keys_and_values_are_type_errors(cache):
+    with pytest.raises(TypeError, match="key must be bytes or str, not int"):
+        cache.get_many(["a", 1])
+    with pytest.raises(TypeError, match="key must be bytes or str"):
+        cache.delete_many([None])
+    with pytest.raises(TypeError, match="value must be bytes or str, not int"):
+        cache.set_many({"a": 1})
+    with pytest.raises(TypeError, match="key must be bytes or str"):
+        cache.set_many({3: b"v"})
+    with pytest.raises(TypeError, match="iterable of keys"):
+        cache.get_many(5)
+    with pytest.raises(TypeError, match=r"\(key, value\) pairs"):
+        cache.set_many(["ab"])
+    assert len(cache) == 0
+
+
+def test_set_many_on_a_full_cache_returns_the_keys_not_stored(namespace):
+    c = uwcache.open_cache("full", namespace=namespace, max_items=4, block_size=16)  # 3 usable slots
+    c.set("old", b"v")
+    failed = c.set_many({"a": b"1", "b": b"2", "c": b"3"})
+    assert failed == ["c"]
+    assert c.get_many(["old", "a", "b", "c"]) == {"old": b"v", "a": b"1", "b": b"2"}
+    assert c.stats()["full"] == 1
+    c.close()
+
+
+def test_set_many_in_lru_mode_evicts_like_set(namespace):
+    c = uwcache.open_cache("lru", namespace=namespace, max_items=4, block_size=16, full_purge_lru=True)
+    assert c.set_many({f"k{i}": b"v" for i in range(5)}) == []
+    assert sorted(c.keys()) == [b"k2", b"k3", b"k4"]
+    c.close()
+
+
+def test_large_batches_cross_lock_chunks(namespace):
+    c = uwcache.open_cache("big", namespace=namespace, max_items=1001, block_size=16, full_purge_lru=True)
+    data = {f"key{i}": str(i).encode() for i in range(1000)}
+    assert c.set_many(data) == []
+    assert c.get_many(list(data)) == data
+    assert c.delete_many(list(data)[:500]) == 500
+    assert len(c) == 500 and c.check() is None
+    c.close()
+
+
+def test_closed_cache(namespace):
+    c = uwcache.open_cache("closed", namespace=namespace)
+    c.close()
+    for call in (lambda: c.get_many(["a"]), lambda: c.set_many({"a": b"v"}), lambda: c.delete_many(["a"]),
+                 lambda: c.touch("a", 1)):
+        with pytest.raises(uwcache.CacheClosed):
+            call()
+
+
+def test_batch_writes_fire_the_write_hook(cache):
+    """Replication sees each write of a batch as a write (and a touch as a set with the new expiry)."""
+    seen = []
+    cache._on_write = lambda op, key, value, expires: seen.append((op, key, value, expires))
+    cache.set_many({"a": b"1", "b": b"2"})
+    cache.delete_many(["a", "zz"])
+    cache.touch("b", 0)
+    cache._on_write = None
+    assert seen == [
+        (_engine.OP_SET, b"a", b"1", 0),
+        (_engine.OP_SET, b"b", b"2", 0),
+        (_engine.OP_DELETE, b"a", b"", 0),
+        (_engine.OP_SET, b"b", b"2", 0),
+    ]
