@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import pickle
 import os
 import re
 import signal
@@ -516,6 +517,14 @@ def test_get_decode_reads_what_the_framework_backends_wrote(namespace):
         # a JSON reader refuses to unpickle
         done = uwcache_cmd(namespace, "get", "objs", "user", "--decode", "json")
         assert done.returncode == 1 and b"cannot decode the value as json" in done.stderr
+        # a pickle that does not carry the namespace's signature is never unpickled
+        pickled.cache.set("forged", b"\x03" + pickle.dumps({"x": 1}))
+        done = uwcache_cmd(namespace, "get", "objs", "forged", "--decode", "pickle")
+        assert done.returncode == 1 and b"signature does not verify" in done.stderr
+        signed = UWCache("objs", namespace=namespace, secret="s3", max_items=10, block_size=512)
+        signed.set("with-secret", [1])
+        done = uwcache_cmd(namespace, "get", "objs", "with-secret", "--decode", "pickle", "--secret", "s3")
+        assert done.returncode == 0 and done.stdout == b"[1]\n", done.stderr
         done = uwcache_cmd(namespace, "get", "objs", "user", "--decode", "yaml")
         assert done.returncode == 2  # usage error: only pickle and json
         done = uwcache_cmd(namespace, "get", "objs", "user", "--int", "--decode", "json")

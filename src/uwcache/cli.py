@@ -587,19 +587,24 @@ def _top_curses(namespace: str, sample: Callable[[], Tuple[float, Dict[str, Dict
 # --------------------------------------------------------------------------------------------
 
 
-def _decode_value(value: bytes, how: str) -> str:
+def _decode_value(value: bytes, how: str, namespace: str, secret: Optional[str]) -> str:
     """A value written by the framework backends or memoize, decoded for printing."""
-    # serializers.Codec.decode is the one reader of the backends' format (tags, counters,
-    # and the HMAC tag of pickled values once serializers.py has it): never parse it here.
-    from .serializers import Codec, SerializerMismatch
+    # serializers.Codec.decode is the one reader of the backends' format (tags, counters, the
+    # HMAC of pickled values): never parse it here. The key is the backends' own: the
+    # namespace's key file, or the secret they were given.
+    from .serializers import MISS, Codec, SerializerMismatch
+    from .signing import ValueSigner
 
     try:
-        obj = Codec(how).decode(value)
+        obj = Codec(how, signer=ValueSigner(namespace, secret)).decode(value)
     except SerializerMismatch as exc:
         raise CLIError(f"cannot decode the value as {how}: {exc}") from None
     except Exception as exc:  # corrupt or foreign bytes: say so, never a traceback
         raise CLIError(f"cannot decode the value as {how} ({type(exc).__name__}: {exc}); "
                        "print it raw without --decode") from None
+    if obj is MISS:
+        raise CLIError("the value's signature does not verify: it was signed with another key (pass the "
+                       "backend's secret with --secret), or it is forged; it was not unpickled")
     if how == "json":
         return json.dumps(obj, ensure_ascii=False, default=repr)
     return pprint.pformat(obj)
@@ -620,7 +625,7 @@ def cmd_get(args: argparse.Namespace) -> int:
             if value is None:
                 shown = None
             elif args.decode:
-                shown = (_decode_value(value, args.decode) + "\n").encode()
+                shown = (_decode_value(value, args.decode, namespace, args.secret) + "\n").encode()
             else:
                 shown = value + (b"\n" if args.newline else b"")
     if shown is None:
@@ -831,7 +836,9 @@ def build_parser() -> argparse.ArgumentParser:
     shown.add_argument("--int", action="store_true", help="print a counter (8-byte integer, as incr writes it)")
     shown.add_argument("--decode", choices=("pickle", "json"),
                        help="decode a value written by the framework backends or memoize and print it "
-                            "(pickle runs code from the cache: only for caches you trust)")
+                            "(pickled values are unpickled only when their signature verifies)")
+    get.add_argument("--secret", metavar="TEXT",
+                     help="with --decode: the secret the backends sign with (default: the namespace's key file)")
     get.set_defaults(func=cmd_get)
 
     set_ = sub.add_parser("set", parents=[common], help="store a value", description="Create or overwrite a key.")
