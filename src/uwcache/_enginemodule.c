@@ -198,6 +198,11 @@ static PyObject *raise_status(CacheObject *self, int rc, Py_ssize_t klen, Py_ssi
     case UWC_ELOCK:
         PyErr_Format(ErrCache, "the lock of cache '%s' is unusable (not recoverable)", cname(self));
         break;
+    case UWC_ECORRUPT:
+        PyErr_Format(ErrCorruptStore,
+                     "cache '%s' was found damaged during this operation and has been rebuilt; retry it",
+                     cname(self));
+        break;
     default:
         PyErr_Format(ErrCache, "cache '%s': engine error %d", cname(self), rc);
     }
@@ -692,6 +697,39 @@ static PyObject *Cache_debug_crash_in_lock(CacheObject *self, PyObject *arg) {
     Py_RETURN_NONE;  /* not reached */
 }
 
+static PyObject *Cache_debug_crash_mid_write(CacheObject *self, PyObject *args) {
+    /* _debug_crash_mid_write(key, value): set, but die (SIGKILL) halfway through the value copy */
+    Py_buffer k, v;
+    if (check_open(self) || !PyArg_ParseTuple(args, "y*y*:_debug_crash_mid_write", &k, &v)) return NULL;
+    uwc_write w = {0};
+    w.key = k.buf;
+    w.key_len = (uint64_t)k.len;
+    w.value = v.buf;
+    w.value_len = (uint64_t)v.len;
+    w.flags = UWC_F_UPDATE;
+    w.now = now_s();
+    uwc_debug_crash_mid_copy(1);
+    int rc = uwc_set(&self->c, &w);
+    uwc_debug_crash_mid_copy(0);
+    PyBuffer_Release(&k);
+    PyBuffer_Release(&v);
+    if (rc) return raise_status(self, rc, 0, 0);
+    Py_RETURN_NONE;  /* only reached when nothing was copied */
+}
+
+static PyObject *Cache_debug_hold_lock(CacheObject *self, PyObject *arg) {
+    /* _debug_hold_lock(ms): hold the cache's header mutex for ms milliseconds */
+    if (check_open(self)) return NULL;
+    unsigned long ms = PyLong_AsUnsignedLong(arg);
+    if (ms == (unsigned long)-1 && PyErr_Occurred()) return NULL;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = uwc_debug_hold_lock(&self->c, (unsigned)ms);
+    Py_END_ALLOW_THREADS
+    if (rc) return raise_status(self, rc, 0, 0);
+    Py_RETURN_NONE;
+}
+
 static PyObject *Cache_net_counter(CacheObject *self, PyObject *args) {
     /* _net_counter(index, add=0) -> value after adding: replication counters shared by every process */
     int idx;
@@ -909,6 +947,8 @@ static PyMethodDef Cache_methods[] = {
     {"_export_image", (PyCFunction)Cache_export_image, METH_NOARGS, NULL},
     {"_import_image", (PyCFunction)Cache_import_image, METH_VARARGS, NULL},
     {"_debug_crash_in_lock", (PyCFunction)Cache_debug_crash_in_lock, METH_O, NULL},
+    {"_debug_crash_mid_write", (PyCFunction)Cache_debug_crash_mid_write, METH_VARARGS, NULL},
+    {"_debug_hold_lock", (PyCFunction)Cache_debug_hold_lock, METH_O, NULL},
     {"_net_counter", (PyCFunction)Cache_net_counter, METH_VARARGS, NULL},
     {NULL},
 };
