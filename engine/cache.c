@@ -64,19 +64,181 @@ static inline unsigned stripe_of_bucket(uint64_t bucket) { return (unsigned)(buc
 
 #define LOCK_SPINS 64            /* pauses before sleeping in the kernel (a few microseconds) */
 #define OWNER_DIED_BIT 0x40000000 /* FUTEX_OWNER_DIED in a robust lock word */
+#define WAITERS_BIT ((int)0x80000000u) /* FUTEX_WAITERS */
+#define TID_MASK 0x3fffffff
+
+/* ---- robust mutexes without the call overhead ----
+ *
+ * glibc's robust lock and unlock cost about 140 instructions per overwrite, more than the
+ * rest of the engine's work. The uncontended cases are done here inline with glibc's own
+ * protocol on the same pthread_mutex_t: announce the operation in the thread's robust list
+ * head (list_op_pending), take the lock word with a compare-and-swap of our thread id,
+ * link the mutex into the thread's robust list (so the kernel releases it if we die), and
+ * the reverse on unlock (waking a sleeper when the waiters bit is set). Contended,
+ * owner-died and error cases go through pthread_mutex_lock/trylock, which share the state.
+ * A self-test against glibc at first use switches this on only where the layout is the one
+ * expected; otherwise every lock goes through the pthread calls. */
+
+struct uwc_robust_head { void *list; long futex_offset; void *list_op_pending; };
+
+#if defined(__GLIBC__) && (defined(__x86_64__) || defined(__aarch64__))
+#define UWC_FAST_ROBUST 1
+#include <stddef.h>
+#include <sys/syscall.h>
+#include <linux/futex.h>
+
+typedef struct { struct uwc_robust_head *head; int tid; } uwc_thread_lock_state;
+static __thread uwc_thread_lock_state tls_lock __attribute__((tls_model("initial-exec")));
+static int fast_robust;  /* set once by the self-test */
+static pthread_once_t fast_once = PTHREAD_ONCE_INIT;
+
+static void fast_after_fork(void) { tls_lock.tid = 0; }  /* the child has a new thread id */
+
+static int fast_thread_init(void) {
+    struct uwc_robust_head *h;
+    size_t len;
+    if (syscall(SYS_get_robust_list, 0, &h, &len) != 0 || len != sizeof *h || !h) return 0;
+    tls_lock.head = h;
+    tls_lock.tid = (int)syscall(SYS_gettid);
+    return 1;
+}
+
+#define LINK_OF(m) ((void *)&(m)->__data.__list.__next)
+#define AS_LIST(p) ((__pthread_list_t *)(((uintptr_t)(p) & ~1ul) - offsetof(__pthread_list_t, __next)))
+
+static inline int fast_trylock(pthread_mutex_t *m) {
+    struct uwc_robust_head *h = tls_lock.head;
+    int expect = 0;
+    h->list_op_pending = LINK_OF(m);
+    __asm__ __volatile__("" ::: "memory");
+    if (!__atomic_compare_exchange_n(&m->__data.__lock, &expect, tls_lock.tid, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
+        __asm__ __volatile__("" ::: "memory");
+        h->list_op_pending = NULL;
+        return EBUSY;
+    }
+    /* glibc's __count, __owner and __nusers bookkeeping is left out: nothing reads it for a
+     * robust normal mutex that only these functions unlock */
+    __asm__ __volatile__("" ::: "memory");
+    void *first = h->list;
+    AS_LIST(first)->__prev = LINK_OF(m);
+    m->__data.__list.__next = first;
+    m->__data.__list.__prev = (void *)h;
+    __asm__ __volatile__("" ::: "memory");
+    h->list = LINK_OF(m);
+    __asm__ __volatile__("" ::: "memory");
+    h->list_op_pending = NULL;
+    return 0;
+}
+
+static inline void fast_unlock(pthread_mutex_t *m) {
+    struct uwc_robust_head *h = tls_lock.head;
+    h->list_op_pending = LINK_OF(m);
+    __asm__ __volatile__("" ::: "memory");
+    AS_LIST(m->__data.__list.__next)->__prev = m->__data.__list.__prev;
+    AS_LIST(m->__data.__list.__prev)->__next = m->__data.__list.__next;
+    m->__data.__list.__prev = NULL;
+    m->__data.__list.__next = NULL;
+    m->__data.__owner = 0;  /* set by glibc when it took the lock (slow path) */
+    if (__atomic_exchange_n(&m->__data.__lock, 0, __ATOMIC_RELEASE) & WAITERS_BIT)
+        syscall(SYS_futex, &m->__data.__lock, FUTEX_WAKE, 1, NULL, NULL, 0);
+    __asm__ __volatile__("" ::: "memory");
+    h->list_op_pending = NULL;
+}
+
+/* A hold covered by list_op_pending alone: the kernel treats the pending entry like a list
+ * entry when the thread dies (the lock word holds our thread id: it sets OWNER_DIED and
+ * wakes a waiter). Only for a single stripe held with no other robust-mutex operation
+ * before its release (a stripe-only overwrite or read); it saves linking the mutex into the
+ * list. pend_unlock also releases a mutex glibc's slow path took (and linked). */
+static inline int pend_trylock(pthread_mutex_t *m) {
+    struct uwc_robust_head *h = tls_lock.head;
+    int expect = 0;
+    h->list_op_pending = LINK_OF(m);
+    __asm__ __volatile__("" ::: "memory");
+    if (__atomic_compare_exchange_n(&m->__data.__lock, &expect, tls_lock.tid, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+        return 0;
+    __asm__ __volatile__("" ::: "memory");
+    h->list_op_pending = NULL;
+    return EBUSY;
+}
+
+static inline void pend_unlock(pthread_mutex_t *m) {
+    struct uwc_robust_head *h = tls_lock.head;
+    if (h->list_op_pending != LINK_OF(m)) {  /* glibc took it and linked it */
+        fast_unlock(m);
+        return;
+    }
+    if (__atomic_exchange_n(&m->__data.__lock, 0, __ATOMIC_RELEASE) & WAITERS_BIT)
+        syscall(SYS_futex, &m->__data.__lock, FUTEX_WAKE, 1, NULL, NULL, 0);
+    __asm__ __volatile__("" ::: "memory");
+    h->list_op_pending = NULL;
+}
+
+/* Lock and unlock a private robust mutex with glibc and with ours, crosswise, and check the
+ * thread's robust list after each step. */
+static void fast_selftest(void) {
+    pthread_atfork(NULL, NULL, fast_after_fork);
+    if (!fast_thread_init()) return;
+    struct uwc_robust_head *h = tls_lock.head;
+    pthread_mutex_t m;
+    pthread_mutexattr_t a;
+    if (h->futex_offset != (long)offsetof(pthread_mutex_t, __data.__lock) - (long)offsetof(pthread_mutex_t, __data.__list.__next))
+        return;
+    if (pthread_mutexattr_init(&a)) return;
+    int bad = pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED) ||
+              pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST) || pthread_mutex_init(&m, &a);
+    pthread_mutexattr_destroy(&a);
+    if (bad) return;
+    void *before = h->list;
+    int ok = 1;
+    if (pthread_mutex_lock(&m)) return;
+    ok &= h->list == LINK_OF(&m) && m.__data.__list.__next == before && m.__data.__list.__prev == (void *)h &&
+          AS_LIST(before)->__prev == LINK_OF(&m) && (m.__data.__lock & TID_MASK) == tls_lock.tid;
+    fast_unlock(&m);  /* ours after glibc's */
+    ok &= h->list == before && m.__data.__lock == 0;
+    if (ok && fast_trylock(&m) == 0) {
+        ok &= h->list == LINK_OF(&m) && pthread_mutex_trylock(&m) == EBUSY;
+        ok &= pthread_mutex_unlock(&m) == 0;  /* glibc's after ours */
+        ok &= h->list == before && m.__data.__lock == 0;
+    } else {
+        ok = 0;
+    }
+    pthread_mutex_destroy(&m);
+    fast_robust = ok;
+    if (!ok) tls_lock.tid = 0;  /* a thread id in tls_lock means "fast path on" */
+}
+
+static inline int mutex_trylock(pthread_mutex_t *m) {
+    if (__builtin_expect(!tls_lock.tid, 0)) {
+        pthread_once(&fast_once, fast_selftest);
+        if (!fast_robust || (!tls_lock.tid && !fast_thread_init())) return pthread_mutex_trylock(m);
+    }
+    if (fast_trylock(m) == 0) return 0;
+    return pthread_mutex_trylock(m);  /* busy, or its owner died: glibc tells which */
+}
+
+static inline void mutex_unlock(pthread_mutex_t *m) {
+    /* fast_robust implies this thread's state was set up by the lock call */
+    if (__builtin_expect(fast_robust, 1)) fast_unlock(m);
+    else pthread_mutex_unlock(m);
+}
+#else
+#define mutex_trylock pthread_mutex_trylock
+#define mutex_unlock pthread_mutex_unlock
+#endif
 
 /* Take a robust mutex: try, spin briefly reading the lock word (a waiter whose holder is
  * running gets it without a syscall), then sleep on the futex. Returns 0, EOWNERDEAD, or
  * another pthread error. */
 static int mutex_take(pthread_mutex_t *m) {
-    int r = pthread_mutex_trylock(m);
+    int r = mutex_trylock(m);
     if (__builtin_expect(r != EBUSY, 1)) return r;
 #ifdef __GLIBC__
     for (int i = 0; i < LOCK_SPINS; i++) {
         cpu_relax();
         int w = __atomic_load_n(&m->__data.__lock, __ATOMIC_RELAXED);
         if (w == 0 || (w & OWNER_DIED_BIT)) {
-            r = pthread_mutex_trylock(m);
+            r = mutex_trylock(m);
             if (r != EBUSY) return r;
         }
     }
@@ -86,7 +248,7 @@ static int mutex_take(pthread_mutex_t *m) {
 
 /* Take stripe i's mutex. Returns 0 when it is clean, 1 when a holder died inside it (now
  * or earlier: dirty), -1 on a lock error. A holder that died is counted once. */
-static int stripe_mutex_take(uwc_cache *c, unsigned i) {
+static __attribute__((noinline)) int stripe_mutex_take_slow(uwc_cache *c, unsigned i) {
     uwc_seq_stripe *st = &c->h->seqs[i];
     int r = mutex_take(&st->m);
     if (__builtin_expect(r != 0, 0)) {
@@ -96,6 +258,33 @@ static int stripe_mutex_take(uwc_cache *c, unsigned i) {
         pthread_mutex_consistent(&st->m);
     }
     return __atomic_load_n(&st->dirty, __ATOMIC_RELAXED) ? 1 : 0;
+}
+
+static inline int stripe_mutex_take(uwc_cache *c, unsigned i) {
+#ifdef UWC_FAST_ROBUST
+    uwc_seq_stripe *st = &c->h->seqs[i];
+    if (__builtin_expect(tls_lock.tid != 0, 1) && fast_trylock(&st->m) == 0)
+        return __atomic_load_n(&st->dirty, __ATOMIC_RELAXED) ? 1 : 0;
+#endif
+    return stripe_mutex_take_slow(c, i);
+}
+
+/* The same for a lone stripe hold (no other lock taken or let go until its release):
+ * released with stripe_alone_unlock. */
+static inline int stripe_alone_take(uwc_cache *c, unsigned i) {
+#ifdef UWC_FAST_ROBUST
+    uwc_seq_stripe *st = &c->h->seqs[i];
+    if (__builtin_expect(tls_lock.tid != 0, 1) && pend_trylock(&st->m) == 0)
+        return __atomic_load_n(&st->dirty, __ATOMIC_RELAXED) ? 1 : 0;
+#endif
+    return stripe_mutex_take_slow(c, i);
+}
+
+static inline void stripe_alone_unlock(uwc_cache *c, unsigned i) {
+#ifdef UWC_FAST_ROBUST
+    if (__builtin_expect(tls_lock.tid != 0, 1)) { pend_unlock(&c->h->seqs[i].m); return; }
+#endif
+    pthread_mutex_unlock(&c->h->seqs[i].m);
 }
 
 /* Writer side: the counter goes odd (a dead holder may have left it odd already). */
@@ -109,7 +298,7 @@ static inline void stripe_make_odd(uwc_cache *c, unsigned i) {
 static inline void stripe_release(uwc_cache *c, unsigned i) {
     uint64_t *p = &c->h->seqs[i].v;
     __atomic_store_n(p, __atomic_load_n(p, __ATOMIC_RELAXED) + 1, __ATOMIC_RELEASE);
-    pthread_mutex_unlock(&c->h->seqs[i].m);
+    mutex_unlock(&c->h->seqs[i].m);
 }
 
 static void stripe_fix(uwc_cache *c, unsigned i);
@@ -168,12 +357,9 @@ static inline int seq_read_retry(const uwc_cache *c, uint64_t bucket, uint64_t s
 
 /* ---- test hook: a value copy that dies halfway ---- */
 
-static int debug_crash_mid_copy;
-void uwc_debug_crash_mid_copy(int on) { debug_crash_mid_copy = on; }
-
 /* Copy a value into shared memory. The caller has flagged the record (UWC_REC_WRITING). */
-static inline void copy_value(uint8_t *dst, const void *src, uint64_t n) {
-    if (__builtin_expect(debug_crash_mid_copy, 0)) {
+static inline void copy_value(uint8_t *dst, const void *src, uint64_t n, uint32_t wflags) {
+    if (__builtin_expect(wflags & UWC_F_DEBUG_CRASH_COPY, 0)) {
         memcpy(dst, src, n / 2);
         __atomic_thread_fence(__ATOMIC_SEQ_CST);
         raise(SIGKILL);
@@ -242,7 +428,7 @@ void uwc_unlock(uwc_cache *c) {
     /* a bounds check failed during this operation: repair before anyone else looks */
     if (__builtin_expect(c->h->rebuild_pending != 0, 0)) rebuild_now(c);
     release_stripes(c);
-    pthread_mutex_unlock(&c->h->lock);
+    mutex_unlock(&c->h->lock);
 }
 
 /* A bounds check on shared memory failed: the region is damaged (or foreign bytes were
@@ -318,6 +504,9 @@ static void bind_handle(uwc_cache *c, void *mem, uint64_t size, const uwc_params
 }
 
 uint32_t uwc_hash(const uwc_cache *c, const uint8_t *key, uint64_t len) {
+    return c->p.hash_algo == UWC_HASH_MURMUR2 ? uwc_murmur2(key, len) : uwc_djb33x(key, len);
+}
+static inline uint32_t hash_key(const uwc_cache *c, const uint8_t *key, uint64_t len) {
     return c->p.hash_algo == UWC_HASH_MURMUR2 ? uwc_murmur2(key, len) : uwc_djb33x(key, len);
 }
 
@@ -463,10 +652,12 @@ static inline int rec_value_ok(const uwc_cache *c, uint64_t s, const uint8_t *r)
 
 static inline int expired(uint64_t expires, uint64_t now) { return expires && expires <= now; }
 
-static uint64_t lookup_locked(const uwc_cache *c, const uint8_t *key, uint64_t klen, uint32_t h) {
-    uint64_t b = bucket_of(c, h);
-    uint64_t s = c->table[b], steps = 0;
-    while (s && s < c->p.max_items && steps++ < c->p.max_items) {
+static inline __attribute__((always_inline)) uint64_t lookup_locked(const uwc_cache *c, const uint8_t *key,
+                                                                     uint64_t klen, uint32_t h) {
+    uint64_t b = bucket_of(c, h), n = c->p.max_items;
+    uint64_t s = c->table[b], left = n;
+    while (s) {
+        if (s >= n || !left--) return 0;
         const uint8_t *r = SLOT(c, s);
         if (rd(r, F_HASH) == h && rd(r, F_KEYSIZE) == klen && memcmp(r + F_KEY, key, klen) == 0) return s;
         s = rd(r, F_NEXT);
@@ -740,7 +931,7 @@ static int set_locked(uwc_cache *c, uwc_write *w, uint32_t h) {
         wr(r, F_FLAGS, w->flags & UWC_F_STORED_MASK);
         wr(r, F_FIRST, (uint64_t)first);
         memcpy(r + F_KEY, w->key, w->key_len);
-        copy_value(c->data + (uint64_t)first * c->p.block_size, val, vlen);
+        copy_value(c->data + (uint64_t)first * c->p.block_size, val, vlen, w->flags);
         wr(r, F_VALSIZE, vlen);
         /* the record becomes live only once key and value are whole */
         __atomic_thread_fence(__ATOMIC_RELEASE);
@@ -812,7 +1003,7 @@ static int set_locked(uwc_cache *c, uwc_write *w, uint32_t h) {
          * are not rewritten: every reader of this chain reads the record's line. */
         if (rd(r, F_EXPIRES) != exp) wr(r, F_EXPIRES, exp);
     }
-    copy_value(c->data + first * c->p.block_size, val, vlen);
+    copy_value(c->data + first * c->p.block_size, val, vlen, w->flags);
     if (rd(r, F_FIRST) != first) wr(r, F_FIRST, first);
     if (rd(r, F_VALSIZE) != vlen) wr(r, F_VALSIZE, vlen);
     __atomic_thread_fence(__ATOMIC_RELEASE);
@@ -828,26 +1019,27 @@ static int set_locked(uwc_cache *c, uwc_write *w, uint32_t h) {
 static int set_fast(uwc_cache *c, uwc_write *w, uint32_t h) {
     uint64_t b = bucket_of(c, h);
     unsigned stripe = stripe_of_bucket(b);
-    int lr = stripe_mutex_take(c, stripe);
+    int lr = stripe_alone_take(c, stripe);
     if (__builtin_expect(lr != 0, 0)) {
         /* a holder died in this stripe: leave it (odd, dirty) to the header mutex path,
          * which repairs it first */
-        if (lr > 0) pthread_mutex_unlock(&c->h->seqs[stripe].m);
+        if (lr > 0) stripe_alone_unlock(c, stripe);
         return -1;
     }
-    stripe_make_odd(c, stripe);
+    /* clean and unheld means even: make it odd */
+    uint64_t *seqp = &c->h->seqs[stripe].v;
+    uint64_t seq = __atomic_load_n(seqp, __ATOMIC_RELAXED) | 1;
+    __atomic_store_n(seqp, seq, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
     uint64_t s = lookup_locked(c, w->key, w->key_len, h);  /* the chain is stable under the stripe */
     uint8_t *r = s ? SLOT(c, s) : NULL;
     uint64_t old_exp = r ? rd(r, F_EXPIRES) : 0;
     if (!r || expired(old_exp, w->now)) {
-        stripe_release(c, stripe);
+        __atomic_store_n(seqp, seq + 1, __ATOMIC_RELEASE);
+        stripe_alone_unlock(c, stripe);
         return -1;
     }
-    if (__builtin_expect(rd(r, F_FIRST) != s, 0)) {  /* damaged: the mutex path rebuilds */
-        corrupt(c);
-        stripe_release(c, stripe);
-        return -1;
-    }
+    /* (a damaged F_FIRST does not matter here: we write the slot's own block) */
     int rc = UWC_OK;
     uint8_t *block = c->data + s * c->p.block_size;
     uint64_t old_len = rd(r, F_VALSIZE), fl = rd(r, F_FLAGS);
@@ -863,7 +1055,7 @@ static int set_fast(uwc_cache *c, uwc_write *w, uint32_t h) {
             res = math_apply(w->flags, cur, operand);
             wr(r, F_FLAGS, fl | UWC_REC_WRITING);
             __atomic_thread_fence(__ATOMIC_RELEASE);
-            copy_value(block, &res, 8);
+            copy_value(block, &res, 8, w->flags);
             if (old_len != 8) wr(r, F_VALSIZE, 8);
             __atomic_thread_fence(__ATOMIC_RELEASE);
             wr(r, F_FLAGS, fl);
@@ -877,7 +1069,7 @@ static int set_fast(uwc_cache *c, uwc_write *w, uint32_t h) {
         /* flagged while the value is copied: if we die here, repair drops the record */
         wr(r, F_FLAGS, fl | UWC_REC_WRITING);
         __atomic_thread_fence(__ATOMIC_RELEASE);
-        copy_value(block, w->value, w->value_len);
+        copy_value(block, w->value, w->value_len, w->flags);
         if (old_len != w->value_len) wr(r, F_VALSIZE, w->value_len);
         if (!(w->flags & UWC_F_FIXEXPIRE)) {
             if (old_exp != exp) wr(r, F_EXPIRES, exp);
@@ -889,7 +1081,8 @@ static int set_fast(uwc_cache *c, uwc_write *w, uint32_t h) {
         wr(r, F_FLAGS, fl);
         add_bytes(w->counters, c->h, (int64_t)(w->value_len - old_len));
     }
-    stripe_release(c, stripe);
+    __atomic_store_n(seqp, seq + 1, __ATOMIC_RELEASE);
+    stripe_alone_unlock(c, stripe);
     if (rc == UWC_OK && w->expires_abs) {
         /* lower the sweeper's next scan without the mutex */
         uint64_t cur = __atomic_load_n(&c->h->next_scan, __ATOMIC_RELAXED);
@@ -915,7 +1108,7 @@ int uwc_set(uwc_cache *c, uwc_write *w) {
         if (w->value_len == 0) return UWC_EVAL_EMPTY;
         if (w->value_len > c->max_item_size) return UWC_EVAL_LARGE;
     }
-    uint32_t h = uwc_hash(c, w->key, w->key_len);
+    uint32_t h = hash_key(c, w->key, w->key_len);
     int rc;
     if (!(c->p.options & (UWC_OPT_BITMAP | UWC_OPT_LRU))) {
         rc = set_fast(c, w, h);
@@ -1009,7 +1202,7 @@ static int get_locked(uwc_cache *c, const uint8_t *key, uint64_t klen, uint32_t 
 static int get_stripe_locked(uwc_cache *c, const uint8_t *key, uint64_t klen, uint32_t h, uint64_t now,
                              uwc_alloc_fn alloc, void *ctx, uint64_t *expires_out) {
     unsigned stripe = stripe_of_bucket(bucket_of(c, h));
-    int lr = stripe_mutex_take(c, stripe);
+    int lr = stripe_alone_take(c, stripe);
     if (lr < 0) return -1;
     int rc = -1;
     if (lr == 0) {
@@ -1032,7 +1225,7 @@ static int get_stripe_locked(uwc_cache *c, const uint8_t *key, uint64_t klen, ui
             if (expires_out) *expires_out = rd(r, F_EXPIRES);
         }
     }
-    pthread_mutex_unlock(&c->h->seqs[stripe].m);
+    stripe_alone_unlock(c, stripe);
     return rc;
 }
 
@@ -1041,7 +1234,7 @@ int uwc_get(uwc_cache *c, const uint8_t *key, uint64_t klen, uint64_t now,
     /* a key that cannot exist is still a miss (uWSGI counts it) */
     if (klen == 0) { count(counters, 0); return UWC_EKEY_EMPTY; }
     if (klen > c->p.key_size) { count(counters, 0); return UWC_EKEY_LONG; }
-    uint32_t h = uwc_hash(c, key, klen);
+    uint32_t h = hash_key(c, key, klen);
     if (!is_lru(c)) {
         uint8_t *dst = NULL;
         uint64_t dst_len = 0;
@@ -1073,7 +1266,7 @@ int uwc_get(uwc_cache *c, const uint8_t *key, uint64_t klen, uint64_t now,
 int uwc_exists(uwc_cache *c, const uint8_t *key, uint64_t klen, uint64_t now, uint64_t *expires_out) {
     if (klen == 0) return UWC_EKEY_EMPTY;
     if (klen > c->p.key_size) return UWC_EKEY_LONG;
-    uint32_t h = uwc_hash(c, key, klen);
+    uint32_t h = hash_key(c, key, klen);
     for (int i = 0; i < OPTIMISTIC_TRIES; i++) {
         int lazy = 0;
         uint8_t *dst = NULL;
@@ -1097,7 +1290,7 @@ int uwc_exists(uwc_cache *c, const uint8_t *key, uint64_t klen, uint64_t now, ui
 int uwc_delete(uwc_cache *c, const uint8_t *key, uint64_t klen, uint64_t now, uwc_counter_slot *counters) {
     if (klen == 0) return UWC_EKEY_EMPTY;
     if (klen > c->p.key_size) return UWC_EKEY_LONG;
-    uint32_t h = uwc_hash(c, key, klen);
+    uint32_t h = hash_key(c, key, klen);
     int rc = uwc_lock(c);
     if (rc) return rc;
     touch_hash(c, h);

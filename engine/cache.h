@@ -87,6 +87,8 @@ enum uwc_status {
 #define UWC_F_STORED_MASK 0x3FFu
 /* ours, never stored: math requires an existing value of exactly 8 bytes */
 #define UWC_F_STRICT_MATH 0x10000u
+/* ours, never stored, a test hook: the value copy of this write copies half and SIGKILLs */
+#define UWC_F_DEBUG_CRASH_COPY 0x20000u
 /* ours, in a record's flags only while its value is being written (under its stripe): a
  * record left with it by a dead writer may hold a torn value and is dropped by repair */
 #define UWC_REC_WRITING   0x8000000000000000ull
@@ -264,9 +266,7 @@ void uwc_counter_release(uwc_cache *c, uwc_counter_slot *slot);
 int uwc_lock(uwc_cache *c);
 void uwc_unlock(uwc_cache *c);
 void uwc_debug_crash_in_lock(uwc_cache *c, int stage);
-/* test hooks: the next value copy of this process copies half and dies (SIGKILL); hold the
- * header mutex for `ms` milliseconds */
-void uwc_debug_crash_mid_copy(int on);
+/* test hook: hold the header mutex for `ms` milliseconds */
 int uwc_debug_hold_lock(uwc_cache *c, unsigned ms);
 
 void uwc_keybuf_free(uwc_keybuf *kb);

@@ -706,11 +706,9 @@ static PyObject *Cache_debug_crash_mid_write(CacheObject *self, PyObject *args) 
     w.key_len = (uint64_t)k.len;
     w.value = v.buf;
     w.value_len = (uint64_t)v.len;
-    w.flags = UWC_F_UPDATE;
+    w.flags = UWC_F_UPDATE | UWC_F_DEBUG_CRASH_COPY;
     w.now = now_s();
-    uwc_debug_crash_mid_copy(1);
     int rc = uwc_set(&self->c, &w);
-    uwc_debug_crash_mid_copy(0);
     PyBuffer_Release(&k);
     PyBuffer_Release(&v);
     if (rc) return raise_status(self, rc, 0, 0);
