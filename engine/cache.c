@@ -2003,9 +2003,10 @@ void uwc_debug_crash_in_lock(uwc_cache *c, int stage) {
 
 /* ---- test hook: hold the header mutex for a while (stats and gets must not wait) ---- */
 
-int uwc_debug_hold_lock(uwc_cache *c, unsigned ms) {
+int uwc_debug_hold_lock(uwc_cache *c, unsigned ms, int stripes) {
     int rc = uwc_lock(c);
     if (rc) return rc;
+    if (stripes) touch_all(c);
     struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
     }

@@ -266,8 +266,8 @@ void uwc_counter_release(uwc_cache *c, uwc_counter_slot *slot);
 int uwc_lock(uwc_cache *c);
 void uwc_unlock(uwc_cache *c);
 void uwc_debug_crash_in_lock(uwc_cache *c, int stage);
-/* test hook: hold the header mutex for `ms` milliseconds */
-int uwc_debug_hold_lock(uwc_cache *c, unsigned ms);
+/* test hook: hold the header mutex (and every stripe if `stripes`) for `ms` milliseconds */
+int uwc_debug_hold_lock(uwc_cache *c, unsigned ms, int stripes);
 
 void uwc_keybuf_free(uwc_keybuf *kb);
 

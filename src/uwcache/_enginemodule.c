@@ -715,17 +715,31 @@ static PyObject *Cache_debug_crash_mid_write(CacheObject *self, PyObject *args) 
     Py_RETURN_NONE;  /* only reached when nothing was copied */
 }
 
-static PyObject *Cache_debug_hold_lock(CacheObject *self, PyObject *arg) {
-    /* _debug_hold_lock(ms): hold the cache's header mutex for ms milliseconds */
-    if (check_open(self)) return NULL;
-    unsigned long ms = PyLong_AsUnsignedLong(arg);
-    if (ms == (unsigned long)-1 && PyErr_Occurred()) return NULL;
+static PyObject *Cache_debug_hold_lock(CacheObject *self, PyObject *args) {
+    /* _debug_hold_lock(ms, stripes=False): hold the header mutex (and every stripe) for ms */
+    unsigned int ms;
+    int stripes = 0;
+    if (check_open(self) || !PyArg_ParseTuple(args, "I|p:_debug_hold_lock", &ms, &stripes)) return NULL;
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = uwc_debug_hold_lock(&self->c, (unsigned)ms);
+    rc = uwc_debug_hold_lock(&self->c, ms, stripes);
     Py_END_ALLOW_THREADS
     if (rc) return raise_status(self, rc, 0, 0);
     Py_RETURN_NONE;
+}
+
+static PyObject *Cache_debug_layout(CacheObject *self, PyObject *unused) {
+    /* _debug_layout() -> {area: (offset, length)} of the region, for fault-injection tests */
+    if (check_open(self)) return NULL;
+    const uwc_cache *c = &self->c;
+    size_t cnt_off = offsetof(uwc_header, n_items), cnt_end = offsetof(uwc_header, sweeper_pid);
+    return Py_BuildValue(
+        "{s(KK)s(KK)s(KK)s(KK)s(KK)}", "counters", (unsigned long long)cnt_off,
+        (unsigned long long)(cnt_end - cnt_off), "items", (unsigned long long)(c->items - c->base),
+        (unsigned long long)(c->rec_size * c->p.max_items), "table", (unsigned long long)((uint8_t *)c->table - c->base),
+        (unsigned long long)(4 * c->p.hash_size), "stack", (unsigned long long)((uint8_t *)c->stack - c->base),
+        (unsigned long long)(4 * c->p.max_items), "bitmap",
+        (unsigned long long)(c->bitmap ? (uint64_t)(c->bitmap - c->base) : 0ull), (unsigned long long)c->bitmap_bytes);
 }
 
 static PyObject *Cache_net_counter(CacheObject *self, PyObject *args) {
@@ -946,7 +960,8 @@ static PyMethodDef Cache_methods[] = {
     {"_import_image", (PyCFunction)Cache_import_image, METH_VARARGS, NULL},
     {"_debug_crash_in_lock", (PyCFunction)Cache_debug_crash_in_lock, METH_O, NULL},
     {"_debug_crash_mid_write", (PyCFunction)Cache_debug_crash_mid_write, METH_VARARGS, NULL},
-    {"_debug_hold_lock", (PyCFunction)Cache_debug_hold_lock, METH_O, NULL},
+    {"_debug_hold_lock", (PyCFunction)Cache_debug_hold_lock, METH_VARARGS, NULL},
+    {"_debug_layout", (PyCFunction)Cache_debug_layout, METH_NOARGS, NULL},
     {"_net_counter", (PyCFunction)Cache_net_counter, METH_VARARGS, NULL},
     {NULL},
 };
