@@ -510,7 +510,14 @@ static inline uint32_t hash_key(const uwc_cache *c, const uint8_t *key, uint64_t
     return c->p.hash_algo == UWC_HASH_MURMUR2 ? uwc_murmur2(key, len) : uwc_djb33x(key, len);
 }
 
-uint64_t uwc_n_items(const uwc_cache *c) { return __atomic_load_n(&c->h->n_items, __ATOMIC_RELAXED); }
+uint64_t uwc_n_items(const uwc_cache *c) {
+    uint64_t n = __atomic_load_n(&c->h->n_items, __ATOMIC_RELAXED);
+    if (__builtin_expect(n >= c->p.max_items, 0)) {  /* damaged: the next locker rebuilds */
+        __atomic_store_n(&c->h->rebuild_pending, 1, __ATOMIC_RELAXED);
+        n = c->p.max_items - 1;
+    }
+    return n;
+}
 
 /* ---- bitmap ---- */
 

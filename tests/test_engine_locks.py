@@ -361,7 +361,7 @@ def test_gets_do_not_wait_behind_a_sweep_of_a_large_cache(namespace):
 def _fuzz_child(namespace, mode, seed):
     extra = {"single-block": {}, "bitmap": dict(mode_bitmap=True, block_size=16, block_count=3000),
              "lru": dict(full_purge_lru=True)}[mode]
-    cache = uwcache.open_cache("fuzz" + mode, **_options(namespace, max_items=300, hash_size=64, **extra))
+    cache = uwcache.open_cache("fuzz" + mode, **_options(namespace, max_items=300, hash_size=512, **extra))
     layout = cache._debug_layout()
     path = None
     for root, _dirs, files in os.walk("/dev/shm"):
@@ -418,7 +418,7 @@ def _fuzz_child(namespace, mode, seed):
                 pass
         problem = cache.check()
         if problem is not None or rng.random() < 0.2:
-            cache.repair()
+            cache._repair()
             assert cache.check() is None, cache.check()
     os.close(fd)
     cache.close()
