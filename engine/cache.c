@@ -62,7 +62,7 @@ static inline uint64_t bucket_of(const uwc_cache *c, uint64_t h) {
 }
 static inline unsigned stripe_of_bucket(uint64_t bucket) { return (unsigned)(bucket % UWC_SEQ_STRIPES); }
 
-#define LOCK_SPINS 64            /* pauses before sleeping in the kernel (a few microseconds) */
+#define LOCK_SPINS 512           /* pauses before sleeping in the kernel (a few microseconds) */
 #define OWNER_DIED_BIT 0x40000000 /* FUTEX_OWNER_DIED in a robust lock word */
 #define WAITERS_BIT ((int)0x80000000u) /* FUTEX_WAITERS */
 #define TID_MASK 0x3fffffff
@@ -739,7 +739,7 @@ static void delete_slot(uwc_cache *c, uint64_t s) {
 /* Free the expired items of slots [from, to); returns how many. Optionally records their
  * keys. The earliest expiry left is lowered into *min_left (0 = none). */
 static uint64_t sweep_range(uwc_cache *c, uint64_t from, uint64_t to, uint64_t now, uwc_keybuf *kb,
-                            uint64_t *min_left) {
+                            uint64_t *min_left, int release_each) {
     uint64_t freed = 0;
     for (uint64_t s = from; s < to; s++) {
         uint8_t *r = SLOT(c, s);
@@ -750,9 +750,9 @@ static uint64_t sweep_range(uwc_cache *c, uint64_t from, uint64_t to, uint64_t n
             touch_hash(c, rd(r, F_HASH));
             ex = rd(r, F_EXPIRES);
             ks = rd(r, F_KEYSIZE);
-            if (!ks) continue;
-            if (!ex || ex > now) {
-                if (ex && (*min_left == 0 || ex < *min_left)) *min_left = ex;
+            if (!ks || !ex || ex > now) {
+                if (ks && ex && (*min_left == 0 || ex < *min_left)) *min_left = ex;
+                if (release_each) release_stripes(c);
                 continue;
             }
             if (kb && ks <= c->p.key_size) {
@@ -770,6 +770,9 @@ static uint64_t sweep_range(uwc_cache *c, uint64_t from, uint64_t to, uint64_t n
             }
             delete_slot(c, s);
             freed++;
+            /* the sweeper (nothing else in progress) lets each stripe go at once: a reader
+             * of that stripe waits for one delete, not for the chunk */
+            if (release_each) release_stripes(c);
         } else if (*min_left == 0 || ex < *min_left) {
             *min_left = ex;
         }
@@ -782,7 +785,7 @@ static uint64_t sweep_range(uwc_cache *c, uint64_t from, uint64_t to, uint64_t n
 static uint64_t sweep_locked(uwc_cache *c, uint64_t now, uwc_keybuf *kb) {
     uint64_t min_left = 0;
     c->h->next_scan = 0;
-    uint64_t freed = sweep_range(c, 1, c->p.max_items, now, kb, &min_left);
+    uint64_t freed = sweep_range(c, 1, c->p.max_items, now, kb, &min_left, 0);
     lower_next_scan(c, min_left);
     return freed;
 }
@@ -1383,7 +1386,7 @@ int uwc_sweep(uwc_cache *c, uint64_t now, int force, uwc_keybuf *freed_keys, uin
         int rc = uwc_lock(c);
         if (rc) return rc;
         if (from == 1) c->h->next_scan = 0;
-        *freed += sweep_range(c, from, from + SWEEP_CHUNK < n ? from + SWEEP_CHUNK : n, now, freed_keys, &min_left);
+        *freed += sweep_range(c, from, from + SWEEP_CHUNK < n ? from + SWEEP_CHUNK : n, now, freed_keys, &min_left, 1);
         int waiters = 0;
 #ifdef __GLIBC__
         waiters = (__atomic_load_n(&c->h->lock.__data.__lock, __ATOMIC_RELAXED) & (int)0x80000000) != 0;
