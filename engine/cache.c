@@ -62,7 +62,8 @@ static inline uint64_t bucket_of(const uwc_cache *c, uint64_t h) {
 }
 static inline unsigned stripe_of_bucket(uint64_t bucket) { return (unsigned)(bucket % UWC_SEQ_STRIPES); }
 
-#define LOCK_SPINS 512           /* pauses before sleeping in the kernel (a few microseconds) */
+#define LOCK_SPINS 512           /* pauses before sleeping in the kernel (some 10-30 us: longer than
+                                  * any critical section, far shorter than a time slice) */
 #define OWNER_DIED_BIT 0x40000000 /* FUTEX_OWNER_DIED in a robust lock word */
 #define WAITERS_BIT ((int)0x80000000u) /* FUTEX_WAITERS */
 #define TID_MASK 0x3fffffff
