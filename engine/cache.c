@@ -310,8 +310,10 @@ static inline void touch_stripe(uwc_cache *c, unsigned i) {
     if (c->odd_mask[i >> 6] & bit) return;
     int r = stripe_mutex_take(c, i);
     if (__builtin_expect(r < 0, 0)) {
-        /* a broken mutex (foreign bytes): work on, readers see the odd counter */
+        /* a mutex the pthread calls refuse (foreign bytes): not ours to release; go on under
+         * the header mutex alone and have the structure rebuilt */
         c->h->rebuild_pending = 1;
+        return;
     }
     stripe_make_odd(c, i);
     c->odd_mask[i >> 6] |= bit;
