@@ -468,3 +468,40 @@ def test_fresh_cache_slot_order_and_check(namespace):
     assert cache.check() is None
     assert len(cache) == 9
     cache.close()
+
+
+@pytest.mark.parametrize("mode", ["single-block", "bitmap"])
+def test_threads_and_processes_increment_to_the_exact_total(namespace, mode):
+    # every thread has its own robust-list state; forked children start theirs afresh
+    import threading
+
+    extra = dict(mode_bitmap=True, block_size=8, block_count=800) if mode == "bitmap" else {}
+    cache = uwcache.open_cache("threads", **_options(namespace, **extra))
+    cache.set("n", (0).to_bytes(8, "little"))
+
+    def work():
+        for _ in range(2000):
+            cache.incr("n")
+            cache.set("other", b"x")
+            cache.get("n")
+
+    def run_threads():
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    pids = []
+    for _ in range(2):
+        pid = os.fork()
+        if pid == 0:
+            run_threads()
+            os._exit(0)
+        pids.append(pid)
+    run_threads()
+    for pid in pids:
+        assert os.WEXITSTATUS(_wait(pid, 120)) == 0
+    assert int.from_bytes(cache.get("n"), "little") == 3 * 4 * 2000
+    assert cache.check() is None
+    cache.close()
