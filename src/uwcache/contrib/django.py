@@ -41,7 +41,7 @@ from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, InvalidC
 from django.core.exceptions import ImproperlyConfigured
 
 from ..cache import Cache
-from ..config import CacheOptions
+from ..config import BUDGET_OPTIONS, CacheOptions
 from ..errors import CacheFull, ConfigError, ValueTooLarge
 from ..failsafe import FAILURES, FailurePolicy
 from ..memoize import LazyCache
@@ -52,7 +52,8 @@ __all__ = ["UWCache", "NearCache"]
 
 log = logging.getLogger("uwcache.contrib.django")
 
-_CACHE_OPTION_NAMES = frozenset(f.name for f in dataclasses.fields(CacheOptions)) - {"name"}
+_CACHE_OPTION_NAMES = (frozenset(f.name for f in dataclasses.fields(CacheOptions)) - {"name", "budget"}
+                       | frozenset(BUDGET_OPTIONS))
 _BACKEND_OPTION_NAMES = ("NAMESPACE", "SERIALIZER", "SECRET", "IGNORE_EXCEPTIONS")
 
 
