@@ -802,7 +802,8 @@ def open_cache(name: str, *, namespace: Optional[str] = None, **options: Any) ->
     """Create or attach one cache without a :class:`~uwcache.Node`.
 
     Takes the options of :meth:`uwcache.Caching.add_cache`: with no geometry option the cache
-    gets :data:`uwcache.config.DEFAULT_GEOMETRY`; ``memory=``/``max_value=`` size it by budget. The sweeper is not run here:
+    gets :data:`uwcache.config.DEFAULT_GEOMETRY`; ``memory=``/``max_value=`` size it by budget.
+    The sweeper is not run here:
     expired items are still never returned, they just keep their slot until a node sweeps
     or a write needs the room.
     """
