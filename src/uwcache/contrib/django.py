@@ -8,11 +8,13 @@ runserver, Celery workers): every process of the machine sees one cache.
             "BACKEND": "uwcache.contrib.django.UWCache",
             "LOCATION": "django",                 # the cache name
             "TIMEOUT": 300,
-            "OPTIONS": {"max_items": 10000, "block_size": 4096, "full_purge_lru": True},
+            "OPTIONS": {"memory": "16MiB", "max_value": "1MiB", "full_purge_lru": True},
         }
     }
 
-``OPTIONS`` takes every ``add_cache`` option (lower or upper case) plus ``NAMESPACE``
+``OPTIONS`` takes every ``add_cache`` option (lower or upper case, including the budget form
+``MEMORY``/``MAX_VALUE``; with no layout option the cache gets the one default layout of
+:data:`uwcache.config.DEFAULT_GEOMETRY`) plus ``NAMESPACE``
 (default ``$UWCACHE_NAMESPACE``, else ``"default"``), ``SERIALIZER`` (``"pickle"``,
 ``"json"``, ``"raw"``, a dotted path or a serializer object: a serializer that is not
 uwcache's own gets every value), ``SECRET`` (the key that signs pickled values; default: the
