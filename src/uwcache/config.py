@@ -501,7 +501,7 @@ def budget_geometry(name: str, memory: object, max_value: object = None, *, max_
     if blocks * block_size < value:
         raise ConfigError(f"{short} a value of max_value={_human_size(value)} with the rest of the cache "
                           f"(room for {_human_size(blocks * block_size)} of values): raise memory or lower max_value")
-    geometry = {"max_items": items, "key_size": key_size, "hash_size": hash_size, "block_size": block_size,
+    geometry: Dict[str, Any] = {"max_items": items, "key_size": key_size, "hash_size": hash_size, "block_size": block_size,
                 "block_count": blocks, "mode_bitmap": True, "budget": (mem, value)}
     # the arithmetic above keeps a margin for alignment; check the exact size, as the engine computes it
     for _ in range(64):
