@@ -16,6 +16,7 @@ from typing import List, Tuple
 import pytest
 
 import uwcache
+import uwcache.cache
 from uwcache.cli import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,6 +36,7 @@ def python_blocks() -> List[Tuple[str, int, str]]:
 
 
 BLOCKS = python_blocks()
+DOC_CACHE_LIMIT = 32 * 2**20
 
 
 @pytest.mark.parametrize("where, line, code", BLOCKS, ids=[f"{w}:{n}" for w, n, _ in BLOCKS])
@@ -48,6 +50,11 @@ def test_python_example_runs(where, line, code, namespace, tmp_path):
     assert done.returncode == 0, (
         f"the example at {where} line {line} failed ({done.returncode}):\n{code}\n"
         f"--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}")
+    # issue 10: every snippet fits Docker's default 64 MiB /dev/shm with room to spare
+    ns_dir = Path(uwcache.cache.namespace_dir(namespace))
+    made = [f for f in (list(ns_dir.iterdir()) if ns_dir.is_dir() else []) + list(tmp_path.rglob("*")) if f.is_file()]
+    too_big = {f.name: f.stat().st_size for f in made if f.stat().st_size > DOC_CACHE_LIMIT}
+    assert not too_big, f"the example at {where} line {line} makes caches over 32 MiB: {too_big}"
 
 
 def test_every_page_with_examples_is_collected():

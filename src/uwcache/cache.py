@@ -34,7 +34,7 @@ import urllib.parse
 from typing import Any, Dict, List, Optional, Tuple
 
 from . import _engine, _fs
-from .config import CacheOptions
+from .config import CacheOptions, cache_options
 from .config import _resolve_namespace as resolve_namespace
 from .errors import CacheError, CorruptStore, RegionMismatch, SharedMemoryFull, UnknownCache
 
@@ -445,6 +445,7 @@ class Cache(_engine.CacheBase):
             purge_lru=opts.full_purge_lru,
             capacity=self.capacity,
             memory=self.region_size,
+            sizing=opts.sizing,
             bytes_used=raw["bytes_used"],
             blocks_used=used,
             fragmentation=(round(1.0 - largest / free_blocks, 4) if opts.mode_bitmap and free_blocks > 0 else 0.0),
@@ -797,14 +798,16 @@ def _region_problem(fd: int, path: str, options: CacheOptions, params: EnginePar
     return None
 
 
-def open_cache(name: str, *, namespace: Optional[str] = None, max_items: int = 1000, **options: Any) -> Cache:
+def open_cache(name: str, *, namespace: Optional[str] = None, **options: Any) -> Cache:
     """Create or attach one cache without a :class:`~uwcache.Node`.
 
-    Takes the options of :meth:`uwcache.Caching.add_cache`. The sweeper is not run here:
+    Takes the options of :meth:`uwcache.Caching.add_cache`: with no geometry option the cache
+    gets :data:`uwcache.config.DEFAULT_GEOMETRY`; ``memory=``/``max_value=`` size it by budget.
+    The sweeper is not run here:
     expired items are still never returned, they just keep their slot until a node sweeps
     or a write needs the room.
     """
-    return open_region(CacheOptions(name=name, max_items=max_items, **options), namespace)
+    return open_region(cache_options(name, options), namespace)
 
 
 def attach(name: str, *, namespace: Optional[str] = None, generation: Optional[str] = None) -> Cache:

@@ -28,7 +28,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import __version__
 from .cache import Cache, attach, list_caches, namespace_dir, region_path, shm_dir
-from .config import Caching
+from .config import Caching, cache_options, format_cache2
 from .config import _resolve_namespace as resolve_namespace
 from .errors import CacheError, ConfigError, NotAnInteger, UnknownCache
 from .net.stats import NamespaceStats, StatsServer, parse_address, prometheus_text, stats_json
@@ -37,7 +37,8 @@ log = logging.getLogger("uwcache")
 
 # The cache `uwcache run` creates when given no configuration. Bitmap mode so one cache takes
 # small and large values alike; about 18 MiB, which fits Docker's default 64 MiB /dev/shm.
-DEFAULT_CACHE2 = "name=default,maxitems=4096,keysize=256,blocksize=4096,blocks=4096,bitmap=1"
+# the one default geometry (config.DEFAULT_GEOMETRY), as the cache2 line the start-up log shows
+DEFAULT_CACHE2 = format_cache2(cache_options("default", {}))
 
 # uWSGI options `run` accepts on its command line, as in an ini file; flags take no value.
 UWSGI_RUN_OPTIONS = {
@@ -485,6 +486,9 @@ def cmd_stats(args: argparse.Namespace) -> int:
         print(f'namespace "{namespace}" ({namespace_dir(namespace)}): {count} cache'
               f"{'' if count == 1 else 's'}")
         print("\n".join(stats_table(stats)))
+        for s in stats:  # the geometry (and the budget= it came from, when this process knows it)
+            if s.get("sizing") and s.get("generation") != "old":
+                print(f'{s["name"]}: {s["sizing"]}')
     return 0
 
 

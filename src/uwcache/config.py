@@ -39,6 +39,9 @@ __all__ = [
     "MAX_MEMORY_BYTES",
     "CACHE2_KEYS",
     "HASH_ALGOS",
+    "DEFAULT_GEOMETRY",
+    "cache_options",
+    "parse_size",
 ]
 
 NAMESPACE_ENV = "UWCACHE_NAMESPACE"
@@ -194,6 +197,9 @@ class CacheOptions:
     sweep_on_full: int = 0
     clear_on_full: bool = False
     secret: Optional[str] = field(default=None, repr=False)  # never shown in logs or reprs
+    # (memory, max_value) in bytes when the geometry came from the budget form (cache_options):
+    # informational only, shown by stats; never part of the identity or of cache2
+    budget: Optional[Tuple[int, int]] = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Normalise the forms the API accepts (str for a 1-list, PathLike for store) first, so
@@ -249,6 +255,12 @@ class CacheOptions:
         parts["alignment"] = -(-end // _REGION_ALIGN) * _REGION_ALIGN - sum(parts.values())
         return parts
 
+    @property
+    def sizing(self) -> str:
+        """What the geometry holds, in words (``uwcache stats``), with the budget it came from."""
+        return describe_sizing(self.mode_bitmap, self.block_size, self.blocks, self.capacity,
+                               self.key_size, self.memory_bytes, self.budget)
+
     # -- validation -----------------------------------------------------------------------
 
     def _label(self, option: str) -> str:
@@ -279,6 +291,10 @@ class CacheOptions:
         if self.store is not None:
             _check_path(label("store"), self.store)
         _check_secret(label("secret"), self.secret)
+        if self.budget is not None and not (isinstance(self.budget, tuple) and len(self.budget) == 2
+                                            and all(_is_int(v) and v > 0 for v in self.budget)):
+            raise ConfigError(f"{label('budget')} must be a (memory, max_value) pair of byte counts, "
+                              f"got {self.budget!r}: give memory= and max_value= instead")
         self._validate_memory()
         return self
 
@@ -335,6 +351,166 @@ class CacheOptions:
                 f"cache {self.name!r} would need {total} bytes ({total / 2**30:.1f} GiB) of memory, "
                 f"more than the limit of {MAX_MEMORY_BYTES} bytes (1 TiB); the {biggest} area alone is "
                 f"{parts[biggest]} bytes: lower max_items, block_size, block_count, key_size or hash_size")
+
+
+# --------------------------------------------------------------------------------------------
+# One default geometry, and the budget form (memory=, max_value=)
+# --------------------------------------------------------------------------------------------
+
+#: The geometry every entry point uses when none of GEOMETRY_OPTIONS is given (open_cache,
+#: Caching.add_cache, ``uwcache run`` without a configuration, the Django/Flask/cachelib backends,
+#: memoize): 4095 items, values up to 16 MiB in 4 KiB blocks, keys up to 250 bytes (memcached's
+#: and Django's limit); 17.6 MiB of shared memory, well inside Docker's 64 MiB /dev/shm.
+DEFAULT_GEOMETRY: Dict[str, Any] = {
+    "max_items": 4096, "key_size": 250, "block_size": 4096, "block_count": 4096, "mode_bitmap": True,
+}
+#: Giving any of these (without memory=) keeps uWSGI's defaults for the others, exactly as before:
+#: key_size 2048, block_size 65536, single-block mode, and max_items 1000 where it may be omitted.
+GEOMETRY_OPTIONS = ("max_items", "key_size", "block_size", "block_count", "mode_bitmap")
+PARTIAL_MAX_ITEMS = 1000
+BUDGET_OPTIONS = ("memory", "max_value")
+BUDGET_BLOCK_SIZE = 4096
+BUDGET_MAX_VALUE = 2**20  # max_value when only memory= is given (at most a quarter of memory)
+
+_SIZE_RE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?i?B?)\s*", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb": 10**6, "mib": 2**20,
+               "g": 10**9, "gb": 10**9, "gib": 2**30, "t": 10**12, "tb": 10**12, "tib": 2**40}
+
+
+def parse_size(option: str, value: object) -> int:
+    """Bytes from an int or a string such as ``"64MiB"``, ``"1 MB"``, ``"512KiB"`` (KiB/MiB/GiB are
+    powers of 1024, KB/MB/GB of 1000). ConfigError naming ``option`` for anything else."""
+    accepted = "expected a number of bytes or a size such as '64MiB', '512KiB', '1GB'"
+    if _is_int(value):
+        size = int(value)  # type: ignore[call-overload]
+    elif isinstance(value, str):
+        match = _SIZE_RE.fullmatch(value)
+        unit = match.group(2).lower() if match else ""
+        if match is None or unit not in _SIZE_UNITS or unit in ("i", "ki", "mi", "gi", "ti"):
+            raise ConfigError(f"{option} is {value!r}: {accepted}")
+        size = int(float(match.group(1)) * _SIZE_UNITS[unit])
+    else:
+        raise ConfigError(f"{option} must be an int or a str, got {type(value).__name__} {value!r}: {accepted}")
+    if not 1 <= size <= MAX_MEMORY_BYTES:
+        raise ConfigError(f"{option} is {value!r} ({size} bytes): must be between 1 byte and 1 TiB")
+    return size
+
+
+def _human_size(size: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            text = f"{size:.1f}".rstrip("0").rstrip(".") if unit != "bytes" else str(int(size))
+            return f"{text} {unit}"
+        size /= 1024
+    return f"{size} TiB"  # pragma: no cover
+
+
+def describe_sizing(bitmap: bool, block_size: int, blocks: int, capacity: int, key_size: int,
+                    memory: int, budget: Optional[Tuple[int, int]] = None) -> str:
+    """``budget 64 MiB: bitmap, 4 KiB blocks × 15000, max value 1 MiB, up to 14999 items, ...``."""
+    if bitmap:
+        largest = budget[1] if budget is not None else block_size * blocks
+        layout = f"bitmap, {_human_size(block_size)} blocks × {blocks}, max value {_human_size(largest)}"
+    else:
+        layout = f"single-block, {_human_size(block_size)} blocks × {capacity}, max value {_human_size(block_size)}"
+    text = f"{layout}, up to {capacity} items, keys up to {key_size} bytes, {_human_size(memory)} of shared memory"
+    if budget is not None:
+        text = f"budget {_human_size(budget[0])}: {text}"
+    return text
+
+
+def cache_options(name: str, options: Dict[str, Any], *, what: str = "") -> CacheOptions:
+    """CacheOptions for ``name`` from the keyword options of add_cache/open_cache/the backends:
+
+    * ``memory=`` (and optionally ``max_value=``, ``max_items=``, ``key_size=``, ``hash_size=``,
+      ``block_size=``): the budget form, see :func:`budget_geometry`;
+    * none of GEOMETRY_OPTIONS: DEFAULT_GEOMETRY;
+    * some of them: uWSGI's defaults for the rest, max_items 1000 if omitted (as before).
+    """
+    opts = {k: v for k, v in options.items() if v is not None}
+    label = f"cache {name!r}" + (f" ({what})" if what else "")
+    if "memory" in opts or "max_value" in opts:
+        if "memory" not in opts:
+            raise ConfigError(f"{label}: max_value needs memory= too (the budget form: "
+                              f"memory='64MiB', max_value='1MiB'); or drop max_value")
+        memory, max_value = opts.pop("memory"), opts.pop("max_value", None)
+        opts.update(budget_geometry(name, memory, max_value, **{k: opts.pop(k) for k in list(opts)
+                                                                 if k in GEOMETRY_OPTIONS + ("hash_size",)}))
+    elif not any(k in opts for k in GEOMETRY_OPTIONS):
+        opts.update(DEFAULT_GEOMETRY)
+    else:
+        opts.setdefault("max_items", PARTIAL_MAX_ITEMS)
+    return CacheOptions(name=name, **opts)
+
+
+def budget_geometry(name: str, memory: object, max_value: object = None, *, max_items: Optional[int] = None,
+                    key_size: Optional[int] = None, hash_size: Optional[int] = None,
+                    block_size: Optional[int] = None, block_count: Optional[int] = None,
+                    mode_bitmap: Optional[bool] = None) -> Dict[str, Any]:
+    """The geometry that fits ``memory`` bytes of shared memory (the whole region: header, item
+    records, hash table, data) and stores a value of ``max_value`` bytes.
+
+    Bitmap mode with ``block_size`` (4 KiB, or the next power of two >= max_value if smaller);
+    ``key_size`` 250; one block per item slot unless ``max_items`` is given, in which case the
+    rest of the budget goes to blocks. ``block_count`` and ``mode_bitmap=False`` are chosen by
+    the budget, so giving them raises ConfigError. Returns CacheOptions keyword arguments.
+    """
+    label = f"cache {name!r}"
+    mem = parse_size(f"{label}: memory", memory)
+    if max_value is None:
+        value = min(BUDGET_MAX_VALUE, max(1, mem // 4))
+    else:
+        value = parse_size(f"{label}: max_value", max_value)
+        if value > mem:
+            raise ConfigError(f"{label}: max_value ({_human_size(value)}) is larger than memory "
+                              f"({_human_size(mem)}): one value cannot be bigger than the whole cache")
+    if block_count is not None:
+        raise ConfigError(f"{label}: block_count is chosen by the budget form (memory=): drop block_count, "
+                          f"or drop memory/max_value and give the whole geometry")
+    if mode_bitmap is not None and not mode_bitmap:
+        raise ConfigError(f"{label}: mode_bitmap=False conflicts with the budget form (memory=), which uses "
+                          f"bitmap mode so that values up to max_value fit; drop mode_bitmap")
+    for option, given in (("max_items", max_items), ("key_size", key_size), ("hash_size", hash_size),
+                          ("block_size", block_size)):
+        if given is not None:
+            _check_int(f"{label}: {option}", given, 2 if option == "max_items" else 1, 2**31)
+    if block_size is None:
+        block_size = BUDGET_BLOCK_SIZE
+        while block_size > 64 and block_size // 2 >= value:
+            block_size //= 2
+    if key_size is None:
+        key_size = DEFAULT_GEOMETRY["key_size"]
+    per_item = ITEM_HEADER_BYTES + key_size + FREE_STACK_ENTRY_BYTES
+    per_block = block_size + 1 / 8
+    if hash_size is None:
+        estimate = max(1, int(mem // (per_item + per_block)))
+        hash_size = min(2**22, max(1024, 1 << (estimate - 1).bit_length()))
+    fixed = REGION_HEADER_BYTES + HASH_BUCKET_BYTES * hash_size + 8 * _AREA_ALIGN + _REGION_ALIGN
+    room = mem - fixed
+    if max_items is None:
+        items = int(room // (per_item + per_block))
+        blocks = items
+    else:
+        items = max_items
+        blocks = int((room - items * per_item) // per_block)
+    short = (f"{label}: memory={_human_size(mem)} is too small for")
+    if items < 2 or blocks < items:
+        raise ConfigError(f"{short} {'max_items=' + str(max_items) if max_items else 'even 2 items'} "
+                          f"(keys up to {key_size} bytes, {hash_size} hash buckets, one {block_size}-byte block "
+                          f"per item): raise memory, or lower max_items/key_size")
+    if blocks * block_size < value:
+        raise ConfigError(f"{short} a value of max_value={_human_size(value)} with the rest of the cache "
+                          f"(room for {_human_size(blocks * block_size)} of values): raise memory or lower max_value")
+    geometry: Dict[str, Any] = {"max_items": items, "key_size": key_size, "hash_size": hash_size, "block_size": block_size,
+                "block_count": blocks, "mode_bitmap": True, "budget": (mem, value)}
+    # the arithmetic above keeps a margin for alignment; check the exact size, as the engine computes it
+    for _ in range(64):
+        if CacheOptions(name=name, **geometry).memory_bytes <= mem:
+            return geometry
+        geometry["block_count"] -= 1
+        if max_items is None:
+            geometry["max_items"] -= 1
+    raise ConfigError(f"{short} this geometry: raise memory")  # pragma: no cover - the margin covers it
 
 
 _BOOL_FIELDS = (
@@ -962,7 +1138,7 @@ class Caching:
         self.files.append(PreloadFile(str(filepath), gzip, cache_name))
         return self
 
-    def add_cache(self, name: str, *, max_items: int, no_expire: Optional[bool] = None,
+    def add_cache(self, name: str, *, max_items: Optional[int] = None, no_expire: Optional[bool] = None,
                   store: Optional[str] = None, store_sync_interval: Optional[int] = None,
                   store_delete: Optional[bool] = None, hash_algo: Optional[str] = None,
                   hash_size: Optional[int] = None, key_size: Optional[int] = None,
@@ -972,11 +1148,15 @@ class Caching:
                   use_lastmod: Optional[bool] = None, full_silent: Optional[bool] = None,
                   full_purge_lru: Optional[bool] = None, math_initial: Optional[int] = None,
                   lazy_expire: Optional[bool] = None, sweep_on_full: Optional[int] = None,
-                  clear_on_full: Optional[bool] = None, secret: Optional[str] = None) -> Caching:
-        """Add a cache; every None argument takes its default. Names must be unique."""
-        # Every keyword argument is a CacheOptions field of the same name; None = not given.
-        given = {k: v for k, v in locals().items() if k not in ("self", "name", "max_items") and v is not None}
-        self._append_cache(CacheOptions(name=name, max_items=max_items, **given))
+                  clear_on_full: Optional[bool] = None, secret: Optional[str] = None,
+                  memory: Union[int, str, None] = None, max_value: Union[int, str, None] = None) -> Caching:
+        """Add a cache; every None argument takes its default. Names must be unique.
+
+        With none of max_items/key_size/block_size/block_count/mode_bitmap the cache gets
+        DEFAULT_GEOMETRY; with ``memory=`` (and ``max_value=``) the budget form picks it."""
+        # Every keyword argument is a CacheOptions field of the same name (or a budget option); None = not given.
+        given = {k: v for k, v in locals().items() if k not in ("self", "name") and v is not None}
+        self._append_cache(cache_options(name, given))
         return self
 
     def add_near(self, name: str, *, redis: Any, prefix: str = "", max_ttl: int = 300,

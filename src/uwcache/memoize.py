@@ -53,7 +53,7 @@ import uuid
 from typing import Any, Callable, Dict, Iterable, Optional, Tuple, TypeVar, Union
 
 from .cache import Cache, attach, open_cache
-from .config import CacheOptions
+from .config import CacheOptions, cache_options
 from .config import _resolve_namespace as resolve_namespace
 from .errors import CacheFull, ConfigError, RegionMismatch, UnknownCache, ValueTooLarge
 from .failsafe import FAILURES, FailurePolicy
@@ -108,10 +108,9 @@ class LazyCache:
 
     def __init__(self, name: str, *, namespace: Optional[str] = None, owner: str = "",
                  attach_existing: bool = False, **options: Any) -> None:
-        options.setdefault("max_items", 1000)
         self.name = name
         self.namespace = resolve_namespace(namespace)
-        self.options = CacheOptions(name=name, **options)  # validates now, not in a worker
+        self.options = cache_options(name, options)  # validates now, not in a worker; one default geometry
         self.owner = owner or f"cache {name!r}"
         self.attach_existing = attach_existing
         self._cache: Optional[Cache] = None
@@ -176,6 +175,8 @@ class LazyCache:
 def _options_kwargs(options: CacheOptions) -> Dict[str, Any]:
     values = {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
     del values["name"]
+    if values["budget"] is None:
+        del values["budget"]
     return values
 
 
@@ -183,7 +184,7 @@ def _diff(have: CacheOptions, want: CacheOptions) -> str:
     parts = [
         f"{f.name}={getattr(have, f.name)!r} vs {getattr(want, f.name)!r}"
         for f in dataclasses.fields(have)
-        if f.name != "secret" and getattr(have, f.name) != getattr(want, f.name)
+        if f.name not in ("secret", "budget") and getattr(have, f.name) != getattr(want, f.name)
     ]
     return ", ".join(parts) or "secret differs"
 

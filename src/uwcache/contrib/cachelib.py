@@ -4,7 +4,7 @@
 
     from uwcache.contrib.cachelib import UWCache
 
-    cache = UWCache("pages", default_timeout=300, key_prefix="app:", max_items=10000, block_size=4096)
+    cache = UWCache("pages", default_timeout=300, key_prefix="app:", memory="16MiB", max_value="1MiB")
     cache.set("home", html)
     cache.inc("hits")                 # atomic across every process
 

@@ -8,11 +8,13 @@ runserver, Celery workers): every process of the machine sees one cache.
             "BACKEND": "uwcache.contrib.django.UWCache",
             "LOCATION": "django",                 # the cache name
             "TIMEOUT": 300,
-            "OPTIONS": {"max_items": 10000, "block_size": 4096, "full_purge_lru": True},
+            "OPTIONS": {"memory": "16MiB", "max_value": "1MiB", "full_purge_lru": True},
         }
     }
 
-``OPTIONS`` takes every ``add_cache`` option (lower or upper case) plus ``NAMESPACE``
+``OPTIONS`` takes every ``add_cache`` option (lower or upper case, including the budget form
+``MEMORY``/``MAX_VALUE``; with no layout option the cache gets the one default layout of
+:data:`uwcache.config.DEFAULT_GEOMETRY`) plus ``NAMESPACE``
 (default ``$UWCACHE_NAMESPACE``, else ``"default"``), ``SERIALIZER`` (``"pickle"``,
 ``"json"``, ``"raw"``, a dotted path or a serializer object: a serializer that is not
 uwcache's own gets every value), ``SECRET`` (the key that signs pickled values; default: the
@@ -41,7 +43,7 @@ from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, InvalidC
 from django.core.exceptions import ImproperlyConfigured
 
 from ..cache import Cache
-from ..config import CacheOptions
+from ..config import BUDGET_OPTIONS, CacheOptions
 from ..errors import CacheFull, ConfigError, ValueTooLarge
 from ..failsafe import FAILURES, FailurePolicy
 from ..memoize import LazyCache
@@ -52,7 +54,8 @@ __all__ = ["UWCache", "NearCache"]
 
 log = logging.getLogger("uwcache.contrib.django")
 
-_CACHE_OPTION_NAMES = frozenset(f.name for f in dataclasses.fields(CacheOptions)) - {"name"}
+_CACHE_OPTION_NAMES = (frozenset(f.name for f in dataclasses.fields(CacheOptions)) - {"name", "budget"}
+                       | frozenset(BUDGET_OPTIONS))
 _BACKEND_OPTION_NAMES = ("NAMESPACE", "SERIALIZER", "SECRET", "IGNORE_EXCEPTIONS")
 
 

@@ -11,7 +11,7 @@
         CACHE_UWCACHE_SERIALIZER=None,            # uwcache's default (pickle), or "json", "raw"
         CACHE_UWCACHE_SECRET=None,                # key for signing pickles (default: see below)
         CACHE_UWCACHE_IGNORE_EXCEPTIONS=True,     # cache failures act as misses (False: raise)
-        CACHE_OPTIONS={"max_items": 10000, "block_size": 4096, "full_purge_lru": True},
+        CACHE_OPTIONS={"memory": "16MiB", "max_value": "1MiB", "full_purge_lru": True},
     )
     cache = Cache(app)
 
