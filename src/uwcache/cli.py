@@ -30,7 +30,7 @@ from . import __version__
 from .cache import Cache, attach, list_caches, namespace_dir, region_path, shm_dir
 from .config import Caching
 from .config import _resolve_namespace as resolve_namespace
-from .errors import CacheError, ConfigError, NotAnInteger, UnknownCache
+from .errors import CacheError, CLIError, ConfigError, NotAnInteger, UnknownCache
 from .net.stats import NamespaceStats, StatsServer, parse_address, prometheus_text, stats_json
 
 log = logging.getLogger("uwcache")
@@ -48,14 +48,6 @@ UWSGI_RUN_OPTIONS = {
     "--load-file-in-cache-gzip": "[CACHE ]PATH",
 }
 UWSGI_RUN_FLAGS = ("--cache-report-freed-items", "--cache-no-expire")
-
-
-class CLIError(Exception):
-    """A failure to report as ``uwcache: error: <message>`` with a non-zero exit code."""
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 # --------------------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import errno
 import hmac
-import ipaddress
 import json
 import logging
 import os
@@ -29,6 +28,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from ..cache import Cache, attach, current_path, generations, list_caches
 from ..config import _resolve_namespace as resolve_namespace
+from ..address import DEFAULT_HOST, is_loopback, parse_tcp  # noqa: F401  (re-exported)
 from ..errors import CacheError
 
 log = logging.getLogger("uwcache")
@@ -49,40 +49,13 @@ __all__ = [
 UWSGI_STATS_KEYS = ("name", "hash", "hashsize", "keysize", "max_items", "blocks", "blocksize",
                     "items", "hits", "miss", "full", "last_modified_at")
 
-DEFAULT_HOST = "127.0.0.1"
 MAX_BLOCK_MAP_SEGMENTS = 200
 
 
 def parse_address(address: str) -> Tuple[str, int]:
-    """``HOST:PORT`` -> (host, port). A bare port and ``:PORT`` mean loopback (127.0.0.1;
-    uWSGI reads ``:PORT`` as every address: write ``0.0.0.0:PORT`` for that);
-    ``[::1]:PORT`` is IPv6. Port 0 asks for a free port."""
-    text = address.strip()
-    if text.isdigit():
-        host, port_text = DEFAULT_HOST, text
-    else:
-        host, colon, port_text = text.rpartition(":")
-        if not colon:
-            raise ValueError(f"stats address {address!r}: expected HOST:PORT, :PORT or a bare PORT")
-        if host.startswith("[") and host.endswith("]"):
-            host = host[1:-1]
-        elif ":" in host:
-            raise ValueError(f"stats address {address!r}: write IPv6 addresses in brackets, e.g. [::1]:9191")
-        if not host:
-            host = DEFAULT_HOST
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ValueError(f"stats address {address!r}: the port must be a number in 0..65535")
-    return host, int(port_text)
-
-
-def is_loopback(host: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and 'localhost'."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    """The stats server's reading of :func:`uwcache.address.parse_address`: port 0 asks
+    for a free port, no UNIX paths."""
+    return parse_tcp(address, option="stats address", port0=True)
 
 
 class NamespaceStats:
