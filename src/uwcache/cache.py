@@ -35,6 +35,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from . import _engine, _fs
 from .config import CacheOptions
+from .counters import near_stats, net_stats
 from .config import _resolve_namespace as resolve_namespace
 from .errors import CacheError, CorruptStore, RegionMismatch, SharedMemoryFull, UnknownCache
 
@@ -456,12 +457,8 @@ class Cache(_engine.CacheBase):
             sweeper_pid=raw["sweeper_pid"],
             path=self.path,
         )
-        from .net.counters import net_stats  # the network layer, only when asked
-
         stats.update(net_stats(self))
         if os.path.exists(region_path(self.name, self.namespace) + ".near.json"):  # near cache (issue 11)
-            from .near import near_stats
-
             stats["near"] = near_stats(self)
         return stats
 

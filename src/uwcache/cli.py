@@ -31,7 +31,8 @@ from .cache import Cache, attach, list_caches, namespace_dir, region_path, shm_d
 from .config import Caching
 from .config import _resolve_namespace as resolve_namespace
 from .errors import CacheError, CLIError, ConfigError, NotAnInteger, UnknownCache
-from .net.stats import NamespaceStats, StatsServer, parse_address, prometheus_text, stats_json
+from .net.stats import StatsServer, parse_address
+from .stats import NamespaceStats, prometheus_text, stats_json
 
 log = logging.getLogger("uwcache")
 

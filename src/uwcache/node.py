@@ -191,7 +191,8 @@ class Node:
         return self._stats_server.url if self._stats_server is not None else None
 
     def _start_stats(self, address: str) -> None:
-        from .net.stats import NamespaceStats, StatsServer
+        from .net.stats import StatsServer
+        from .stats import NamespaceStats
 
         try:
             self._stats_server = StatsServer(address, NamespaceStats(self.namespace, owned=self._caches).collect)

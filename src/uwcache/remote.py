@@ -24,7 +24,7 @@ from typing import Any, Iterator, List, NoReturn, Optional, Tuple, Union
 
 from . import wire
 from .address import format_address, parse_address
-from .errors import AddressError, CacheError, EmptyValue, KeyTooLong, NotAnInteger, RemoteError, RemoteUnavailable
+from .errors import AddressError, EmptyValue, KeyTooLong, NotAnInteger, RemoteError, RemoteUnavailable
 from .net.client import DEFAULT_TIMEOUT, magic_request
 
 __all__ = ["RemoteCache", "RemoteError", "RemoteUnavailable"]

@@ -44,7 +44,7 @@ from ..cache import Cache
 from ..config import CacheOptions
 from ..errors import CacheFull, ConfigError, ValueTooLarge
 from ..failsafe import FAILURES, FailurePolicy
-from ..memoize import LazyCache
+from ..lazy import LazyCache
 from ..serializers import MISS, Codec, add_to_counter, engine_expires
 from ..signing import ValueSigner
 
