@@ -37,8 +37,10 @@ import functools
 import logging
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
-from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, InvalidCacheKey
-from django.core.exceptions import ImproperlyConfigured
+# Django ships no type information (django-stubs is a separate, Django-version-pinned
+# package); mypy treats these names as Any
+from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, InvalidCacheKey  # type: ignore[import-untyped]
+from django.core.exceptions import ImproperlyConfigured  # type: ignore[import-untyped]
 
 from ..cache import Cache
 from ..config import CacheOptions
