@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sched.h>
 
 /* ---- item record access (uWSGI layout, host order, possibly unaligned) ---- */
 
@@ -31,33 +32,30 @@ static inline uint64_t vrd(const uint8_t *r, int off) { return *(const volatile 
 
 #define SLOT(c, s) rec((c), (s))
 
+_Static_assert(sizeof(uwc_seq_stripe) == 64, "a stripe (counter + robust mutex) is one cache line");
+
 static inline uint64_t blocks_for(const uwc_cache *c, uint64_t len) {
     return (len + c->p.block_size - 1) / c->p.block_size;
 }
 static inline int is_bitmap(const uwc_cache *c) { return (c->p.options & UWC_OPT_BITMAP) != 0; }
 static inline int is_lru(const uwc_cache *c) { return (c->p.options & UWC_OPT_LRU) != 0; }
 
-/* ---- striped sequence counters: seqlock for readers, lock for writers ----
+/* ---- striped sequence counters: seqlock for readers, robust mutex for writers ----
  *
  * Stripe i covers the hash buckets b with b % UWC_SEQ_STRIPES == i: their chains, and the
- * records and values of the items in them. Readers never write it: they read it before and
- * after a lookup and retry if it changed or was odd. Writers hold it odd while they change
- * anything it covers. The mutex holder takes the stripes it touches (lock order: mutex, then
- * stripes); an overwrite of an existing key takes only its stripe, without the mutex, so
- * processes updating different keys do not queue on one lock. A holder that dies is
- * recognised by its pid and its stripe is taken over. */
-
-static int32_t cached_pid;
-static pthread_once_t pid_once = PTHREAD_ONCE_INIT;
-static void pid_after_fork(void) { cached_pid = (int32_t)getpid(); }
-static void pid_init(void) {
-    cached_pid = (int32_t)getpid();
-    pthread_atfork(NULL, NULL, pid_after_fork);
-}
-static inline int32_t self_pid(void) {
-    if (__builtin_expect(!cached_pid, 0)) pthread_once(&pid_once, pid_init);
-    return cached_pid;
-}
+ * records and values of the items in them. Readers never write it: they read the counter
+ * before and after a lookup and retry if it changed or was odd. Writers hold the stripe's
+ * robust mutex and keep the counter odd while they change anything it covers. The header
+ * mutex holder takes the stripes it touches (lock order: header mutex, then stripes; only
+ * the header mutex holder ever holds more than one stripe, so there is no cycle); an
+ * overwrite of an existing key takes only its stripe, without the header mutex, so
+ * processes updating different keys do not queue on one lock.
+ *
+ * The kernel releases a robust mutex whose holder dies (at exit, before the process is a
+ * zombie; the lock word holds the holder's own thread id, so PID namespaces do not
+ * matter). The next locker gets EOWNERDEAD: the stripe is marked dirty and stays odd until
+ * the header mutex holder repairs it (stripe_fix): only a stripe-only overwrite can die
+ * there without the header mutex, and it flags its record while copying the value. */
 
 static inline void cpu_relax(void);
 static inline uint64_t bucket_of(const uwc_cache *c, uint64_t h) {
@@ -65,56 +63,262 @@ static inline uint64_t bucket_of(const uwc_cache *c, uint64_t h) {
 }
 static inline unsigned stripe_of_bucket(uint64_t bucket) { return (unsigned)(bucket % UWC_SEQ_STRIPES); }
 
-#define STRIPE_CHECK_SPINS 4096            /* spins between looks at the holder */
-#define STRIPE_STUCK_NS 2000000000ull      /* a stripe held this long by one value is taken */
+#define LOCK_SPINS 512           /* pauses before sleeping in the kernel (some 10-30 us: longer than
+                                  * any critical section, far shorter than a time slice) */
+#define OWNER_DIED_BIT 0x40000000 /* FUTEX_OWNER_DIED in a robust lock word */
+#define WAITERS_BIT ((int)0x80000000u) /* FUTEX_WAITERS */
+#define TID_MASK 0x3fffffff
 
-static uint64_t mono_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+/* ---- robust mutexes without the call overhead ----
+ *
+ * glibc's robust lock and unlock cost about 140 instructions per overwrite, more than the
+ * rest of the engine's work. The uncontended cases are done here inline with glibc's own
+ * protocol on the same pthread_mutex_t: announce the operation in the thread's robust list
+ * head (list_op_pending), take the lock word with a compare-and-swap of our thread id,
+ * link the mutex into the thread's robust list (so the kernel releases it if we die), and
+ * the reverse on unlock (waking a sleeper when the waiters bit is set). Contended,
+ * owner-died and error cases go through pthread_mutex_lock/trylock, which share the state.
+ * A self-test against glibc at first use switches this on only where the layout is the one
+ * expected; otherwise every lock goes through the pthread calls. */
+
+struct uwc_robust_head { void *list; long futex_offset; void *list_op_pending; };
+
+#if defined(__GLIBC__) && (defined(__x86_64__) || defined(__aarch64__))
+#define UWC_FAST_ROBUST 1
+#include <stddef.h>
+#include <sys/syscall.h>
+#include <linux/futex.h>
+
+typedef struct { struct uwc_robust_head *head; int tid; } uwc_thread_lock_state;
+static __thread uwc_thread_lock_state tls_lock __attribute__((tls_model("initial-exec")));
+static int fast_robust;  /* set once by the self-test */
+static pthread_once_t fast_once = PTHREAD_ONCE_INIT;
+
+static void fast_after_fork(void) { tls_lock.tid = 0; }  /* the child has a new thread id */
+
+static int fast_thread_init(void) {
+    struct uwc_robust_head *h;
+    size_t len;
+    if (syscall(SYS_get_robust_list, 0, &h, &len) != 0 || len != sizeof *h || !h) return 0;
+    tls_lock.head = h;
+    tls_lock.tid = (int)syscall(SYS_gettid);
+    return 1;
 }
-static int pid_dead(int32_t pid) { return pid > 0 && kill(pid, 0) == -1 && errno == ESRCH; }
 
-/* Take stripe i (even -> odd), waiting for its holder, or taking it from a dead one. */
-static void stripe_acquire(uwc_cache *c, unsigned i) {
-    uwc_seq_stripe *st = &c->h->seqs[i];
-    uint64_t spins = 0, seen = 1, since = 0;
-    for (;;) {
-        uint64_t v = __atomic_load_n(&st->v, __ATOMIC_RELAXED);
-        if (!(v & 1)) {
-            if (__atomic_compare_exchange_n(&st->v, &v, v + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) break;
-            continue;
-        }
+#define LINK_OF(m) ((void *)&(m)->__data.__list.__next)
+#define AS_LIST(p) ((__pthread_list_t *)(((uintptr_t)(p) & ~1ul) - offsetof(__pthread_list_t, __next)))
+
+static inline int fast_trylock(pthread_mutex_t *m) {
+    struct uwc_robust_head *h = tls_lock.head;
+    int expect = 0;
+    h->list_op_pending = LINK_OF(m);
+    __asm__ __volatile__("" ::: "memory");
+    if (!__atomic_compare_exchange_n(&m->__data.__lock, &expect, tls_lock.tid, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
+        __asm__ __volatile__("" ::: "memory");
+        h->list_op_pending = NULL;
+        return EBUSY;
+    }
+    /* glibc's __count, __owner and __nusers bookkeeping is left out: nothing reads it for a
+     * robust normal mutex that only these functions unlock */
+    __asm__ __volatile__("" ::: "memory");
+    void *first = h->list;
+    AS_LIST(first)->__prev = LINK_OF(m);
+    m->__data.__list.__next = first;
+    m->__data.__list.__prev = (void *)h;
+    __asm__ __volatile__("" ::: "memory");
+    h->list = LINK_OF(m);
+    __asm__ __volatile__("" ::: "memory");
+    h->list_op_pending = NULL;
+    return 0;
+}
+
+static inline void fast_unlock(pthread_mutex_t *m) {
+    struct uwc_robust_head *h = tls_lock.head;
+    h->list_op_pending = LINK_OF(m);
+    __asm__ __volatile__("" ::: "memory");
+    AS_LIST(m->__data.__list.__next)->__prev = m->__data.__list.__prev;
+    AS_LIST(m->__data.__list.__prev)->__next = m->__data.__list.__next;
+    m->__data.__list.__prev = NULL;
+    m->__data.__list.__next = NULL;
+    m->__data.__owner = 0;  /* set by glibc when it took the lock (slow path) */
+    if (__atomic_exchange_n(&m->__data.__lock, 0, __ATOMIC_RELEASE) & WAITERS_BIT)
+        syscall(SYS_futex, &m->__data.__lock, FUTEX_WAKE, 1, NULL, NULL, 0);
+    __asm__ __volatile__("" ::: "memory");
+    h->list_op_pending = NULL;
+}
+
+/* A hold covered by list_op_pending alone: the kernel treats the pending entry like a list
+ * entry when the thread dies (the lock word holds our thread id: it sets OWNER_DIED and
+ * wakes a waiter). Only for a single stripe held with no other robust-mutex operation
+ * before its release (a stripe-only overwrite or read); it saves linking the mutex into the
+ * list. pend_unlock also releases a mutex glibc's slow path took (and linked). */
+static inline int pend_trylock(pthread_mutex_t *m) {
+    struct uwc_robust_head *h = tls_lock.head;
+    int expect = 0;
+    h->list_op_pending = LINK_OF(m);
+    __asm__ __volatile__("" ::: "memory");
+    if (__atomic_compare_exchange_n(&m->__data.__lock, &expect, tls_lock.tid, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+        return 0;
+    __asm__ __volatile__("" ::: "memory");
+    h->list_op_pending = NULL;
+    return EBUSY;
+}
+
+static inline void pend_unlock(pthread_mutex_t *m) {
+    struct uwc_robust_head *h = tls_lock.head;
+    if (h->list_op_pending != LINK_OF(m)) {  /* glibc took it and linked it */
+        fast_unlock(m);
+        return;
+    }
+    if (__atomic_exchange_n(&m->__data.__lock, 0, __ATOMIC_RELEASE) & WAITERS_BIT)
+        syscall(SYS_futex, &m->__data.__lock, FUTEX_WAKE, 1, NULL, NULL, 0);
+    __asm__ __volatile__("" ::: "memory");
+    h->list_op_pending = NULL;
+}
+
+/* Lock and unlock a private robust mutex with glibc and with ours, crosswise, and check the
+ * thread's robust list after each step. */
+static void fast_selftest(void) {
+    pthread_atfork(NULL, NULL, fast_after_fork);
+    if (!fast_thread_init()) return;
+    struct uwc_robust_head *h = tls_lock.head;
+    pthread_mutex_t m;
+    pthread_mutexattr_t a;
+    if (h->futex_offset != (long)offsetof(pthread_mutex_t, __data.__lock) - (long)offsetof(pthread_mutex_t, __data.__list.__next))
+        return;
+    if (pthread_mutexattr_init(&a)) return;
+    int bad = pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED) ||
+              pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST) || pthread_mutex_init(&m, &a);
+    pthread_mutexattr_destroy(&a);
+    if (bad) return;
+    void *before = h->list;
+    int ok = 1;
+    if (pthread_mutex_lock(&m)) return;
+    ok &= h->list == LINK_OF(&m) && m.__data.__list.__next == before && m.__data.__list.__prev == (void *)h &&
+          AS_LIST(before)->__prev == LINK_OF(&m) && (m.__data.__lock & TID_MASK) == tls_lock.tid;
+    fast_unlock(&m);  /* ours after glibc's */
+    ok &= h->list == before && m.__data.__lock == 0;
+    if (ok && fast_trylock(&m) == 0) {
+        ok &= h->list == LINK_OF(&m) && pthread_mutex_trylock(&m) == EBUSY;
+        ok &= pthread_mutex_unlock(&m) == 0;  /* glibc's after ours */
+        ok &= h->list == before && m.__data.__lock == 0;
+    } else {
+        ok = 0;
+    }
+    pthread_mutex_destroy(&m);
+    fast_robust = ok;
+    if (!ok) tls_lock.tid = 0;  /* a thread id in tls_lock means "fast path on" */
+}
+
+static inline int mutex_trylock(pthread_mutex_t *m) {
+    if (__builtin_expect(!tls_lock.tid, 0)) {
+        pthread_once(&fast_once, fast_selftest);
+        if (!fast_robust || (!tls_lock.tid && !fast_thread_init())) return pthread_mutex_trylock(m);
+    }
+    if (fast_trylock(m) == 0) return 0;
+    return pthread_mutex_trylock(m);  /* busy, or its owner died: glibc tells which */
+}
+
+static inline void mutex_unlock(pthread_mutex_t *m) {
+    /* fast_robust implies this thread's state was set up by the lock call */
+    if (__builtin_expect(fast_robust, 1)) fast_unlock(m);
+    else pthread_mutex_unlock(m);
+}
+#else
+#define mutex_trylock pthread_mutex_trylock
+#define mutex_unlock pthread_mutex_unlock
+#endif
+
+/* Take a robust mutex: try, spin briefly reading the lock word (a waiter whose holder is
+ * running gets it without a syscall), then sleep on the futex. Returns 0, EOWNERDEAD, or
+ * another pthread error. */
+static int mutex_take(pthread_mutex_t *m) {
+    int r = mutex_trylock(m);
+    if (__builtin_expect(r != EBUSY, 1)) return r;
+#ifdef __GLIBC__
+    for (int i = 0; i < LOCK_SPINS; i++) {
         cpu_relax();
-        if (++spins % STRIPE_CHECK_SPINS) continue;
-        if (v != seen) {  /* it changed hands: its holder is alive and working */
-            seen = v;
-            since = mono_ns();
-            continue;
-        }
-        if (pid_dead(__atomic_load_n(&st->owner, __ATOMIC_RELAXED)) || mono_ns() - since > STRIPE_STUCK_NS) {
-            /* odd -> odd + 2: still held, now by us; readers see the change and retry */
-            if (__atomic_compare_exchange_n(&st->v, &v, v + 2, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
-                __atomic_add_fetch(&c->h->stripe_takeovers, 1, __ATOMIC_RELAXED);
-                break;
-            }
+        int w = __atomic_load_n(&m->__data.__lock, __ATOMIC_RELAXED);
+        if (w == 0 || (w & OWNER_DIED_BIT)) {
+            r = mutex_trylock(m);
+            if (r != EBUSY) return r;
         }
     }
-    __atomic_store_n(&st->owner, self_pid(), __ATOMIC_RELAXED);
+#endif
+    return pthread_mutex_lock(m);
+}
+
+/* Take stripe i's mutex. Returns 0 when it is clean, 1 when a holder died inside it (now
+ * or earlier: dirty), -1 on a lock error. A holder that died is counted once. */
+static __attribute__((noinline)) int stripe_mutex_take_slow(uwc_cache *c, unsigned i) {
+    uwc_seq_stripe *st = &c->h->seqs[i];
+    int r = mutex_take(&st->m);
+    if (__builtin_expect(r != 0, 0)) {
+        if (r != EOWNERDEAD) return -1;
+        __atomic_store_n(&st->dirty, 1, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&c->h->stripe_takeovers, 1, __ATOMIC_RELAXED);
+        pthread_mutex_consistent(&st->m);
+    }
+    return __atomic_load_n(&st->dirty, __ATOMIC_RELAXED) ? 1 : 0;
+}
+
+static inline int stripe_mutex_take(uwc_cache *c, unsigned i) {
+#ifdef UWC_FAST_ROBUST
+    uwc_seq_stripe *st = &c->h->seqs[i];
+    if (__builtin_expect(tls_lock.tid != 0, 1) && fast_trylock(&st->m) == 0)
+        return __atomic_load_n(&st->dirty, __ATOMIC_RELAXED) ? 1 : 0;
+#endif
+    return stripe_mutex_take_slow(c, i);
+}
+
+/* The same for a lone stripe hold (no other lock taken or let go until its release):
+ * released with stripe_alone_unlock. */
+static inline int stripe_alone_take(uwc_cache *c, unsigned i) {
+#ifdef UWC_FAST_ROBUST
+    uwc_seq_stripe *st = &c->h->seqs[i];
+    if (__builtin_expect(tls_lock.tid != 0, 1) && pend_trylock(&st->m) == 0)
+        return __atomic_load_n(&st->dirty, __ATOMIC_RELAXED) ? 1 : 0;
+#endif
+    return stripe_mutex_take_slow(c, i);
+}
+
+static inline void stripe_alone_unlock(uwc_cache *c, unsigned i) {
+#ifdef UWC_FAST_ROBUST
+    if (__builtin_expect(tls_lock.tid != 0, 1)) { pend_unlock(&c->h->seqs[i].m); return; }
+#endif
+    pthread_mutex_unlock(&c->h->seqs[i].m);
+}
+
+/* Writer side: the counter goes odd (a dead holder may have left it odd already). */
+static inline void stripe_make_odd(uwc_cache *c, unsigned i) {
+    uint64_t *p = &c->h->seqs[i].v;
+    uint64_t v = __atomic_load_n(p, __ATOMIC_RELAXED);
+    if (!(v & 1)) __atomic_store_n(p, v + 1, __ATOMIC_RELAXED);
     __atomic_thread_fence(__ATOMIC_RELEASE);  /* the odd value is seen before our changes */
 }
 
 static inline void stripe_release(uwc_cache *c, unsigned i) {
     uint64_t *p = &c->h->seqs[i].v;
     __atomic_store_n(p, __atomic_load_n(p, __ATOMIC_RELAXED) + 1, __ATOMIC_RELEASE);
+    mutex_unlock(&c->h->seqs[i].m);
 }
 
-/* The mutex holder takes a stripe before its first change to the stripe's buckets. */
+static void stripe_fix(uwc_cache *c, unsigned i);
+
+/* The header mutex holder takes a stripe before its first change to the stripe's buckets. */
 static inline void touch_stripe(uwc_cache *c, unsigned i) {
     uint64_t bit = 1ull << (i & 63);
     if (c->odd_mask[i >> 6] & bit) return;
-    stripe_acquire(c, i);
+    int r = stripe_mutex_take(c, i);
+    if (__builtin_expect(r < 0, 0)) {
+        /* a mutex the pthread calls refuse (foreign bytes): not ours to release; go on under
+         * the header mutex alone and have the structure rebuilt */
+        c->h->rebuild_pending = 1;
+        return;
+    }
+    stripe_make_odd(c, i);
     c->odd_mask[i >> 6] |= bit;
+    if (__builtin_expect(r == 1, 0)) stripe_fix(c, i);
 }
 static inline void touch_hash(uwc_cache *c, uint64_t h) { touch_stripe(c, stripe_of_bucket(bucket_of(c, h))); }
 static void touch_all(uwc_cache *c) {
@@ -133,11 +337,16 @@ static void release_stripes(uwc_cache *c) {
     }
 }
 
-/* A cold region (nobody attached): stripes left odd by dead processes are simply freed. */
+static int init_mutex(pthread_mutex_t *m);
+
+/* A cold region (nobody attached): stripe mutexes may be held by dead processes or be
+ * garbage from another boot: start fresh ones, with even counters. */
 static void normalize_stripes(uwc_cache *c) {
     for (unsigned i = 0; i < UWC_SEQ_STRIPES; i++) {
-        if (c->h->seqs[i].v & 1) c->h->seqs[i].v++;
-        c->h->seqs[i].owner = 0;
+        uwc_seq_stripe *st = &c->h->seqs[i];
+        if (st->v & 1) st->v++;
+        st->dirty = 0;
+        init_mutex(&st->m);
     }
     memset(c->odd_mask, 0, sizeof c->odd_mask);
 }
@@ -150,6 +359,17 @@ static inline int seq_read_retry(const uwc_cache *c, uint64_t bucket, uint64_t s
     return __atomic_load_n(&c->h->seqs[stripe_of_bucket(bucket)].v, __ATOMIC_RELAXED) != s;
 }
 
+/* ---- test hook: a value copy that dies halfway ---- */
+
+/* Copy a value into shared memory. The caller has flagged the record (UWC_REC_WRITING). */
+static inline void copy_value(uint8_t *dst, const void *src, uint64_t n, uint32_t wflags) {
+    if (__builtin_expect(wflags & UWC_F_DEBUG_CRASH_COPY, 0)) {
+        memcpy(dst, src, n / 2);
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        raise(SIGKILL);
+    }
+    memcpy(dst, src, n);
+}
 
 #define SHARED_SLOT_PID (-1)  /* the overflow slot every process past the first 159 shares */
 
@@ -168,6 +388,15 @@ static inline void count_write(uwc_counter_slot *cs) {
 
 #define OPTIMISTIC_TRIES 16
 
+static inline void add_bytes(uwc_counter_slot *cs, uwc_header *h, int64_t d) {
+    if (!d) return;
+    if (cs && cs->pid != SHARED_SLOT_PID)
+        __atomic_store_n(&cs->bytes_delta, __atomic_load_n(&cs->bytes_delta, __ATOMIC_RELAXED) + d, __ATOMIC_RELAXED);
+    else  /* shared by several processes (or none given): atomically */
+        __atomic_fetch_add(cs ? &cs->bytes_delta : &h->counters[UWC_COUNTER_SLOTS - 1].bytes_delta, d,
+                           __ATOMIC_RELAXED);
+}
+
 static inline void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
@@ -180,42 +409,36 @@ static inline void cpu_relax(void) {
 
 static void rebuild(uwc_cache *c, uint64_t now, uint64_t *dropped, int cold);
 
-static int lock_acquired(uwc_cache *c, int r) {
-    if (r == 0) return UWC_OK;
-    if (r == EOWNERDEAD) {
-        /* The previous holder died mid-change: make the structure whole again. */
-        uint64_t dropped = 0;
-        rebuild(c, (uint64_t)time(NULL), &dropped, 0);
-        c->h->repairs++;
-        pthread_mutex_consistent(&c->h->lock);
-        return UWC_OK;
-    }
-    return UWC_ELOCK;
+static void rebuild_now(uwc_cache *c) {
+    uint64_t dropped = 0;
+    rebuild(c, (uint64_t)time(NULL), &dropped, 0);
+    c->h->repairs++;
 }
 
-#define SPIN_ROUNDS 300  /* about 10 us of pause on current x86 */
-
 int uwc_lock(uwc_cache *c) {
-    int r = pthread_mutex_trylock(&c->h->lock);
-    if (r != EBUSY) return lock_acquired(c, r);
-#ifdef __GLIBC__
-    /* Critical sections are short (no syscalls, no Python): spin a little before sleeping,
-     * reading the lock word and trying (a locked cmpxchg) only when it reads free. */
-    for (int i = 0; i < SPIN_ROUNDS; i++) {
-        if (__atomic_load_n(&c->h->lock.__data.__lock, __ATOMIC_RELAXED) == 0) {
-            r = pthread_mutex_trylock(&c->h->lock);
-            if (r != EBUSY) return lock_acquired(c, r);
-        }
-        cpu_relax();
+    int r = mutex_take(&c->h->lock);
+    if (__builtin_expect(r != 0, 0)) {
+        if (r != EOWNERDEAD) return UWC_ELOCK;
+        /* The previous holder died mid-change: make the structure whole again. */
+        rebuild_now(c);
+        pthread_mutex_consistent(&c->h->lock);
+    } else if (__builtin_expect(c->h->rebuild_pending != 0, 0)) {
+        rebuild_now(c);
     }
-#endif
-    return lock_acquired(c, pthread_mutex_lock(&c->h->lock));
+    return UWC_OK;
 }
 
 void uwc_unlock(uwc_cache *c) {
+    /* a bounds check failed during this operation: repair before anyone else looks */
+    if (__builtin_expect(c->h->rebuild_pending != 0, 0)) rebuild_now(c);
     release_stripes(c);
-    pthread_mutex_unlock(&c->h->lock);
+    mutex_unlock(&c->h->lock);
 }
+
+/* A bounds check on shared memory failed: the region is damaged (or foreign bytes were
+ * written into it). The operation goes on without following the bad value and the
+ * structure is rebuilt before the header mutex is released. */
+static inline void corrupt(uwc_cache *c) { c->h->rebuild_pending = 1; }
 
 /* ---- geometry ---- */
 
@@ -295,7 +518,14 @@ static inline uint32_t key_hash(const uwc_cache *c, const uint8_t *key, uint64_t
 
 uint32_t uwc_hash(const uwc_cache *c, const uint8_t *key, uint64_t len) { return key_hash(c, key, len); }
 
-uint64_t uwc_n_items(const uwc_cache *c) { return __atomic_load_n(&c->h->n_items, __ATOMIC_RELAXED); }
+uint64_t uwc_n_items(const uwc_cache *c) {
+    uint64_t n = __atomic_load_n(&c->h->n_items, __ATOMIC_RELAXED);
+    if (__builtin_expect(n >= c->p.max_items, 0)) {  /* damaged: the next locker rebuilds */
+        __atomic_store_n(&c->h->rebuild_pending, 1, __ATOMIC_RELAXED);
+        n = c->p.max_items - 1;
+    }
+    return n;
+}
 
 /* ---- bitmap ---- */
 
@@ -352,23 +582,59 @@ static int64_t bm_alloc(uwc_cache *c, uint64_t needed) {
     return f;
 }
 
-/* ---- free-slot stack ---- */
+/* ---- free-slot stack ----
+ *
+ * uWSGI pushes every slot 1..max_items-1 on the stack at creation, so the first insert
+ * takes the highest slot. Ours is the same stack built lazily: slots 1..stack_fresh are
+ * the bottom of it (never written), the explicit entries stack[0..stack_top) sit on top.
+ * Every value read back from shared memory is checked: a bad one marks the region for a
+ * rebuild instead of being followed. */
 
-static void stack_push(uwc_cache *c, uint64_t slot) { c->stack[c->h->stack_top++] = (uint32_t)slot; }
-static uint64_t stack_pop(uwc_cache *c) { return c->h->stack_top ? c->stack[--c->h->stack_top] : 0; }
+static inline uint64_t free_slots(const uwc_cache *c) {
+    uint64_t n = c->p.max_items, top = c->h->stack_top, fresh = c->h->stack_fresh;
+    return (top < n && fresh < n) ? top + fresh : 0;
+}
 
+static void stack_push(uwc_cache *c, uint64_t slot) {
+    uint64_t n = c->p.max_items, top = c->h->stack_top, fresh = c->h->stack_fresh;
+    if (top >= n - 1 || fresh >= n - 1 || top + fresh >= n - 1) { corrupt(c); return; }
+    c->stack[top] = (uint32_t)slot;
+    c->h->stack_top = top + 1;
+}
+
+static uint64_t stack_pop(uwc_cache *c) {
+    uint64_t n = c->p.max_items, top = c->h->stack_top, s;
+    if (top) {
+        if (top > n - 1) { corrupt(c); return 0; }
+        s = c->stack[top - 1];
+        if (s == 0 || s >= n || rd(SLOT(c, s), F_KEYSIZE)) { corrupt(c); return 0; }
+        c->h->stack_top = top - 1;
+        return s;
+    }
+    s = c->h->stack_fresh;
+    if (!s) return 0;
+    if (s >= n || rd(SLOT(c, s), F_KEYSIZE)) { corrupt(c); return 0; }
+    c->h->stack_fresh = s - 1;
+    return s;
+}
+
+/* Every slot free, in uWSGI's order (the first pop takes the highest slot). */
 static void stack_reset(uwc_cache *c) {
     c->h->stack_top = 0;
-    for (uint64_t s = 1; s < c->p.max_items; s++) stack_push(c, s);
+    c->h->stack_fresh = c->p.max_items - 1;
 }
 
 /* ---- LRU ---- */
 
+static inline int slot_ok(const uwc_cache *c, uint64_t s) { return s < c->p.max_items; }
+
 static void lru_append(uwc_cache *c, uint64_t s) {
     uint8_t *r = SLOT(c, s);
+    uint64_t tail = c->h->lru_tail;
+    if (!slot_ok(c, tail) || tail == s) { corrupt(c); tail = 0; }
     wr(r, F_LRU_NEXT, 0);
-    wr(r, F_LRU_PREV, c->h->lru_tail);
-    if (c->h->lru_tail) wr(SLOT(c, c->h->lru_tail), F_LRU_NEXT, s);
+    wr(r, F_LRU_PREV, tail);
+    if (tail) wr(SLOT(c, tail), F_LRU_NEXT, s);
     else c->h->lru_head = s;
     c->h->lru_tail = s;
 }
@@ -376,6 +642,7 @@ static void lru_append(uwc_cache *c, uint64_t s) {
 static void lru_remove(uwc_cache *c, uint64_t s) {
     uint8_t *r = SLOT(c, s);
     uint64_t prev = rd(r, F_LRU_PREV), next = rd(r, F_LRU_NEXT);
+    if (!slot_ok(c, prev) || !slot_ok(c, next)) { corrupt(c); prev = next = 0; }
     if (prev) wr(SLOT(c, prev), F_LRU_NEXT, next); else c->h->lru_head = next;
     if (next) wr(SLOT(c, next), F_LRU_PREV, prev); else c->h->lru_tail = prev;
     wr(r, F_LRU_PREV, 0);
@@ -388,14 +655,24 @@ static void lru_touch(uwc_cache *c, uint64_t s) {
     lru_append(c, s);
 }
 
+/* A live record's value lies inside the data area (single-block: its own block). */
+static inline int rec_value_ok(const uwc_cache *c, uint64_t s, const uint8_t *r) {
+    uint64_t vs = rd(r, F_VALSIZE), first = rd(r, F_FIRST);
+    if (vs == 0 || vs > c->max_item_size) return 0;
+    if (is_bitmap(c)) return first < c->p.blocks && blocks_for(c, vs) <= c->p.blocks - first;
+    return first == s;
+}
+
 /* ---- lookup under the lock ---- */
 
 static inline int expired(uint64_t expires, uint64_t now) { return expires && expires <= now; }
 
-static uint64_t lookup_locked(const uwc_cache *c, const uint8_t *key, uint64_t klen, uint32_t h) {
-    uint64_t b = bucket_of(c, h);
-    uint64_t s = c->buckets[2 * (b)], steps = 0;
-    while (s && s < c->p.max_items && steps++ < c->p.max_items) {
+static inline __attribute__((always_inline)) uint64_t lookup_locked(const uwc_cache *c, const uint8_t *key,
+                                                                     uint64_t klen, uint32_t h) {
+    uint64_t b = bucket_of(c, h), n = c->p.max_items;
+    uint64_t s = c->buckets[2 * b], left = n;
+    while (s) {
+        if (s >= n || !left--) return 0;
         const uint8_t *r = SLOT(c, s);
         if (rd(r, F_HASH) == h && rd(r, F_KEYSIZE) == klen && memcmp(r + F_KEY, key, klen) == 0) return s;
         s = rd(r, F_NEXT);
@@ -427,9 +704,11 @@ static void chain_append(uwc_cache *c, uint64_t s, uint32_t h) {
         return;
     }
     uint64_t steps = 0;
+    if (!slot_ok(c, cur)) { corrupt(c); c->buckets[2 * b] = (uint32_t)s; wr(r, F_PREV, 0); retag(c, b); return; }
     for (;;) {
         uint64_t n = rd(SLOT(c, cur), F_NEXT);
-        if (!n || ++steps > c->p.max_items) break;
+        if (!n) break;
+        if (!slot_ok(c, n) || ++steps > c->p.max_items) { corrupt(c); break; }
         cur = n;
     }
     wr(SLOT(c, cur), F_NEXT, s);
@@ -440,8 +719,9 @@ static void chain_append(uwc_cache *c, uint64_t s, uint32_t h) {
 static void chain_unlink(uwc_cache *c, uint64_t s) {
     uint8_t *r = SLOT(c, s);
     uint64_t prev = rd(r, F_PREV), next = rd(r, F_NEXT), b = bucket_of(c, rd(r, F_HASH));
+    if (!slot_ok(c, prev) || !slot_ok(c, next)) { corrupt(c); return; }
     if (prev) wr(SLOT(c, prev), F_NEXT, next);
-    else c->buckets[2 * b] = next;
+    else c->buckets[2 * b] = (uint32_t)next;
     if (next) wr(SLOT(c, next), F_PREV, prev);
     retag(c, b);
 }
@@ -455,10 +735,18 @@ static void delete_slot(uwc_cache *c, uint64_t s) {
     uint8_t *r = SLOT(c, s);
     if (!rd(r, F_KEYSIZE)) return;
     touch_hash(c, rd(r, F_HASH));
+    if (!rd(r, F_KEYSIZE)) return;  /* the stripe's repair dropped it */
     chain_unlink(c, s);
-    if (is_bitmap(c)) {
-        uint64_t vs = rd(r, F_VALSIZE);
-        if (vs) bm_mark(c, rd(r, F_FIRST), blocks_for(c, vs), 0);
+    uint64_t vs = rd(r, F_VALSIZE);
+    if (rec_value_ok(c, s, r)) {
+        if (is_bitmap(c)) {
+            uint64_t nb = blocks_for(c, vs);
+            bm_mark(c, rd(r, F_FIRST), nb, 0);
+            c->h->blocks_used -= nb;
+        }
+        c->h->bytes_used -= vs;
+    } else {
+        corrupt(c);
     }
     if (is_lru(c)) lru_remove(c, s);
     wr(r, F_KEYSIZE, 0);
@@ -467,15 +755,17 @@ static void delete_slot(uwc_cache *c, uint64_t s) {
     wr(r, F_PREV, 0);
     wr(r, F_NEXT, 0);
     wr(r, F_EXPIRES, 0);
+    wr(r, F_FLAGS, 0);
     stack_push(c, s);
-    c->h->n_items--;
+    if (c->h->n_items) c->h->n_items--; else corrupt(c);
 }
 
-/* Free every expired item; returns how many. Optionally records their keys. */
-static uint64_t sweep_locked(uwc_cache *c, uint64_t now, uwc_keybuf *kb) {
+/* Free the expired items of slots [from, to); returns how many. Optionally records their
+ * keys. The earliest expiry left is lowered into *min_left (0 = none). */
+static uint64_t sweep_range(uwc_cache *c, uint64_t from, uint64_t to, uint64_t now, uwc_keybuf *kb,
+                            uint64_t *min_left, int release_each) {
     uint64_t freed = 0;
-    c->h->next_scan = 0;
-    for (uint64_t s = 1; s < c->p.max_items; s++) {
+    for (uint64_t s = from; s < to; s++) {
         uint8_t *r = SLOT(c, s);
         uint64_t ks = rd(r, F_KEYSIZE), ex = rd(r, F_EXPIRES);
         if (!ks || !ex) continue;
@@ -483,11 +773,13 @@ static uint64_t sweep_locked(uwc_cache *c, uint64_t now, uwc_keybuf *kb) {
             /* an overwrite may have just given it a new TTL: look again under its stripe */
             touch_hash(c, rd(r, F_HASH));
             ex = rd(r, F_EXPIRES);
-            if (!ex || ex > now) {
-                lower_next_scan(c, ex);
+            ks = rd(r, F_KEYSIZE);
+            if (!ks || !ex || ex > now) {
+                if (ks && ex && (*min_left == 0 || ex < *min_left)) *min_left = ex;
+                if (release_each) release_stripes(c);
                 continue;
             }
-            if (kb) {
+            if (kb && ks <= c->p.key_size) {
                 if (kb->len + 8 + ks > kb->cap) {
                     uint64_t ncap = (kb->cap ? kb->cap * 2 : 4096) + 8 + ks;
                     uint8_t *nb = realloc(kb->buf, ncap);
@@ -502,12 +794,32 @@ static uint64_t sweep_locked(uwc_cache *c, uint64_t now, uwc_keybuf *kb) {
             }
             delete_slot(c, s);
             freed++;
-        } else {
-            lower_next_scan(c, ex);
+            /* the sweeper (nothing else in progress) lets each stripe go at once: a reader
+             * of that stripe waits for one delete, not for the chunk */
+            if (release_each) release_stripes(c);
+        } else if (*min_left == 0 || ex < *min_left) {
+            *min_left = ex;
         }
     }
     c->h->expired_freed += freed;
     return freed;
+}
+
+/* Free every expired item in one go (inside a write that needs room). */
+static uint64_t sweep_locked(uwc_cache *c, uint64_t now, uwc_keybuf *kb) {
+    uint64_t min_left = 0;
+    c->h->next_scan = 0;
+    uint64_t freed = sweep_range(c, 1, c->p.max_items, now, kb, &min_left, 0);
+    lower_next_scan(c, min_left);
+    return freed;
+}
+
+/* bytes_used in the header plus every process's delta is the total; set the total. */
+static void set_bytes_total(uwc_cache *c, uint64_t total) {
+    uint64_t deltas = 0;
+    for (int i = 0; i < UWC_COUNTER_SLOTS; i++)
+        deltas += (uint64_t)__atomic_load_n(&c->h->counters[i].bytes_delta, __ATOMIC_RELAXED);
+    c->h->bytes_used = total - deltas;
 }
 
 /* Delete every item. Like uWSGI, each freed slot is pushed in ascending order on top of
@@ -519,7 +831,7 @@ static void clear_locked(uwc_cache *c) {
         if (!rd(r, F_KEYSIZE)) continue;
         wr(r, F_KEYSIZE, 0); wr(r, F_VALSIZE, 0); wr(r, F_HASH, 0);
         wr(r, F_PREV, 0); wr(r, F_NEXT, 0); wr(r, F_EXPIRES, 0);
-        wr(r, F_LRU_PREV, 0); wr(r, F_LRU_NEXT, 0);
+        wr(r, F_LRU_PREV, 0); wr(r, F_LRU_NEXT, 0); wr(r, F_FLAGS, 0);
         stack_push(c, s);
     }
     memset(c->buckets, 0, UWC_BUCKET_BYTES * c->p.hash_size);
@@ -527,6 +839,8 @@ static void clear_locked(uwc_cache *c) {
     c->h->lru_head = c->h->lru_tail = 0;
     c->h->n_items = 0;
     c->h->next_scan = 0;
+    c->h->blocks_used = 0;
+    set_bytes_total(c, 0);
 }
 
 /* The "cache full" handler (reference 2.15). `protect` is a slot that must not be evicted
@@ -537,7 +851,11 @@ static int full_handler(uwc_cache *c, uint64_t now, uint64_t protect, uwc_write 
     c->h->last_full_at = now;
     if (is_lru(c)) {
         uint64_t victim = c->h->lru_head;
-        if (victim == protect && victim) victim = rd(SLOT(c, victim), F_LRU_NEXT);
+        if (victim == protect && victim && slot_ok(c, victim)) victim = rd(SLOT(c, victim), F_LRU_NEXT);
+        if (victim && (!slot_ok(c, victim) || !rd(SLOT(c, victim), F_KEYSIZE))) {
+            corrupt(c);  /* never loop on a broken list: the rebuild fixes it */
+            victim = 0;
+        }
         if (victim) {
             delete_slot(c, victim);
             c->h->evictions++;
@@ -615,15 +933,16 @@ static int set_locked(uwc_cache *c, uwc_write *w, uint32_t h) {
             vlen = 8;
             w->math_result = r;
         }
-        if (c->h->stack_top == 0) {
+        if (free_slots(c) == 0) {
             if (!reclaim_expired(c, now)) full_handler(c, now, 0, w);
-            if (c->h->stack_top == 0) return UWC_FULL;
+            if (free_slots(c) == 0) return UWC_FULL;
         }
         /* Bitmap mode: find the blocks before taking the slot, so a failure leaves the
          * free stack untouched (eviction or clear_on_full may have changed it). */
         int64_t first = -1;
+        uint64_t need = 1;
         if (is_bitmap(c)) {
-            uint64_t need = blocks_for(c, vlen);
+            need = blocks_for(c, vlen);
             first = bm_alloc(c, need);
             if (first < 0 && reclaim_expired(c, now)) first = bm_alloc(c, need);
             /* LRU caches evict until the run fits (uWSGI gives up after one eviction) */
@@ -631,6 +950,10 @@ static int set_locked(uwc_cache *c, uwc_write *w, uint32_t h) {
             if (first < 0) return UWC_FULL;
         }
         s = stack_pop(c);
+        if (!s) {  /* a damaged free stack: rebuilt when the lock is let go */
+            if (first >= 0) bm_mark(c, (uint64_t)first, need, 0);
+            return UWC_ECORRUPT;
+        }
         uint8_t *r = SLOT(c, s);
         if (first < 0) first = (int64_t)s;
         touch_hash(c, h);
@@ -642,11 +965,15 @@ static int set_locked(uwc_cache *c, uwc_write *w, uint32_t h) {
         wr(r, F_FLAGS, w->flags & UWC_F_STORED_MASK);
         wr(r, F_FIRST, (uint64_t)first);
         memcpy(r + F_KEY, w->key, w->key_len);
-        memcpy(c->data + (uint64_t)first * c->p.block_size, val, vlen);
+        copy_value(c->data + (uint64_t)first * c->p.block_size, val, vlen, w->flags);
         wr(r, F_VALSIZE, vlen);
+        /* the record becomes live only once key and value are whole */
+        __atomic_thread_fence(__ATOMIC_RELEASE);
         wr(r, F_KEYSIZE, w->key_len);
         chain_append(c, s, h);
         c->h->n_items++;
+        c->h->bytes_used += vlen;
+        if (is_bitmap(c)) c->h->blocks_used += need;
         w->expires_abs = exp;
         return UWC_OK;
     }
@@ -659,6 +986,10 @@ static int set_locked(uwc_cache *c, uwc_write *w, uint32_t h) {
     const uint8_t *val = w->value;
     uint64_t vlen = w->value_len;
     uint64_t old_first = rd(r, F_FIRST), old_len = rd(r, F_VALSIZE);
+    if (!rec_value_ok(c, s, r)) {
+        corrupt(c);
+        return UWC_ECORRUPT;
+    }
     if (is_math) {
         int64_t cur = 0;
         if ((w->flags & UWC_F_STRICT_MATH) && old_len != 8) return UWC_ENOTINT;
@@ -690,9 +1021,15 @@ static int set_locked(uwc_cache *c, uwc_write *w, uint32_t h) {
                 return UWC_FULL;
             }
             bm_mark(c, old_first, blocks_for(c, old_len), 0);
+            c->h->blocks_used += need - blocks_for(c, old_len);
             first = (uint64_t)f;
         }
     }
+    /* flagged while its value is being written: a record a dead writer left flagged may
+     * hold a torn value, and repair drops it */
+    uint64_t fl = rd(r, F_FLAGS);
+    wr(r, F_FLAGS, fl | UWC_REC_WRITING);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
     if (!(w->flags & UWC_F_FIXEXPIRE)) {
         if (is_lru(c)) lru_touch(c, s);
         lower_next_scan(c, exp);
@@ -700,9 +1037,12 @@ static int set_locked(uwc_cache *c, uwc_write *w, uint32_t h) {
          * are not rewritten: every reader of this chain reads the record's line. */
         if (rd(r, F_EXPIRES) != exp) wr(r, F_EXPIRES, exp);
     }
-    memcpy(c->data + first * c->p.block_size, val, vlen);
+    copy_value(c->data + first * c->p.block_size, val, vlen, w->flags);
     if (rd(r, F_FIRST) != first) wr(r, F_FIRST, first);
     if (rd(r, F_VALSIZE) != vlen) wr(r, F_VALSIZE, vlen);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    wr(r, F_FLAGS, fl & ~UWC_REC_WRITING);
+    c->h->bytes_used += vlen - old_len;
     w->expires_abs = rd(r, F_EXPIRES);
     return UWC_OK;
 }
@@ -713,44 +1053,70 @@ static int set_locked(uwc_cache *c, uwc_write *w, uint32_t h) {
 static int set_fast(uwc_cache *c, uwc_write *w, uint32_t h) {
     uint64_t b = bucket_of(c, h);
     unsigned stripe = stripe_of_bucket(b);
-    stripe_acquire(c, stripe);
+    int lr = stripe_alone_take(c, stripe);
+    if (__builtin_expect(lr != 0, 0)) {
+        /* a holder died in this stripe: leave it (odd, dirty) to the header mutex path,
+         * which repairs it first */
+        if (lr > 0) stripe_alone_unlock(c, stripe);
+        return -1;
+    }
+    /* clean and unheld means even: make it odd */
+    uint64_t *seqp = &c->h->seqs[stripe].v;
+    uint64_t seq = __atomic_load_n(seqp, __ATOMIC_RELAXED) | 1;
+    __atomic_store_n(seqp, seq, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
     uint64_t s = lookup_locked(c, w->key, w->key_len, h);  /* the chain is stable under the stripe */
     uint8_t *r = s ? SLOT(c, s) : NULL;
     uint64_t old_exp = r ? rd(r, F_EXPIRES) : 0;
     if (!r || expired(old_exp, w->now)) {
-        stripe_release(c, stripe);
+        __atomic_store_n(seqp, seq + 1, __ATOMIC_RELEASE);
+        stripe_alone_unlock(c, stripe);
         return -1;
     }
+    /* (a damaged F_FIRST does not matter here: we write the slot's own block) */
     int rc = UWC_OK;
     uint8_t *block = c->data + s * c->p.block_size;
+    uint64_t old_len = rd(r, F_VALSIZE), fl = rd(r, F_FLAGS);
     if (!(w->flags & UWC_F_UPDATE)) {
         rc = UWC_EXISTS;
     } else if (w->flags & UWC_F_MATH) {
-        if ((w->flags & UWC_F_STRICT_MATH) && rd(r, F_VALSIZE) != 8) {
+        if ((w->flags & UWC_F_STRICT_MATH) && old_len != 8) {
             rc = UWC_ENOTINT;
         } else {
             int64_t cur, operand, res;
             memcpy(&cur, block, 8);  /* the first 8 bytes of the block, as uWSGI */
             memcpy(&operand, w->value, 8);
             res = math_apply(w->flags, cur, operand);
-            memcpy(block, &res, 8);
-            if (rd(r, F_VALSIZE) != 8) wr(r, F_VALSIZE, 8);
+            wr(r, F_FLAGS, fl | UWC_REC_WRITING);
+            __atomic_thread_fence(__ATOMIC_RELEASE);
+            copy_value(block, &res, 8, w->flags);
+            if (old_len != 8) wr(r, F_VALSIZE, 8);
+            __atomic_thread_fence(__ATOMIC_RELEASE);
+            wr(r, F_FLAGS, fl);
+            add_bytes(w->counters, c->h, (int64_t)(8 - old_len));
             w->math_result = res;
             w->expires_abs = old_exp;  /* math keeps the expiry (FIXEXPIRE) */
         }
     } else {
         uint64_t exp = w->expires;
         if (exp && !(w->flags & UWC_F_ABSEXPIRE)) exp += w->now;
-        memcpy(block, w->value, w->value_len);
-        if (rd(r, F_VALSIZE) != w->value_len) wr(r, F_VALSIZE, w->value_len);
+        /* flagged while the value is copied: if we die here, repair drops the record */
+        wr(r, F_FLAGS, fl | UWC_REC_WRITING);
+        __atomic_thread_fence(__ATOMIC_RELEASE);
+        copy_value(block, w->value, w->value_len, w->flags);
+        if (old_len != w->value_len) wr(r, F_VALSIZE, w->value_len);
         if (!(w->flags & UWC_F_FIXEXPIRE)) {
             if (old_exp != exp) wr(r, F_EXPIRES, exp);
             w->expires_abs = exp;
         } else {
             w->expires_abs = old_exp;
         }
+        __atomic_thread_fence(__ATOMIC_RELEASE);
+        wr(r, F_FLAGS, fl);
+        add_bytes(w->counters, c->h, (int64_t)(w->value_len - old_len));
     }
-    stripe_release(c, stripe);
+    __atomic_store_n(seqp, seq + 1, __ATOMIC_RELEASE);
+    stripe_alone_unlock(c, stripe);
     if (rc == UWC_OK && w->expires_abs) {
         /* lower the sweeper's next scan without the mutex */
         uint64_t cur = __atomic_load_n(&c->h->next_scan, __ATOMIC_RELAXED);
@@ -860,6 +1226,10 @@ static int get_locked(uwc_cache *c, const uint8_t *key, uint64_t klen, uint32_t 
     if (!s) return UWC_NOTFOUND;
     uint8_t *r = SLOT(c, s);
     uint64_t vs = rd(r, F_VALSIZE);
+    if (!rec_value_ok(c, s, r)) {
+        corrupt(c);
+        return UWC_NOTFOUND;
+    }
     if (alloc) {
         uint8_t *dst = alloc(ctx, vs);
         if (!dst) return UWC_ENOMEM;
@@ -869,6 +1239,38 @@ static int get_locked(uwc_cache *c, const uint8_t *key, uint64_t klen, uint32_t 
     wr(r, F_HITS, rd(r, F_HITS) + 1);
     if (expires_out) *expires_out = rd(r, F_EXPIRES);
     return UWC_OK;
+}
+
+/* A read under the key's stripe mutex: every writer of the stripe's chains, records and
+ * values holds it, so the view is stable. Writes nothing. Returns -1 for the mutex path. */
+static int get_stripe_locked(uwc_cache *c, const uint8_t *key, uint64_t klen, uint32_t h, uint64_t now,
+                             uwc_alloc_fn alloc, void *ctx, uint64_t *expires_out) {
+    unsigned stripe = stripe_of_bucket(bucket_of(c, h));
+    int lr = stripe_alone_take(c, stripe);
+    if (lr < 0) return -1;
+    int rc = -1;
+    if (lr == 0) {
+        uint64_t s = lookup_locked(c, key, klen, h);
+        const uint8_t *r = s ? SLOT(c, s) : NULL;
+        if (!r) {
+            rc = UWC_NOTFOUND;
+        } else if (!rec_value_ok(c, s, r)) {
+            rc = -1;  /* damaged: the mutex path rebuilds */
+        } else if (expired(rd(r, F_EXPIRES), now)) {
+            rc = (c->p.options & UWC_OPT_LAZY) ? -1 : UWC_NOTFOUND;
+        } else {
+            uint64_t vs = rd(r, F_VALSIZE);
+            rc = UWC_OK;
+            if (alloc) {
+                uint8_t *dst = alloc(ctx, vs);
+                if (!dst) rc = UWC_ENOMEM;
+                else memcpy(dst, c->data + rd(r, F_FIRST) * c->p.block_size, vs);
+            }
+            if (expires_out) *expires_out = rd(r, F_EXPIRES);
+        }
+    }
+    stripe_alone_unlock(c, stripe);
+    return rc;
 }
 
 int uwc_get(uwc_cache *c, const uint8_t *key, uint64_t klen, uint64_t now,
@@ -888,8 +1290,14 @@ int uwc_get(uwc_cache *c, const uint8_t *key, uint64_t klen, uint64_t now,
             if (rc == UWC_OK || rc == UWC_NOTFOUND) count(counters, rc == UWC_OK);
             return rc;
         }
-        /* Writers kept us out (or a holder died): fall back to the mutex. A buffer
-         * allocated above is reused by the binding's allocator. */
+        /* Writers kept us out: wait for the key's stripe (spin, then sleep), not for the
+         * header mutex, so a long housekeeping job elsewhere does not hold us up. A stripe
+         * a holder died in, or an expired key to delete, takes the header mutex path. */
+        int rc = get_stripe_locked(c, key, klen, h, now, alloc, ctx, expires_out);
+        if (rc != -1) {
+            if (rc == UWC_OK || rc == UWC_NOTFOUND) count(counters, rc == UWC_OK);
+            return rc;
+        }
     }
     int rc = uwc_lock(c);
     if (rc) return rc;
@@ -984,8 +1392,10 @@ int uwc_keys(uwc_cache *c, uint64_t now, uwc_keybuf *out) {
         uint64_t s = c->buckets[2 * (b)], steps = 0;
         while (s && s < c->p.max_items && steps++ < c->p.max_items) {
             const uint8_t *r = SLOT(c, s);
-            if (!expired(rd(r, F_EXPIRES), now)) {
-                rc = keybuf_add(out, r + F_KEY, rd(r, F_KEYSIZE));
+            uint64_t ks = rd(r, F_KEYSIZE);
+            if (ks > c->p.key_size) { corrupt(c); break; }
+            if (ks && !expired(rd(r, F_EXPIRES), now)) {
+                rc = keybuf_add(out, r + F_KEY, ks);
                 if (rc) break;
             }
             s = rd(r, F_NEXT);
@@ -995,14 +1405,30 @@ int uwc_keys(uwc_cache *c, uint64_t now, uwc_keybuf *out) {
     return rc;
 }
 
+#define SWEEP_CHUNK 512  /* slots per hold of the lock: well under a millisecond */
+
+/* The sweeper works in chunks of slots and lets go of the header mutex (and every stripe)
+ * between them, so no get or set waits for a whole sweep. next_scan is cleared when the
+ * sweep starts (writers meanwhile lower it again for what they add) and lowered to the
+ * earliest expiry the sweep left behind when it ends. */
 int uwc_sweep(uwc_cache *c, uint64_t now, int force, uwc_keybuf *freed_keys, uint64_t *freed) {
     *freed = 0;
     uint64_t ns = __atomic_load_n(&c->h->next_scan, __ATOMIC_RELAXED);
     if (!force && (ns == 0 || ns > now)) return UWC_OK;
-    int rc = uwc_lock(c);
-    if (rc) return rc;
-    *freed = sweep_locked(c, now, freed_keys);
-    uwc_unlock(c);
+    uint64_t min_left = 0, n = c->p.max_items;
+    for (uint64_t from = 1; from < n; from += SWEEP_CHUNK) {
+        int rc = uwc_lock(c);
+        if (rc) return rc;
+        if (from == 1) c->h->next_scan = 0;
+        *freed += sweep_range(c, from, from + SWEEP_CHUNK < n ? from + SWEEP_CHUNK : n, now, freed_keys, &min_left, 1);
+        int waiters = 0;
+#ifdef __GLIBC__
+        waiters = (__atomic_load_n(&c->h->lock.__data.__lock, __ATOMIC_RELAXED) & (int)0x80000000) != 0;
+#endif
+        if (from + SWEEP_CHUNK >= n) lower_next_scan(c, min_left);
+        uwc_unlock(c);
+        if (waiters) sched_yield();  /* let the woken waiter in before our next chunk */
+    }
     return UWC_OK;
 }
 
@@ -1048,7 +1474,9 @@ uwc_counter_slot *uwc_counter_claim(uwc_cache *c, int32_t pid) {
                 c->h->retired_hits += cs->hits;
                 c->h->retired_miss += cs->miss;
                 c->h->retired_writes += cs->writes;
+                c->h->bytes_used += (uint64_t)cs->bytes_delta;
                 cs->hits = cs->miss = cs->writes = 0;
+                cs->bytes_delta = 0;
                 __atomic_store_n(&cs->pid, pid, __ATOMIC_RELEASE);
                 uwc_unlock(c);
                 return cs;
@@ -1065,56 +1493,70 @@ void uwc_counter_release(uwc_cache *c, uwc_counter_slot *cs) {
     c->h->retired_hits += cs->hits;
     c->h->retired_miss += cs->miss;
     c->h->retired_writes += cs->writes;
+    c->h->bytes_used += (uint64_t)cs->bytes_delta;
     cs->hits = cs->miss = cs->writes = 0;
+    cs->bytes_delta = 0;
     __atomic_store_n(&cs->pid, 0, __ATOMIC_RELEASE);
     uwc_unlock(c);
 }
 
 /* ---- stats ---- */
 
+/* Stats take no lock: they come from counters every write keeps (items, bytes, blocks, hits)
+ * and, for what no counter can know (how many items have expired by now, the longest free
+ * run of the bitmap), from a read-only pass over the records or the bitmap that nobody
+ * waits for. Those two are approximate while writes go on. */
 int uwc_stats_read(uwc_cache *c, uint64_t now, uwc_stats *st) {
     memset(st, 0, sizeof *st);
-    int rc = uwc_lock(c);
-    if (rc) return rc;
     uwc_header *h = c->h;
-    st->items = h->n_items;
-    st->hits = h->retired_hits;
-    st->miss = h->retired_miss;
-    st->writes = h->retired_writes;
+#define LD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+    st->items = LD(h->n_items);
+    st->hits = LD(h->retired_hits);
+    st->miss = LD(h->retired_miss);
+    st->writes = LD(h->retired_writes);
+    uint64_t bytes = LD(h->bytes_used);
     for (int i = 0; i < UWC_COUNTER_SLOTS; i++) {
-        st->hits += __atomic_load_n(&h->counters[i].hits, __ATOMIC_RELAXED);
-        st->miss += __atomic_load_n(&h->counters[i].miss, __ATOMIC_RELAXED);
-        st->writes += __atomic_load_n(&h->counters[i].writes, __ATOMIC_RELAXED);
+        st->hits += LD(h->counters[i].hits);
+        st->miss += LD(h->counters[i].miss);
+        st->writes += LD(h->counters[i].writes);
+        bytes += (uint64_t)LD(h->counters[i].bytes_delta);
     }
-    st->full = h->full;
-    st->last_modified_at = h->last_modified_at;
-    st->evictions = h->evictions;
-    st->expired_freed = h->expired_freed;
-    st->repairs = h->repairs;
-    st->next_scan = h->next_scan;
-    for (unsigned i = 0; i < UWC_SEQ_STRIPES; i++) st->odd_stripes += h->seqs[i].v & 1;
-    st->stripe_takeovers = h->stripe_takeovers;
-    st->sweeper_pid = h->sweeper_pid;
-    st->sweeper_lease_until = h->sweeper_lease_until;
-    for (uint64_t s = 1; s < c->p.max_items; s++) {
-        const uint8_t *r = SLOT(c, s);
-        if (!rd(r, F_KEYSIZE)) continue;
-        uint64_t vs = rd(r, F_VALSIZE);
-        st->bytes_used += vs;
-        st->blocks_used += is_bitmap(c) ? blocks_for(c, vs) : 1;
-        if (expired(rd(r, F_EXPIRES), now)) st->expired_pending++;
+    st->bytes_used = bytes;
+    st->blocks_used = is_bitmap(c) ? LD(h->blocks_used) : st->items;
+    st->full = LD(h->full);
+    st->last_modified_at = LD(h->last_modified_at);
+    st->evictions = LD(h->evictions);
+    st->expired_freed = LD(h->expired_freed);
+    st->repairs = LD(h->repairs);
+    st->next_scan = LD(h->next_scan);
+    for (unsigned i = 0; i < UWC_SEQ_STRIPES; i++) st->odd_stripes += LD(h->seqs[i].v) & 1;
+    st->stripe_takeovers = LD(h->stripe_takeovers);
+    st->sweeper_pid = LD(h->sweeper_pid);
+    st->sweeper_lease_until = LD(h->sweeper_lease_until);
+#undef LD
+    uint64_t ns = st->next_scan;
+    if (ns && ns <= now) {  /* something may have expired: count without the lock */
+        for (uint64_t s = 1; s < c->p.max_items; s++) {
+            const uint8_t *r = SLOT(c, s);
+            if (vrd(r, F_KEYSIZE) && expired(vrd(r, F_EXPIRES), now)) st->expired_pending++;
+        }
     }
     if (is_bitmap(c)) {
         uint64_t run = 0, best = 0;
-        for (uint64_t k = 0; k < c->p.blocks; k++) {
-            if (bm_used(c, k)) run = 0;
-            else if (++run > best) best = run;
+        const volatile uint8_t *bm = c->bitmap;
+        for (uint64_t j = 0; j < c->bitmap_bytes; j++) {
+            uint8_t byte = bm[j];
+            if (byte == 0) { run += 8; if (run > best) best = run; continue; }
+            if (byte == 0xFF) { run = 0; continue; }
+            for (unsigned bit = 0; bit < 8; bit++) {
+                if (byte & (0x80u >> bit)) run = 0;
+                else if (++run > best) best = run;
+            }
         }
         st->largest_free_run = best;
     } else {
-        st->largest_free_run = h->stack_top ? 1 : 0;
+        st->largest_free_run = free_slots(c) ? 1 : 0;
     }
-    uwc_unlock(c);
     return UWC_OK;
 }
 
@@ -1125,6 +1567,7 @@ static int item_valid(const uwc_cache *c, uint64_t s) {
     uint64_t ks = rd(r, F_KEYSIZE), vs = rd(r, F_VALSIZE), first = rd(r, F_FIRST);
     if (ks == 0 || ks > c->p.key_size) return 0;
     if (vs == 0 || vs > c->max_item_size) return 0;
+    if (rd(r, F_FLAGS) & UWC_REC_WRITING) return 0;  /* its writer died mid-copy */
     if (rd(r, F_HASH) != uwc_hash(c, r + F_KEY, ks)) return 0;
     if (is_bitmap(c)) {
         if (first >= c->p.blocks || first + blocks_for(c, vs) > c->p.blocks) return 0;
@@ -1138,7 +1581,38 @@ static void zero_item(uwc_cache *c, uint64_t s) {
     uint8_t *r = SLOT(c, s);
     wr(r, F_KEYSIZE, 0); wr(r, F_VALSIZE, 0); wr(r, F_HASH, 0);
     wr(r, F_PREV, 0); wr(r, F_NEXT, 0); wr(r, F_EXPIRES, 0);
-    wr(r, F_LRU_PREV, 0); wr(r, F_LRU_NEXT, 0);
+    wr(r, F_LRU_PREV, 0); wr(r, F_LRU_NEXT, 0); wr(r, F_FLAGS, 0);
+}
+
+/* Stripe i's mutex came back from a dead holder (we hold the header mutex and the stripe).
+ * Only a stripe-only overwrite (single-block, no LRU) holds a stripe without the header
+ * mutex and changes anything: the record it flagged, if any, may hold a torn value and is
+ * dropped. Anything else wrong in the stripe's chains asks for a full rebuild when the
+ * header mutex is let go. Inside rebuild() there is nothing to do. */
+static void stripe_fix(uwc_cache *c, unsigned i) {
+    uwc_seq_stripe *st = &c->h->seqs[i];
+    if (!c->rebuilding) {
+        uint64_t n = c->p.max_items, steps = 0;
+        for (uint64_t b = i; b < c->p.hash_size; b += UWC_SEQ_STRIPES) {
+            uint64_t s = c->buckets[2 * b];
+            while (s) {
+                if (!slot_ok(c, s) || ++steps > n) { corrupt(c); break; }
+                uint8_t *r = SLOT(c, s);
+                uint64_t next = rd(r, F_NEXT);
+                if (rd(r, F_FLAGS) & UWC_REC_WRITING) {
+                    if (!is_bitmap(c) && !is_lru(c) && rec_value_ok(c, s, r) && rd(r, F_KEYSIZE) &&
+                        rd(r, F_KEYSIZE) <= c->p.key_size) {
+                        delete_slot(c, s);  /* stripe i is already ours: no recursion */
+                        c->h->repairs++;
+                    } else {
+                        corrupt(c);
+                    }
+                }
+                s = next;
+            }
+        }
+    }
+    __atomic_store_n(&st->dirty, 0, __ATOMIC_RELAXED);
 }
 
 /* Rebuild hash chains, free stack, bitmap, LRU and counters from the item records,
@@ -1152,7 +1626,10 @@ static void rebuild(uwc_cache *c, uint64_t now, uint64_t *dropped, int cold) {
     /* a cold region's stripes may be odd from dead processes (even from another boot, whose
      * pids mean nothing now): free them; otherwise take them, from dead holders if need be */
     if (cold) normalize_stripes(c);
+    c->rebuilding = 1;
     touch_all(c);
+    c->rebuilding = 0;
+    c->h->rebuild_pending = 0;
     if (!live || !seen) {
         /* without scratch memory the only safe state is an empty cache */
         free(live); free(seen);
@@ -1163,6 +1640,8 @@ static void rebuild(uwc_cache *c, uint64_t now, uint64_t *dropped, int cold) {
         c->h->lru_head = c->h->lru_tail = 0;
         c->h->n_items = 0;
         c->h->next_scan = 0;
+        c->h->blocks_used = 0;
+        set_bytes_total(c, 0);
         *dropped = 0;
         return;
     }
@@ -1245,17 +1724,30 @@ static void rebuild(uwc_cache *c, uint64_t now, uint64_t *dropped, int cold) {
     free(orig_next);
     free(orig_prev);
 
-    /* free stack in ascending order: the next allocation takes the highest free slot */
+    /* free stack in ascending order: the next allocation takes the highest free slot (the
+     * free slots below the first live one are the stack's lazy bottom) */
+    uint64_t fresh = 0;
+    while (fresh + 1 < n && !live[fresh + 1]) fresh++;
     c->h->stack_top = 0;
-    uint64_t count = 0, min_exp = 0;
-    for (uint64_t s = 1; s < n; s++) {
+    c->h->stack_fresh = fresh;
+    uint64_t count = 0, min_exp = 0, bytes = 0, blocks = 0;
+    for (uint64_t s = fresh + 1; s < n; s++) {
         if (!live[s]) { stack_push(c, s); continue; }
+    }
+    for (uint64_t s = 1; s < n; s++) {
+        if (!live[s]) continue;
         count++;
-        uint64_t ex = rd(SLOT(c, s), F_EXPIRES);
+        const uint8_t *r = SLOT(c, s);
+        uint64_t ex = rd(r, F_EXPIRES), vs = rd(r, F_VALSIZE);
         if (ex && (min_exp == 0 || ex < min_exp)) min_exp = ex;
+        bytes += vs;
+        blocks += is_bitmap(c) ? blocks_for(c, vs) : 1;
     }
     c->h->n_items = count;
     c->h->next_scan = min_exp;
+    c->h->blocks_used = is_bitmap(c) ? blocks : 0;
+    set_bytes_total(c, bytes);
+    c->h->rebuild_pending = 0;
     if (c->h->bitmap_pos >= c->p.blocks) c->h->bitmap_pos = 0;
     free(live);
     free(seen);
@@ -1319,9 +1811,14 @@ int uwc_check(uwc_cache *c, char *msg, size_t msglen) {
     }
     CHECK(reached == live, "%llu live slots but %llu reachable from the table",
           (unsigned long long)live, (unsigned long long)reached);
-    CHECK(c->h->stack_top == n - 1 - live, "free stack holds %llu slots, expected %llu",
-          (unsigned long long)c->h->stack_top, (unsigned long long)(n - 1 - live));
-    for (uint64_t i = 0; i < c->h->stack_top; i++) {
+    uint64_t top = c->h->stack_top, fresh = c->h->stack_fresh;
+    CHECK(top < n && fresh < n && top + fresh == n - 1 - live, "free stack holds %llu + %llu slots, expected %llu",
+          (unsigned long long)top, (unsigned long long)fresh, (unsigned long long)(n - 1 - live));
+    for (uint64_t s = 1; s <= fresh; s++) {
+        CHECK(!seen[s], "slot %llu is live but below the free stack's fresh mark", (unsigned long long)s);
+        seen[s] = 2;
+    }
+    for (uint64_t i = 0; i < top; i++) {
         uint64_t s = c->stack[i];
         CHECK(s >= 1 && s < n && !seen[s], "free stack entry %llu is slot %llu (live or out of range)",
               (unsigned long long)i, (unsigned long long)s);
@@ -1393,11 +1890,13 @@ int uwc_create(uwc_cache *c, void *mem, uint64_t size, const uwc_params *p, cons
     strncpy(h->name, name, UWC_NAME_MAX);
     h->counters[UWC_COUNTER_SLOTS - 1].pid = SHARED_SLOT_PID;
     if (init_mutex(&h->lock)) return UWC_ELOCK;
+    for (unsigned i = 0; i < UWC_SEQ_STRIPES; i++)
+        if (init_mutex(&h->seqs[i].m)) return UWC_ELOCK;
     bind_handle(c, mem, size, p);
-    memset(c->items, 0, c->rec_size * p->max_items);
-    memset(c->buckets, 0, UWC_BUCKET_BYTES * p->hash_size);
+    /* items, buckets (slots and tags), stack and bitmap are zero already (see cache.h): no pass over them, and
+     * the free stack is the lazy "every slot fresh" */
     stack_reset(c);
-    if (is_bitmap(c)) bm_reset(c);
+    if (is_bitmap(c) && c->p.blocks % 8) c->bitmap[c->bitmap_bytes - 1] = (uint8_t)(0xFFu >> (c->p.blocks % 8));
     __atomic_store_n(&h->state, UWC_STATE_READY, __ATOMIC_RELEASE);
     return UWC_OK;
 }
@@ -1460,6 +1959,7 @@ int uwc_attach(uwc_cache *c, void *mem, uint64_t size, const uwc_params *expect,
 int uwc_recover(uwc_cache *c, uint64_t now, uint64_t *dropped) {
     if (init_mutex(&c->h->lock)) return UWC_ELOCK;
     memset(c->odd_mask, 0, sizeof c->odd_mask);
+    for (int i = 0; i < UWC_COUNTER_SLOTS; i++) c->h->counters[i].bytes_delta = 0;
     rebuild(c, now, dropped, 1);
     release_stripes(c);  /* nobody else is attached: no mutex to release */
     c->h->full = 0;
@@ -1536,9 +2036,9 @@ int uwc_import_image(uwc_cache *c, const uint8_t *src, uint64_t src_len, const u
 void uwc_debug_crash_in_lock(uwc_cache *c, int stage) {
     if (uwc_lock(c)) return;
     touch_all(c);
-    if (stage >= 1 && c->h->stack_top) {
+    uint64_t s;
+    if (stage >= 1 && (s = stack_pop(c)) != 0) {
         /* half an insert: a slot taken from the stack, key written, not linked, not counted */
-        uint64_t s = stack_pop(c);
         uint8_t *r = SLOT(c, s);
         wr(r, F_HASH, uwc_hash(c, (const uint8_t *)"half", 4));
         memcpy(r + F_KEY, "half", 4);
@@ -1563,6 +2063,8 @@ void uwc_debug_crash_in_lock(uwc_cache *c, int stage) {
 
 #define NEAR_SHARD_SHIFT 16
 #define NEAR_GEN_SHIFT 32
+/* 31 bits of the generation: the flags' top bit is UWC_REC_WRITING (torn-value flag) */
+#define NEAR_GEN_MASK 0x7FFFFFFFu
 
 static inline uint64_t near_fp(const uint8_t *key, uint64_t klen) {
     uint64_t fp = ((uint64_t)uwc_murmur2(key, klen) << 32) | uwc_djb33x(key, klen);
@@ -1624,7 +2126,8 @@ static inline int near_check(const uwc_cache *c, uint64_t flags, uint64_t now_ms
     uint32_t shard = (uint32_t)(flags >> NEAR_SHARD_SHIFT) & 0xFFu;
     if (shard >= UWC_NEAR_SHARDS) return UWC_NOTFOUND;
     if (!near_trusted(c, shard, now_ms)) return UWC_NEAR_UNTRUSTED;
-    if ((uint32_t)(flags >> NEAR_GEN_SHIFT) != __atomic_load_n(&c->h->near.gen[shard], __ATOMIC_ACQUIRE))
+    if (((uint32_t)(flags >> NEAR_GEN_SHIFT) & NEAR_GEN_MASK) !=
+        (__atomic_load_n(&c->h->near.gen[shard], __ATOMIC_ACQUIRE) & NEAR_GEN_MASK))
         return UWC_NOTFOUND;  /* filled before a reconnect or a flush */
     return UWC_OK;
 }
@@ -1642,6 +2145,8 @@ static int near_get_optimistic(uwc_cache *c, const uint8_t *key, uint64_t klen, 
         if (vrd(r, F_HASH) == h && vrd(r, F_KEYSIZE) == klen && memcmp(r + F_KEY, key, klen) == 0) {
             uint64_t vs = vrd(r, F_VALSIZE), first = vrd(r, F_FIRST), ex = vrd(r, F_EXPIRES);
             uint64_t flags = vrd(r, F_FLAGS);
+            /* a value being written (or left torn by a dead writer, whose stripe stays odd) */
+            if (flags & UWC_REC_WRITING) return -1;
             if (vs == 0 || vs > c->max_item_size || first >= c->p.blocks ||
                 first * c->p.block_size + vs > c->p.block_size * c->p.blocks)
                 return -1;
@@ -1664,7 +2169,7 @@ int uwc_near_get(uwc_cache *c, const uint8_t *key, uint64_t klen, uint64_t now, 
                  uwc_alloc_fn alloc, void *ctx, uwc_counter_slot *counters) {
     if (klen == 0) return UWC_EKEY_EMPTY;
     if (klen > c->p.key_size) return UWC_EKEY_LONG;
-    uint32_t h = uwc_hash(c, key, klen);
+    uint32_t h = key_hash(c, key, klen);
     int rc = -1;
     uint8_t *dst = NULL;
     uint64_t dst_len = 0;
@@ -1683,6 +2188,10 @@ int uwc_near_get(uwc_cache *c, const uint8_t *key, uint64_t klen, uint64_t now, 
         if (s) {
             uint8_t *r = SLOT(c, s);
             rc = expired(rd(r, F_EXPIRES), now) ? UWC_NOTFOUND : near_check(c, rd(r, F_FLAGS), now_ms);
+            if (rc == UWC_OK && !rec_value_ok(c, s, r)) {
+                corrupt(c);  /* rebuilt before the lock is let go */
+                rc = UWC_NOTFOUND;
+            }
             if (rc == UWC_OK) {
                 uint64_t vs = rd(r, F_VALSIZE);
                 uint8_t *d = alloc(ctx, vs);
@@ -1765,7 +2274,7 @@ int uwc_near_fill(uwc_cache *c, const uint8_t *key, uint64_t klen, uint32_t toke
     if (klen > c->p.key_size) return UWC_EKEY_LONG;
     if (shard >= UWC_NEAR_SHARDS) return UWC_EPARAMS;
     uint64_t fp = near_fp(key, klen);
-    uint32_t h = uwc_hash(c, key, klen);
+    uint32_t h = key_hash(c, key, klen);
     int rc = uwc_lock(c);
     if (rc) return rc;
     uwc_near_slot *l = near_find(c, fp);
@@ -1797,7 +2306,7 @@ int uwc_near_fill(uwc_cache *c, const uint8_t *key, uint64_t klen, uint32_t toke
         if (s) {
             uint64_t flags = (rd(SLOT(c, s), F_FLAGS) & UWC_F_STORED_MASK) | UWC_NEAR_MARK |
                              ((uint64_t)shard << NEAR_SHARD_SHIFT) |
-                             ((uint64_t)c->h->near.gen[shard] << NEAR_GEN_SHIFT);
+                             ((uint64_t)(c->h->near.gen[shard] & NEAR_GEN_MASK) << NEAR_GEN_SHIFT);
             wr(SLOT(c, s), F_FLAGS, flags);
         }
         if (c->p.options & UWC_OPT_LASTMOD) c->h->last_modified_at = now;
@@ -1823,7 +2332,7 @@ int uwc_near_invalidate(uwc_cache *c, const uint8_t *keys, uint64_t keys_len, ui
         if (kl == 0 || kl > c->p.key_size) continue;
         uwc_near_slot *l = near_find(c, near_fp(k, kl));
         if (l) near_drop(c, l);
-        uint32_t h = uwc_hash(c, k, kl);
+        uint32_t h = key_hash(c, k, kl);
         touch_hash(c, h);
         uint64_t s = lookup_locked(c, k, kl, h);
         if (s) {
@@ -1863,6 +2372,19 @@ void uwc_near_reset(uwc_cache *c) {
         c->h->near.deadline_ms[i] = 0;
         c->h->near.gen[i]++;
     }
+}
+
+/* ---- test hook: hold the header mutex for a while (stats and gets must not wait) ---- */
+
+int uwc_debug_hold_lock(uwc_cache *c, unsigned ms, int stripes) {
+    int rc = uwc_lock(c);
+    if (rc) return rc;
+    if (stripes) touch_all(c);
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
+    }
+    uwc_unlock(c);
+    return UWC_OK;
 }
 
 /* ==================================================================================

@@ -4,11 +4,17 @@
  * shared mapping and works inside it. Item records use uWSGI's exact layout (88-byte
  * record header + key buffer) so dumps and store translation stay byte-compatible.
  *
- * Concurrency: writers take one robust, process-shared mutex in the header and bump a
- * sequence counter (odd while inside) around structural changes. Readers of caches
- * without LRU look up and copy optimistically, without writing shared memory, and
- * validate the counter afterwards. A process that dies holding the mutex is detected by
- * the next locker (EOWNERDEAD), which rebuilds every derived structure from the items.
+ * Concurrency: structural changes take one robust, process-shared mutex in the header.
+ * The hash buckets are split into stripes; each stripe has its own robust mutex and a
+ * sequence counter (odd while a writer is inside) on one cache line. Every writer of a
+ * stripe's buckets, records or values holds that stripe's mutex (the header mutex holder
+ * takes the stripes it touches; an overwrite of an existing key takes only its stripe).
+ * Readers of caches without LRU look up and copy optimistically, without writing shared
+ * memory, and validate the counter afterwards; after a few torn tries they take the
+ * stripe's mutex. Robust mutexes are released by the kernel when their holder dies (even
+ * an unreaped zombie, even in another PID namespace): the next locker gets EOWNERDEAD and
+ * repairs what the dead holder covered (the whole structure for the header mutex, the
+ * half-written record for a stripe). Waiters spin briefly, then sleep in the kernel.
  */
 #ifndef UWCACHE_ENGINE_CACHE_H
 #define UWCACHE_ENGINE_CACHE_H
@@ -18,7 +24,9 @@
 #include <pthread.h>
 
 #define UWC_MAGIC "UWCACHE"          /* 8 bytes with the NUL */
-#define UWC_FORMAT_VERSION 4u  /* 2: 32-bit hash table and free stack; 3: near-cache state at the header end; 4: a hash tag beside each chain head */
+#define UWC_FORMAT_VERSION 5u  /* 2: 32-bit hash table and free stack; 3: near-cache state at the
+                                  * header end; 4: a hash tag beside each chain head; 5: a robust
+                                  * mutex per stripe, lazy free stack, byte/block counters */
 #define UWC_HEADER_SIZE 32768u
 #define UWC_ITEM_HEADER 88u
 /* A hash-table bucket: the chain head's slot, then its tag (UWC_TAG_*), 4 bytes each. */
@@ -86,6 +94,11 @@ enum uwc_status {
 #define UWC_F_STORED_MASK 0x3FFu
 /* ours, never stored: math requires an existing value of exactly 8 bytes */
 #define UWC_F_STRICT_MATH 0x10000u
+/* ours, never stored, a test hook: the value copy of this write copies half and SIGKILLs */
+#define UWC_F_DEBUG_CRASH_COPY 0x20000u
+/* ours, in a record's flags only while its value is being written (under its stripe): a
+ * record left with it by a dead writer may hold a torn value and is dropped by repair */
+#define UWC_REC_WRITING   0x8000000000000000ull
 
 /* Events a write may report back so the binding can log (outside the lock). */
 #define UWC_EV_FULL    0x1u   /* no room, the write failed or something had to be evicted */
@@ -98,16 +111,17 @@ typedef struct uwc_counter_slot {
     uint64_t hits;
     uint64_t miss;
     uint64_t writes;
-    uint8_t pad[32];
+    int64_t bytes_delta;   /* value bytes this process's stripe-only overwrites added */
+    uint8_t pad[24];
 } uwc_counter_slot;
 
-/* One sequence counter per stripe of hash buckets, each on its own cache line: a write
- * only disturbs the readers of the buckets it touches. */
+/* One stripe of hash buckets: its sequence counter and its robust mutex on one cache
+ * line, so a write only disturbs the readers and writers of the buckets it touches. */
 typedef struct uwc_seq_stripe {
-    _Alignas(64) uint64_t v;   /* odd while held: by the mutex holder, or by an overwrite */
-    int32_t owner;             /* pid of the holder, to recover from one that died */
+    _Alignas(64) uint64_t v;   /* odd while a writer holds the stripe (or one died in it) */
+    uint32_t dirty;            /* a holder died inside: repair before anything trusts it */
     uint32_t pad0;
-    uint8_t pad[48];
+    pthread_mutex_t m;         /* robust, process-shared: the kernel frees it if we die */
 } uwc_seq_stripe;
 
 /* ---- near cache (issue 11): state of the L1 in front of Redis, kept at the header's end ----
@@ -156,13 +170,17 @@ typedef struct uwc_header {
     uint64_t next_scan;         /* earliest known expiry, 0 = nothing to sweep */
     uint64_t bitmap_pos;        /* first-fit hint */
     uint64_t last_modified_at;
-    uint64_t stack_top;
+    uint64_t stack_top;         /* explicit free-stack entries (above the fresh ones) */
+    uint64_t stack_fresh;       /* slots 1..stack_fresh are free and sit below the stack */
+    uint64_t bytes_used;        /* value bytes (plus the per-process deltas in counters) */
+    uint64_t blocks_used;       /* bitmap mode: blocks held by items */
+    uint64_t rebuild_pending;   /* a bounds check failed: rebuild before the lock is let go */
     uint64_t evictions;
     uint64_t expired_freed;
     uint64_t repairs;
     uint64_t writes;
     uint64_t last_full_at;      /* for "full" events per second in monitors */
-    uint64_t stripe_takeovers;  /* stripes taken back from a dead (or stuck) holder */
+    uint64_t stripe_takeovers;  /* stripes whose holder died, recovered (EOWNERDEAD) */
     uint64_t sweep_on_full_next;
 
     _Alignas(64) int32_t sweeper_pid;
@@ -201,6 +219,7 @@ typedef struct uwc_cache {
     uint64_t bitmap_bytes;
     uint64_t hash_mask;   /* hash_size - 1 when it is a power of two, else 0 (use %) */
     uint64_t odd_mask[UWC_SEQ_STRIPES / 64];  /* stripes this lock holder made odd */
+    int rebuilding;       /* inside rebuild(): stripes from dead holders need no own repair */
 } uwc_cache;
 
 typedef struct uwc_write {
@@ -221,8 +240,9 @@ typedef struct uwc_write {
 typedef struct uwc_stats {
     uint64_t items, hits, miss, full, last_modified_at;
     uint64_t evictions, expired_freed, repairs, writes, next_scan;
-    uint64_t blocks_used, bytes_used, expired_pending;
-    uint64_t largest_free_run;   /* bitmap mode: longest run of free blocks */
+    uint64_t blocks_used, bytes_used;  /* counters kept by every write */
+    uint64_t expired_pending;          /* counted without the lock: approximate under writes */
+    uint64_t largest_free_run;   /* bitmap mode: longest run of free blocks (read without the lock) */
     uint64_t odd_stripes;
     uint64_t stripe_takeovers;
     int32_t sweeper_pid;
@@ -247,7 +267,9 @@ uint64_t uwc_wyhash64(const uint8_t *key, uint64_t len, uint64_t seed, const uin
 int uwc_params_check(const uwc_params *p, const char **why);
 int uwc_region_size(const uwc_params *p, uint64_t *size);
 
-/* lifecycle: create a fresh region, attach to a live one, or recover a cold one */
+/* lifecycle: create a fresh region, attach to a live one, or recover a cold one.
+ * uwc_create expects `mem` to be zero-filled past the header (a freshly truncated or
+ * fallocated file is): it writes only the header, so creating a large cache is fast. */
 int uwc_create(uwc_cache *c, void *mem, uint64_t size, const uwc_params *p, const char *name, uint64_t now);
 int uwc_attach(uwc_cache *c, void *mem, uint64_t size, const uwc_params *expect, const char **why);
 int uwc_recover(uwc_cache *c, uint64_t now, uint64_t *dropped);
@@ -295,6 +317,8 @@ void uwc_counter_release(uwc_cache *c, uwc_counter_slot *slot);
 int uwc_lock(uwc_cache *c);
 void uwc_unlock(uwc_cache *c);
 void uwc_debug_crash_in_lock(uwc_cache *c, int stage);
+/* test hook: hold the header mutex (and every stripe if `stripes`) for `ms` milliseconds */
+int uwc_debug_hold_lock(uwc_cache *c, unsigned ms, int stripes);
 
 void uwc_keybuf_free(uwc_keybuf *kb);
 

@@ -151,3 +151,30 @@ def test_format_version_has_near_state():
     from uwcache import _engine
 
     assert _engine.HEADER_SIZE == 32768
+
+
+def test_a_near_fill_overwritten_by_a_writer_that_dies_mid_copy_is_never_served_torn(cache):
+    # format 5 (robust stripes): the dead writer leaves the record flagged UWC_REC_WRITING and
+    # its stripe odd; a near read must give the old value, the new one or nothing, never a mix
+    import signal
+
+    old, new = b"A" * 200, b"B" * 200
+    for round_ in range(5):
+        assert cache._near_fill(b"n:k", lease(cache, b"n:k"), old, 30, 0) == 0
+        assert cache._near_peek(b"n:k") == old
+        pid = os.fork()
+        if pid == 0:
+            cache._debug_crash_mid_write(b"n:k", new)
+            os._exit(3)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+        got = cache._near_peek(b"n:k")
+        assert got in (None, old, new), f"round {round_}: a torn near value was served"
+        assert cache.check() is None
+        cache.delete(b"n:k")
+
+
+def test_format_version_has_the_lock_redesign():
+    from uwcache import _engine
+
+    assert _engine.FORMAT_VERSION >= 5  # 5: robust stripe mutexes, lazy free stack, byte/block counters

@@ -307,6 +307,11 @@ static PyObject *raise_status(CacheObject *self, int rc, Py_ssize_t klen, Py_ssi
     case UWC_ELOCK:
         PyErr_Format(ErrCache, "the lock of cache '%s' is unusable (not recoverable)", cname(self));
         break;
+    case UWC_ECORRUPT:
+        PyErr_Format(ErrCorruptStore,
+                     "cache '%s' was found damaged during this operation and has been rebuilt; retry it",
+                     cname(self));
+        break;
     default:
         PyErr_Format(ErrCache, "cache '%s': engine error %d", cname(self), rc);
     }
@@ -1090,6 +1095,51 @@ static PyObject *Cache_debug_crash_in_lock(CacheObject *self, PyObject *arg) {
     Py_RETURN_NONE;  /* not reached */
 }
 
+static PyObject *Cache_debug_crash_mid_write(CacheObject *self, PyObject *args) {
+    /* _debug_crash_mid_write(key, value): set, but die (SIGKILL) halfway through the value copy */
+    Py_buffer k, v;
+    if (check_open(self) || !PyArg_ParseTuple(args, "y*y*:_debug_crash_mid_write", &k, &v)) return NULL;
+    uwc_write w = {0};
+    w.key = k.buf;
+    w.key_len = (uint64_t)k.len;
+    w.value = v.buf;
+    w.value_len = (uint64_t)v.len;
+    w.flags = UWC_F_UPDATE | UWC_F_DEBUG_CRASH_COPY;
+    w.now = now_s();
+    int rc = uwc_set(&self->c, &w);
+    PyBuffer_Release(&k);
+    PyBuffer_Release(&v);
+    if (rc) return raise_status(self, rc, 0, 0);
+    Py_RETURN_NONE;  /* only reached when nothing was copied */
+}
+
+static PyObject *Cache_debug_hold_lock(CacheObject *self, PyObject *args) {
+    /* _debug_hold_lock(ms, stripes=False): hold the header mutex (and every stripe) for ms */
+    unsigned int ms;
+    int stripes = 0;
+    if (check_open(self) || !PyArg_ParseTuple(args, "I|p:_debug_hold_lock", &ms, &stripes)) return NULL;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = uwc_debug_hold_lock(&self->c, ms, stripes);
+    Py_END_ALLOW_THREADS
+    if (rc) return raise_status(self, rc, 0, 0);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Cache_debug_layout(CacheObject *self, PyObject *unused) {
+    /* _debug_layout() -> {area: (offset, length)} of the region, for fault-injection tests */
+    if (check_open(self)) return NULL;
+    const uwc_cache *c = &self->c;
+    size_t cnt_off = offsetof(uwc_header, n_items), cnt_end = offsetof(uwc_header, sweeper_pid);
+    return Py_BuildValue(
+        "{s(KK)s(KK)s(KK)s(KK)s(KK)}", "counters", (unsigned long long)cnt_off,
+        (unsigned long long)(cnt_end - cnt_off), "items", (unsigned long long)(c->items - c->base),
+        (unsigned long long)(c->rec_size * c->p.max_items), "table", (unsigned long long)((uint8_t *)c->buckets - c->base),
+        (unsigned long long)(UWC_BUCKET_BYTES * c->p.hash_size), "stack", (unsigned long long)((uint8_t *)c->stack - c->base),
+        (unsigned long long)(4 * c->p.max_items), "bitmap",
+        (unsigned long long)(c->bitmap ? (uint64_t)(c->bitmap - c->base) : 0ull), (unsigned long long)c->bitmap_bytes);
+}
+
 static PyObject *Cache_net_counter(CacheObject *self, PyObject *args) {
     /* _net_counter(index, add=0) -> value after adding: replication counters shared by every process */
     int idx;
@@ -1585,6 +1635,9 @@ static PyMethodDef Cache_methods[] = {
     {"_export_image", (PyCFunction)Cache_export_image, METH_NOARGS, NULL},
     {"_import_image", (PyCFunction)Cache_import_image, METH_VARARGS, NULL},
     {"_debug_crash_in_lock", (PyCFunction)Cache_debug_crash_in_lock, METH_O, NULL},
+    {"_debug_crash_mid_write", (PyCFunction)Cache_debug_crash_mid_write, METH_VARARGS, NULL},
+    {"_debug_hold_lock", (PyCFunction)Cache_debug_hold_lock, METH_VARARGS, NULL},
+    {"_debug_layout", (PyCFunction)Cache_debug_layout, METH_NOARGS, NULL},
     {"_net_counter", (PyCFunction)Cache_net_counter, METH_VARARGS, NULL},
     NEAR_METHODS
     {NULL},

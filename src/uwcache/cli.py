@@ -580,32 +580,52 @@ def region_users(path: str) -> List[int]:
 
 
 def cmd_drop(args: argparse.Namespace) -> int:
+    from . import _fs
+    from .cache import current_path, generations
+
     namespace = resolve_namespace(args.namespace)
     names = _require_namespace(namespace)
     if args.cache not in names:
         raise _unknown_cache(args.cache, namespace, names)
     entry = region_path(args.cache, namespace)
-    store = os.path.realpath(entry) if os.path.islink(entry) else None
+    target = current_path(args.cache, namespace)
+    regions = [g["path"] for g in generations(args.cache, namespace)]
+    store = target if target is not None and target not in regions else None
+    held: List[int] = []
     try:
-        fd = os.open(entry, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
-    except OSError as exc:
-        raise CLIError(f"cannot open {entry}: {exc.strerror}") from None
-    try:
-        # every attached process holds a shared flock (see cache.py); the opener lock keeps a
-        # new one from attaching while we look and unlink
-        fcntl.lockf(fd, fcntl.LOCK_EX, 1, 0)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pids = region_users(entry)
+        busy: List[str] = []
+        size = 0
+        for path in regions + ([store] if store else []):
+            try:
+                fd = _fs.open_private_path(path, os.O_RDWR, what="the cache's region")
+            except FileNotFoundError:
+                continue
+            held.append(fd)
+            # every attached process holds a shared flock (see cache.py); the opener lock keeps
+            # a new one from attaching while we look and unlink
+            fcntl.lockf(fd, fcntl.LOCK_EX, 1, 0)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                busy.append(path)
+                continue
+            if path != store:
+                size += os.fstat(fd).st_size
+        if busy:
+            pids = sorted({pid for path in busy for pid in region_users(path)})
             who = (f"PID{'s' if len(pids) > 1 else ''} {', '.join(map(str, pids))}" if pids
                    else "processes this user cannot see (another user, or another PID namespace)")
             them = "it" if len(pids) == 1 else "them"
             raise CLIError(f"cache {args.cache!r} is in use by {who}: stop {them} first (its memory was not removed)")
-        size = os.fstat(fd).st_size
-        os.unlink(entry)
+        for path in regions:
+            os.unlink(path)
+        try:
+            os.unlink(entry)
+        except FileNotFoundError:
+            pass
     finally:
-        os.close(fd)
+        for fd in held:
+            os.close(fd)
     if store:
         print(f'dropped cache "{args.cache}" from namespace "{namespace}"; its store file {store} is kept')
     else:

@@ -40,7 +40,7 @@ from cachelib.base import BaseCache
 from cachelib.serializers import SimpleSerializer
 
 from ..cache import Cache
-from ..errors import CacheFull, KeyTooLong, ValueTooLarge
+from ..errors import CacheError, CacheFull, KeyTooLong, ValueTooLarge
 from ..failsafe import FAILURES, FailurePolicy
 from ..lazy import LazyCache
 from ..serializers import MISS, Codec, add_to_counter, engine_expires
@@ -170,7 +170,9 @@ class UWCache(BaseCache):
         made = [self._key(key) for key in keys]
         try:
             found = self.cache.get_many(made)
-        except KeyTooLong:  # such a key cannot be cached: it reads as None, the others normally
+        except (CacheError, OSError):
+            # a key too long reads as None and the others normally; a failing cache reads as
+            # misses, logged once: both through get(), key by key
             return [self.get(key) for key in keys]
         return [self._decode(found.get(k)) for k in made]
 
@@ -212,19 +214,19 @@ class UWCache(BaseCache):
     def set_many(self, mapping: Dict[str, Any], timeout: Timeout = None) -> List[Any]:
         expires = self._expires(timeout)
         made = {self._key(key): (key, self._codec.encode(value)) for key, value in mapping.items()}
-        cache = self.cache
         try:
+            cache = self.cache
             if expires is None:
                 cache.delete_many(made)
                 return list(mapping)
             full = cache.set_many({k: encoded for k, (_, encoded) in made.items()}, expires)
-        except (ValueTooLarge, CacheFull, KeyTooLong):
-            # one bad entry raises for the whole batch before anything is written: store one
-            # by one so that only that key fails
+        except (CacheError, OSError):
+            # one bad entry raises for the whole batch before anything is written (and a failing
+            # cache raises too): store one by one, so that only that key fails, logged once
             return [key for key, value in mapping.items() if self.set(key, value, timeout)]
         if full:
             cache.delete_many(full)  # never leave a stale value behind a failed set
-            log.warning("uwcache: %d values not cached, the cache is full", len(full))
+            self.failure_policy.warn("CacheFull", "uwcache: %d values not cached, the cache is full", len(full))
         failed = set(full)
         return [key for k, (key, _) in made.items() if k not in failed]
 
@@ -232,7 +234,7 @@ class UWCache(BaseCache):
         made = [self._key(key) for key in keys]
         try:
             self.cache.delete_many(made)
-        except KeyTooLong:  # such a key cannot be in the cache: delete the others one by one
+        except (CacheError, OSError):  # a key too long, or a failing cache: one by one, guarded
             for key in keys:
                 self.delete(key)
         return list(keys)  # every key is absent afterwards: all count as deleted (cachelib)

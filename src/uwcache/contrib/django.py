@@ -261,7 +261,7 @@ class UWCache(BaseCache):
             return [key for k, (key, encoded) in made.items() if not self._write(cache, k, encoded, expires)]
         if full:
             cache.delete_many(full)  # never leave the previous value behind a failed set
-            log.warning("uwcache: %d values not cached, cache %r is full", len(full), self._cache.name)
+            self.failure_policy.warn("CacheFull", "uwcache: %d values not cached, cache %r is full", len(full), self._cache.name)
         return [made[k][0] for k in full]
 
     @_guarded(_constant(None))
