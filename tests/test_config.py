@@ -149,7 +149,7 @@ def test_secret_is_not_in_repr() -> None:
         ({"block_count": 20}, "mode_bitmap is off"),
         ({"block_count": 5, "mode_bitmap": True}, "block_count"),
         ({"udp_clients": "host"}, "udp_clients"),
-        ({"udp_clients": ":3031"}, "empty host"),
+        ({"udp_clients": "[]:3031"}, "empty IPv6 host"),  # ":3031" is 127.0.0.1:3031 (uwcache.address)
         ({"udp_clients": "h:0"}, "invalid port"),
         ({"udp_clients": "h:65536"}, "invalid port"),
         ({"udp_clients": "h:x"}, "invalid port"),

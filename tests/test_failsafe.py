@@ -27,7 +27,7 @@ from uwcache.contrib.cachelib import UWCache as CachelibCache  # noqa: E402
 from uwcache.contrib.django import UWCache as DjangoCache  # noqa: E402
 from uwcache.memoize import memoize  # noqa: E402
 
-memoize_module = sys.modules["uwcache.memoize"]  # uwcache.memoize is also the decorator's name
+import uwcache.lazy as lazy_module  # noqa: E402  (LazyCache opens every layer's cache)
 
 GEOMETRY = {"max_items": 20, "block_size": 256, "key_size": 64, "hash_size": 16}
 
@@ -52,10 +52,10 @@ INJECTIONS = {"closed": "closed", "region-mismatch": "mismatch"}
 def broken(request, monkeypatch):
     """Every cache the layers open in this test fails: closed, or refused by the opener."""
     if INJECTIONS[request.param] == "closed":
-        monkeypatch.setattr(memoize_module, "open_cache", closed_opener(memoize_module.open_cache))
-        monkeypatch.setattr(memoize_module, "attach", closed_opener(memoize_module.attach))
+        monkeypatch.setattr(lazy_module, "open_cache", closed_opener(lazy_module.open_cache))
+        monkeypatch.setattr(lazy_module, "attach", closed_opener(lazy_module.attach))
         return uwcache.CacheClosed
-    monkeypatch.setattr(memoize_module, "open_cache", mismatch_opener)
+    monkeypatch.setattr(lazy_module, "open_cache", mismatch_opener)
     return uwcache.RegionMismatch
 
 

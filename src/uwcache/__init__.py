@@ -35,7 +35,8 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (type che
 if TYPE_CHECKING:  # type checkers see the real names; at run time they are imported lazily
     from .cache import Cache, attach, import_uwsgi_store, list_caches, open_cache
     from .config import CacheOptions, Caching, PreloadFile, PreloadItem, format_cache2, parse_cache2
-    from .memoize import LazyCache, memoize
+    from .lazy import LazyCache
+    from .memoize import memoize
     from .node import Node
     from .remote import RemoteCache, RemoteError, RemoteUnavailable
     from .uwsgi import install_uwsgi_module
@@ -56,7 +57,7 @@ _LAZY = {
     "list_caches": "cache",
     "open_cache": "cache",
     "Node": "node",
-    "LazyCache": "memoize",
+    "LazyCache": "lazy",
     "RemoteCache": "remote",
     "RemoteError": "remote",
     "RemoteUnavailable": "remote",

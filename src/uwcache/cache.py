@@ -35,6 +35,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from . import _engine, _fs
 from .config import CacheOptions, cache_options
+from .counters import near_stats, net_stats
 from .config import _resolve_namespace as resolve_namespace
 from .errors import CacheError, CorruptStore, RegionMismatch, SharedMemoryFull, UnknownCache
 
@@ -384,12 +385,17 @@ def _options_from_header(name: str, header: Dict[str, Any]) -> CacheOptions:
     )
 
 
-def _log_full(name: str, evicted: bool) -> None:
-    # uWSGI's wording, so log scrapers keep working; rate-limited by the engine binding
+def full_warning(name: str, evicted: bool) -> str:
+    """uWSGI's "cache full" wording, so log scrapers keep working (the engine's writes and
+    ``uwcache run``'s watch of other processes' writes both log it)."""
     if evicted:
-        log.warning('LRU item will be purged from cache "%s"', name)
-    else:
-        log.warning('*** DANGER cache "%s" is FULL !!! ***', name)
+        return f'LRU item will be purged from cache "{name}"'
+    return f'*** DANGER cache "{name}" is FULL !!! ***'
+
+
+def _log_full(name: str, evicted: bool) -> None:
+    # rate-limited by the engine binding
+    log.warning("%s", full_warning(name, evicted))
 
 
 class Cache(_engine.CacheBase):
@@ -457,12 +463,8 @@ class Cache(_engine.CacheBase):
             sweeper_pid=raw["sweeper_pid"],
             path=self.path,
         )
-        from .net.counters import net_stats  # the network layer, only when asked
-
         stats.update(net_stats(self))
         if os.path.exists(region_path(self.name, self.namespace) + ".near.json"):  # near cache (issue 11)
-            from .near import near_stats
-
             stats["near"] = near_stats(self)
         return stats
 
@@ -526,12 +528,13 @@ def _space_problem(name: str, size: int, directory: str, free: int, *, store: bo
             "(max_items, block_size, block_count)")
 
 
-def _human(n: int) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return str(n)
+def _human(n: float) -> str:
+    """1536 -> '1.5 KiB' (the CLI's and the node's sizes too)."""
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{int(n)} bytes" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)  # pragma: no cover
 
 
 def _reserve(fd: int, path: str, name: str, size: int, reclaimed: int, store: bool) -> None:

@@ -27,11 +27,13 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import __version__
-from .cache import Cache, attach, list_caches, namespace_dir, region_path, shm_dir
+from .cache import Cache, _human, attach, list_caches, namespace_dir, region_path, shm_dir
 from .config import Caching, cache_options, format_cache2
 from .config import _resolve_namespace as resolve_namespace
-from .errors import CacheError, ConfigError, NotAnInteger, UnknownCache
-from .net.stats import NamespaceStats, StatsServer, parse_address, prometheus_text, stats_json
+from .errors import CacheError, CLIError, ConfigError, NotAnInteger, UnknownCache
+from .net.stats import parse_address
+from .node import FullWatch, describe_cache
+from .stats import NamespaceStats, prometheus_text, stats_json
 
 log = logging.getLogger("uwcache")
 
@@ -51,26 +53,9 @@ UWSGI_RUN_OPTIONS = {
 UWSGI_RUN_FLAGS = ("--cache-report-freed-items", "--cache-no-expire")
 
 
-class CLIError(Exception):
-    """A failure to report as ``uwcache: error: <message>`` with a non-zero exit code."""
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
-
-
 # --------------------------------------------------------------------------------------------
 # Small helpers
 # --------------------------------------------------------------------------------------------
-
-
-def _human(n: float) -> str:
-    """1536 -> '1.5 KiB'."""
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{int(n)} bytes" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)  # pragma: no cover
 
 
 def _arg_bytes(text: str) -> bytes:
@@ -298,57 +283,6 @@ def _setup_logging(level: int, fmt: str) -> None:
     log.propagate = False
 
 
-def _describe_cache(cache: Cache, caching: Caching) -> str:
-    o = cache.options
-    if o.mode_bitmap:
-        layout = f"values up to {_human(o.max_item_size)} (bitmap: {o.blocks} blocks of {_human(o.block_size)})"
-    else:
-        layout = f"values up to {_human(o.block_size)} (one block each)"
-    if caching.no_expire or o.no_expire:
-        expiry = "not swept (no_expire): freed when a write needs the room"
-    else:
-        expiry = f"swept every {caching.expire_scan_interval} s"
-    extras = [name for name, on in (("full_purge_lru", o.full_purge_lru), ("lazy_expire", o.lazy_expire),
-                                    ("clear_on_full", o.clear_on_full), ("full_silent", o.full_silent),
-                                    ("use_lastmod", o.use_lastmod)) if on]
-    if o.sweep_on_full:
-        extras.append(f"sweep_on_full={o.sweep_on_full}")
-    if o.store:
-        sync = f"msync every {o.store_sync_interval} s" if o.store_sync_interval else "flushed by the kernel"
-        where = f"persistent in {o.store} ({sync})"
-    else:
-        where = "memory only"
-    return (f'cache "{o.name}": {o.capacity} items, {layout}, keys up to {o.key_size} bytes, '
-            f"{o.hash_algo} hash with {o.hash_size} buckets, {_human(cache.region_size)} of shared memory, "
-            f"{where}; expired items {expiry}" + (f"; {', '.join(extras)}" if extras else ""))
-
-
-class _FullWatch:
-    """Logs uWSGI's "cache full" warning when a cache's ``full`` counter grows, whoever wrote:
-    workers are other processes whose logs may go nowhere. At most once per check per cache."""
-
-    def __init__(self, caches: Dict[str, Cache]) -> None:
-        self._caches = {n: c for n, c in caches.items() if not c.options.full_silent}
-        self._last = {n: c.stats()["full"] for n, c in self._caches.items()}
-        self._when = time.monotonic()
-
-    def check(self) -> None:
-        now = time.monotonic()
-        for name, cache in self._caches.items():
-            try:
-                full = cache.stats()["full"]
-            except CacheError:
-                continue
-            delta = full - self._last[name]
-            self._last[name] = full
-            if delta > 0:
-                what = (f'LRU item will be purged from cache "{name}"' if cache.options.full_purge_lru
-                        else f'*** DANGER cache "{name}" is FULL !!! ***')
-                log.warning("%s (%d full event%s in the last %.0f s)", what, delta, "s" if delta > 1 else "",
-                            max(1.0, now - self._when))
-        self._when = now
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     _setup_logging(logging.WARNING if args.quiet else logging.INFO, "%(asctime)s | %(message)s")
     stop = threading.Event()
@@ -373,10 +307,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, stop: threading.Event, received: List[int]) -> int:
-    stats_address = None
     if args.stats is not None:
         try:
-            stats_address = parse_address(args.stats)
+            parse_address(args.stats)
         except ValueError as exc:
             raise CLIError(str(exc), code=2) from None
     caching, origin = build_caching(args)
@@ -390,36 +323,27 @@ def _run(args: argparse.Namespace, stop: threading.Event, received: List[int]) -
     except NotImplementedError as exc:
         what = f"--server {args.server}: " if args.server is not None else ""
         raise CLIError(f"cannot start the node: {what}{exc}") from None
-    server: Optional[StatsServer] = None
-    reader: Optional[NamespaceStats] = None
     try:
         caches = node.caches
         for cache in caches.values():
-            log.info("%s", _describe_cache(cache, caching))
+            log.info("%s", describe_cache(cache, caching))
         total = sum(c.region_size for c in caches.values())
         log.info("%d cache%s, %s of shared memory in all", len(caches), "" if len(caches) == 1 else "s",
                  _human(total))
-        if stats_address is not None:
-            reader = NamespaceStats(caching.namespace, owned=caches)
+        if args.stats is not None:
             try:
-                server = StatsServer(args.stats, reader.collect).start()
-            except OSError as exc:
-                raise CLIError(f"--stats {args.stats}: cannot listen on {stats_address[0]}:{stats_address[1]}: "
-                               f"{exc.strerror or exc}") from None
-            log.info("stats: %s (JSON) and %smetrics (Prometheus)", server.url, server.url)
+                node._start_stats(args.stats, f"--stats {args.stats}")  # the node serves, as with Node(stats=)
+            except ConfigError as exc:
+                raise CLIError(str(exc)) from None
         log.info('uwcache node ready: namespace "%s", caches: %s (pid %d); stop with Ctrl-C or SIGTERM',
                  caching.namespace, ", ".join(caches), os.getpid())
-        watch = _FullWatch(caches)
+        watch = FullWatch(caches)
         while not stop.wait(1.0):
             watch.check()
         watch.check()
         name = signal.Signals(received[0]).name if received else "a signal"
         log.info("received %s, stopping", name)
     finally:
-        if server is not None:
-            server.close()
-        if reader is not None:
-            reader.close()
         stores = [str(c.options.store) for c in node.caches.values() if c.options.store]
         in_memory = len(node.caches) - len(stores)
         node.close()

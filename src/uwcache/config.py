@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
+from .address import parse_address
 from .errors import ConfigError, UnknownCache
 
 if TYPE_CHECKING:  # pragma: no cover - only for type checkers; node.py is written elsewhere
@@ -137,28 +138,6 @@ def _as_tuple(option: str, value: object) -> Tuple[str, ...]:
     if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
         return tuple(value)
     raise ConfigError(f"{option} must be a str or a list of str, got {value!r}")
-
-
-def _check_address(option: str, address: str, *, empty_host: bool, unix_path: bool) -> None:
-    """``host:port`` with port 1..65535; optionally an empty host, or a unix socket path."""
-    accepted = "host:port with port 1..65535"
-    if empty_host:
-        accepted += " (empty host = every address, e.g. ':3031')"
-    if unix_path:
-        accepted += ", or a unix socket path without ':'"
-    if not address or address != address.strip() or ";" in address or "\0" in address:
-        raise ConfigError(f"{option} entry {address!r} is not valid: expected {accepted}")
-    host, colon, port = address.rpartition(":")
-    if not colon:
-        if unix_path:
-            return
-        raise ConfigError(f"{option} entry {address!r} has no port: expected {accepted}")
-    if not host and not empty_host:
-        raise ConfigError(f"{option} entry {address!r} has an empty host: expected {accepted}")
-    if any(ch.isspace() for ch in host):
-        raise ConfigError(f"{option} entry {address!r} has a space in its host: expected {accepted}")
-    if not _DIGITS_RE.fullmatch(port) or not 1 <= int(port) <= 65535:
-        raise ConfigError(f"{option} entry {address!r} has an invalid port {port!r}: expected {accepted}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -335,11 +314,11 @@ class CacheOptions:
     def _validate_addresses(self) -> None:
         """Replication peers and listeners must be usable addresses (uWSGI skips bad ones)."""
         for address in self.udp_clients:
-            _check_address(self._label("udp_clients"), address, empty_host=False, unix_path=False)
+            parse_address(address, option=self._label("udp_clients"))
         for address in self.udp_servers:
-            _check_address(self._label("udp_servers"), address, empty_host=True, unix_path=False)
+            parse_address(address, option=self._label("udp_servers"))
         for address in self.sync_from:
-            _check_address(self._label("sync_from"), address, empty_host=False, unix_path=True)
+            parse_address(address, option=self._label("sync_from"), unix=True)
 
     def _validate_memory(self) -> None:
         """Refuse sizes that cannot be mapped, naming the area that needs the most."""

@@ -61,6 +61,82 @@ class UnknownCache(CacheError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class AddressError(ConfigError):
+    """An address that is not one of the forms :mod:`uwcache.address` accepts."""
+
+
+class SerializerMismatch(CacheError, ValueError):
+    """A stored value was written with a serializer this reader does not accept.
+
+    Raised instead of unpickling a pickle-tagged value in a layer configured for JSON or raw
+    bytes (see the trust model in :mod:`uwcache.serializers`), and when processes sharing a
+    cache use different custom serializers' tags. All processes of an app must use the same
+    serializer.
+    """
+
+
+# -- the uWSGI wire codec (uwcache.wire)
+
+
+class WireError(CacheError, ValueError):
+    """Bytes that are not a valid packet, or values that cannot be put in one."""
+
+
+class Truncated(WireError):
+    """The data ends before a length field says it should."""
+
+
+class Malformed(WireError):
+    """A field is invalid: wrong modifier, empty key, bad number, trailing bytes, ..."""
+
+
+class Oversized(WireError):
+    """A length does not fit its 16-bit field or the packet does not fit a UDP datagram."""
+
+
+class BadSignature(WireError):
+    """A signed replication packet is not authentic, not signed, stale or replayed."""
+
+
+# -- the network (uwcache.remote, uwcache.net.*)
+
+
+class RemoteError(CacheError):
+    """The remote node refused the request or answered something unusable."""
+
+
+class RemoteUnavailable(RemoteError, ConnectionError):
+    """The remote node cannot be reached, or did not answer within the timeout."""
+
+
+class SyncError(CacheError):
+    """A peer did not deliver a usable dump."""
+
+
+class ProtocolError(CacheError, ValueError):
+    """The peer sent bytes that are not RESP2/RESP3."""
+
+
+class ReplyError(CacheError):
+    """An error reply (``-ERR ...`` or a RESP3 bulk error), returned as a value."""
+
+    @property
+    def code(self) -> str:
+        text = str(self.args[0]) if self.args else ""
+        return text.split(" ", 1)[0]
+
+
+# -- the command line (uwcache.cli)
+
+
+class CLIError(CacheError):
+    """A failure to report as ``uwcache: error: <message>`` with a non-zero exit code."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 __all__ = [
     "CacheError",
     "ConfigError",
@@ -74,4 +150,17 @@ __all__ = [
     "SharedMemoryFull",
     "CacheClosed",
     "UnknownCache",
+    "AddressError",
+    "SerializerMismatch",
+    "WireError",
+    "Truncated",
+    "Malformed",
+    "Oversized",
+    "BadSignature",
+    "RemoteError",
+    "RemoteUnavailable",
+    "SyncError",
+    "ProtocolError",
+    "ReplyError",
+    "CLIError",
 ]

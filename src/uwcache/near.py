@@ -30,6 +30,7 @@ import time
 import urllib.parse
 from typing import Any, Awaitable, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
+from .counters import near_stats  # noqa: F401  (re-exported)
 from .errors import CacheError, ConfigError
 
 __all__ = ["NearOptions", "Near", "near", "RedisEndpoint", "parse_redis_url"]
@@ -37,8 +38,6 @@ __all__ = ["NearOptions", "Near", "near", "RedisEndpoint", "parse_redis_url"]
 Key = Union[str, bytes]
 Value = Union[str, bytes]
 
-_STAT_NAMES = ("fills", "lost_leases", "lease_waits", "untrusted_reads", "invalidations_received",
-               "listener_lag_us", "leases_full", "flushes", "reconnects", "read_through", "ttl_only")
 _STAT_WAITS, _STAT_READ_THROUGH = 2, 9
 
 
@@ -557,19 +556,6 @@ class Near:
 
     def __repr__(self) -> str:
         return f"<uwcache.Near {self.cache.name!r} -> {self.options.endpoint.describe()} prefix={self.options.prefix!r}>"
-
-
-def near_stats(cache: Any) -> Dict[str, Any]:
-    """The ``near`` section of a cache's stats (shared by every process of the host)."""
-    state = cache._near_state()
-    raw = cache._stats_raw()
-    out: Dict[str, Any] = {"hits": raw["hits"], "misses": raw["miss"]}
-    for name, value in zip(_STAT_NAMES, state["stats"]):
-        out[name] = value
-    out["generation"] = state["gen"][0]
-    out["trusted_for_ms"] = max(0, state["deadline_ms"][0] - state["now_ms"])
-    out["leases_live"] = state["leases_live"]
-    return out
 
 
 # -- process-wide registry ----------------------------------------------------------------

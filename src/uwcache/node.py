@@ -24,7 +24,7 @@ import zlib
 from typing import Any, Dict, List, Optional, Union
 
 from . import _engine
-from .cache import Cache, _collect_quietly, namespace_dir, open_region, region_path
+from .cache import Cache, _collect_quietly, _human, full_warning, namespace_dir, open_region, region_path
 from .config import Caching
 from .errors import CacheError, ConfigError, CorruptStore, UnknownCache
 
@@ -82,6 +82,7 @@ class Node:
         self._receiver: Any = None
         self._server: Any = None
         self._stats_server: Any = None
+        self._stats_reader: Any = None
         self._near: Any = None  # near cache listeners (issue 11)
         self.namespace = caching.namespace
         self._caches: Dict[str, Cache] = {}
@@ -165,6 +166,8 @@ class Node:
         self._closed = True
         if self._stats_server is not None:
             self._stats_server.close()
+        if self._stats_reader is not None:
+            self._stats_reader.close()
         self._stop_network()
         self._stop.set()
         for thread in self._threads:
@@ -190,15 +193,27 @@ class Node:
         """Where ``stats=`` serves the JSON stats (``/``) and Prometheus text (``/metrics``)."""
         return self._stats_server.url if self._stats_server is not None else None
 
-    def _start_stats(self, address: str) -> None:
-        from .net.stats import NamespaceStats, StatsServer
+    def _start_stats(self, address: str, label: Optional[str] = None) -> None:
+        """Serve the namespace's stats on `address` (``Node(stats=...)``, ``uwcache run
+        --stats``); `label` names the option in errors (default ``stats='...'``)."""
+        from .net.stats import StatsServer, parse_address
+        from .stats import NamespaceStats
 
+        label = label or f"stats={address!r}"
         try:
-            self._stats_server = StatsServer(address, NamespaceStats(self.namespace, owned=self._caches).collect)
+            host, port = parse_address(address)
+        except ConfigError as exc:
+            raise ConfigError(f"{label}: {exc}") from None
+        reader = NamespaceStats(self.namespace, owned=self._caches)
+        try:
+            self._stats_server = StatsServer(address, reader.collect)
         except OSError as exc:
-            raise ConfigError(f"stats={address!r}: cannot listen there: {exc.strerror or exc}") from exc
+            reader.close()
+            raise ConfigError(f"{label}: cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+        self._stats_reader = reader
         self._stats_server.start()
-        log.info("stats server on %s", self._stats_server.url)
+        url = self._stats_server.url
+        log.info("stats: %s (JSON) and %smetrics (Prometheus)", url, url)
 
     def __enter__(self) -> "Node":
         return self
@@ -390,3 +405,56 @@ class Node:
                     except (OSError, ValueError) as exc:
                         log.warning("msync of cache %r failed: %s", cache.name, exc)
                     last[cache.name] = time.monotonic()
+
+
+# -- what `uwcache run` reports (kept here so the CLI has no second copy) -------------------
+
+
+def describe_cache(cache: Cache, caching: Caching) -> str:
+    """One line that says what a cache of this node is, for people (``uwcache run``'s start-up)."""
+    o = cache.options
+    if o.mode_bitmap:
+        layout = f"values up to {_human(o.max_item_size)} (bitmap: {o.blocks} blocks of {_human(o.block_size)})"
+    else:
+        layout = f"values up to {_human(o.block_size)} (one block each)"
+    if caching.no_expire or o.no_expire:
+        expiry = "not swept (no_expire): freed when a write needs the room"
+    else:
+        expiry = f"swept every {caching.expire_scan_interval} s"
+    extras = [name for name, on in (("full_purge_lru", o.full_purge_lru), ("lazy_expire", o.lazy_expire),
+                                    ("clear_on_full", o.clear_on_full), ("full_silent", o.full_silent),
+                                    ("use_lastmod", o.use_lastmod)) if on]
+    if o.sweep_on_full:
+        extras.append(f"sweep_on_full={o.sweep_on_full}")
+    if o.store:
+        sync = f"msync every {o.store_sync_interval} s" if o.store_sync_interval else "flushed by the kernel"
+        where = f"persistent in {o.store} ({sync})"
+    else:
+        where = "memory only"
+    return (f'cache "{o.name}": {o.capacity} items, {layout}, keys up to {o.key_size} bytes, '
+            f"{o.hash_algo} hash with {o.hash_size} buckets, {_human(cache.region_size)} of shared memory, "
+            f"{where}; expired items {expiry}" + (f"; {', '.join(extras)}" if extras else ""))
+
+
+class FullWatch:
+    """Logs uWSGI's "cache full" warning when a cache's ``full`` counter grows, whoever wrote:
+    workers are other processes whose logs may go nowhere. At most once per check per cache."""
+
+    def __init__(self, caches: Dict[str, Cache]) -> None:
+        self._caches = {n: c for n, c in caches.items() if not c.options.full_silent}
+        self._last = {n: c.stats()["full"] for n, c in self._caches.items()}
+        self._when = time.monotonic()
+
+    def check(self) -> None:
+        now = time.monotonic()
+        for name, cache in self._caches.items():
+            try:
+                full = cache.stats()["full"]
+            except CacheError:
+                continue
+            delta = full - self._last[name]
+            self._last[name] = full
+            if delta > 0:
+                log.warning("%s (%d full event%s in the last %.0f s)", full_warning(name, cache.options.full_purge_lru),
+                            delta, "s" if delta > 1 else "", max(1.0, now - self._when))
+        self._when = now

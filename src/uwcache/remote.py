@@ -23,20 +23,13 @@ import time
 from typing import Any, Iterator, List, NoReturn, Optional, Tuple, Union
 
 from . import wire
-from .errors import CacheError, EmptyValue, KeyTooLong, NotAnInteger
-from .net.client import DEFAULT_TIMEOUT, AddressError, format_address, magic_request, parse_address
+from .address import format_address, parse_address
+from .errors import AddressError, EmptyValue, KeyTooLong, NotAnInteger, RemoteError, RemoteUnavailable
+from .net.client import DEFAULT_TIMEOUT, magic_request
 
 __all__ = ["RemoteCache", "RemoteError", "RemoteUnavailable"]
 
 Bytesish = Union[bytes, bytearray, memoryview, str]
-
-
-class RemoteError(CacheError):
-    """The remote node refused the request or answered something unusable."""
-
-
-class RemoteUnavailable(RemoteError, ConnectionError):
-    """The remote node cannot be reached, or did not answer within the timeout."""
 
 
 def _key(key: Bytesish) -> bytes:
@@ -72,7 +65,7 @@ class RemoteCache:
         else:
             name, address = "", spec
         try:
-            self._address = parse_address(address)
+            self._address = parse_address(address, unix=True)
         except AddressError as exc:
             raise ValueError(f"RemoteCache({spec!r}): {exc}; expected 'name@host:port'") from None
         if timeout <= 0:

@@ -53,7 +53,7 @@ import pickle
 import time
 from typing import Any, Callable, Optional, Protocol, Union, runtime_checkable
 
-from .errors import CacheError, NotAnInteger
+from .errors import CacheError, NotAnInteger, SerializerMismatch  # noqa: F401 (re-exported)
 from .failsafe import RateLimitedLog
 from .signing import MAC_SIZE, ValueSigner, _count_rejected, rejected_values
 
@@ -86,16 +86,6 @@ COUNTER_SIZE = 8
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 # The engine refuses relative expiries past 2**40 s (~34,000 years): such a timeout is "forever".
 _MAX_EXPIRES = 2**40 - 2
-
-
-class SerializerMismatch(CacheError, ValueError):
-    """A stored value was written with a serializer this reader does not accept.
-
-    Raised instead of unpickling a pickle-tagged value in a layer configured for JSON or raw
-    bytes (see the trust model in :mod:`uwcache.serializers`), and when processes sharing a
-    cache use different custom serializers' tags. All processes of an app must use the same
-    serializer.
-    """
 
 
 @runtime_checkable

@@ -98,7 +98,7 @@ import struct
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Optional, Tuple, Union
 
-from .errors import CacheError
+from .errors import BadSignature, CacheError, Malformed, Oversized, Truncated, WireError  # noqa: F401 (re-exported)
 
 __all__ = [
     "to_bytes",
@@ -204,24 +204,7 @@ __all__ = [
 # --------------------------------------------------------------------------- errors
 
 
-class WireError(CacheError, ValueError):
-    """Bytes that are not a valid packet, or values that cannot be put in one."""
-
-
-class Truncated(WireError):
-    """The data ends before a length field says it should."""
-
-
-class Malformed(WireError):
-    """A field is invalid: wrong modifier, empty key, bad number, trailing bytes, ..."""
-
-
-class Oversized(WireError):
-    """A length does not fit its 16-bit field or the packet does not fit a UDP datagram."""
-
-
-class BadSignature(WireError):
-    """A signed replication packet is not authentic, not signed, stale or replayed."""
+# WireError, Truncated, Malformed, Oversized and BadSignature live in uwcache.errors (imported above).
 
 
 # --------------------------------------------------------------------------- constants

@@ -42,7 +42,7 @@ from cachelib.serializers import SimpleSerializer
 from ..cache import Cache
 from ..errors import CacheError, CacheFull, KeyTooLong, ValueTooLarge
 from ..failsafe import FAILURES, FailurePolicy
-from ..memoize import LazyCache
+from ..lazy import LazyCache
 from ..serializers import MISS, Codec, add_to_counter, engine_expires
 from ..signing import ValueSigner
 

@@ -39,14 +39,16 @@ import functools
 import logging
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
-from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, InvalidCacheKey
-from django.core.exceptions import ImproperlyConfigured
+# Django ships no type information (django-stubs is a separate, Django-version-pinned
+# package); mypy treats these names as Any
+from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, InvalidCacheKey  # type: ignore[import-untyped]
+from django.core.exceptions import ImproperlyConfigured  # type: ignore[import-untyped]
 
 from ..cache import Cache
 from ..config import BUDGET_OPTIONS, CacheOptions
 from ..errors import CacheFull, ConfigError, ValueTooLarge
 from ..failsafe import FAILURES, FailurePolicy
-from ..memoize import LazyCache
+from ..lazy import LazyCache
 from ..serializers import MISS, Codec, add_to_counter, engine_expires
 from ..signing import ValueSigner
 

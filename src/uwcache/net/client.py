@@ -19,6 +19,9 @@ import time
 from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 from .. import wire
+from ..address import Address, TcpAddress, format_address, unix_sockaddr  # noqa: F401 (re-exported)
+from ..address import parse_address as _parse
+from ..errors import AddressError
 
 log = logging.getLogger("uwcache.net")
 
@@ -29,41 +32,11 @@ _SECONDS_PER_MIB = 1.0
 #: largest get reply a client accepts (a peer's size var is not trusted blindly)
 MAX_REPLY_VALUE = 1 << 31
 
-TcpAddress = Tuple[str, int]
-Address = Union[TcpAddress, str]  # (host, port) or a UNIX socket path ("@name" = abstract)
-
-
-class AddressError(ValueError):
-    """An address that is neither ``host:port`` nor a UNIX socket path."""
 
 
 def parse_address(address: str, *, allow_unix: bool = True, allow_port0: bool = False) -> Address:
-    """``host:port``, ``[v6]:port`` or ``:port`` -> ``(host, port)``; a string without
-    ``:`` -> UNIX socket path (uWSGI's rule; a leading ``@`` is a Linux abstract socket)."""
-    if not isinstance(address, str) or not address or "\0" in address:
-        raise AddressError(f"invalid address {address!r}")
-    host, colon, port = address.rpartition(":")
-    if not colon or (allow_unix and address.startswith(("/", "./", "@"))):
-        if not allow_unix:
-            raise AddressError(f"address {address!r} has no port (expected host:port)")
-        return address
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not port.isdigit() or not (0 if allow_port0 else 1) <= int(port) <= 65535:
-        raise AddressError(f"address {address!r} has an invalid port {port!r}")
-    return host, int(port)
-
-
-def format_address(address: Address) -> str:
-    if isinstance(address, str):
-        return address
-    host, port = address
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def unix_sockaddr(path: str) -> Union[str, bytes]:
-    """The sockaddr of a UNIX path; ``@name`` is the abstract socket ``\\0name``."""
-    return b"\0" + path[1:].encode() if path.startswith("@") else path
+    """The client's reading of :func:`uwcache.address.parse_address` (UNIX paths accepted)."""
+    return _parse(address, unix=allow_unix, port0=allow_port0)
 
 
 def connect(address: Address, timeout: float = DEFAULT_TIMEOUT, *, secret: Optional[str] = None) -> socket.socket:

@@ -1,39 +1,5 @@
-"""The network counters every process shares in a cache's header (replication and the
-cache server add to them; stats read them without a node)."""
+"""Re-exports :mod:`uwcache.counters` (the network counters are slots of the region header)."""
 
-from __future__ import annotations
+from ..counters import NetCounter, count, net_stats
 
-import enum
-from typing import Any, Dict
-
-from ..errors import CacheError
-
-
-class NetCounter(enum.IntEnum):
-    """Indices of the network counters in a cache's shared header (``_net_counter``).
-
-    The stats key of each is ``net_`` + the lower-case name (see :func:`net_stats`)."""
-
-    SENT = 0  #: replication datagrams sent (one per peer and write)
-    SEND_ERRORS = 1  #: datagrams the OS refused to send (unreachable network, full buffer...)
-    RECEIVED = 2  #: replication datagrams received and applied
-    DROPPED = 3  #: received datagrams dropped: malformed, truncated, oversized, unknown command
-    REJECTED = 4  #: received datagrams refused by the secret: unsigned, forged, stale, replayed
-    APPLY_ERRORS = 5  #: valid datagrams the cache could not apply (key too long, value too large, full)
-    UNREPLICATED = 6  #: local writes not sent: too large for a datagram, or clear()
-    REQUESTS = 7  #: remote-access requests (magic, simple commands) served by the cache server
-    REQUEST_ERRORS = 8  #: remote-access requests refused: malformed, oversized, too slow
-    DUMPS = 9  #: full dumps served (sync_from of a peer)
-
-
-def net_stats(cache: Any) -> Dict[str, int]:
-    """The network counters of a cache as stats keys (``net_sent``, ``net_received``...)."""
-    return {"net_" + c.name.lower(): cache._net_counter(int(c)) for c in NetCounter}
-
-
-def count(cache: Any, counter: NetCounter, n: int = 1) -> None:
-    """Add to a shared counter; a closed cache (shutdown race) is ignored."""
-    try:
-        cache._net_counter(int(counter), n)
-    except CacheError:
-        pass
+__all__ = ["NetCounter", "count", "net_stats"]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Iterator, List, Optional, Tuple, Union
 
-from ..errors import CacheError
+from ..errors import CacheError, ProtocolError, ReplyError  # noqa: F401 (re-exported)
 
 __all__ = ["ProtocolError", "ReplyError", "Push", "Parser", "encode_command", "NEED_MORE"]
 
@@ -27,17 +27,6 @@ MAX_DEPTH = 32                 # nesting of aggregates
 MAX_LINE = 64 * 1024           # a type line (+, -, :, ...) without its CRLF
 
 
-class ProtocolError(CacheError, ValueError):
-    """The peer sent bytes that are not RESP2/RESP3."""
-
-
-class ReplyError(Exception):
-    """An error reply (``-ERR ...`` or a RESP3 bulk error), returned as a value."""
-
-    @property
-    def code(self) -> str:
-        text = str(self.args[0]) if self.args else ""
-        return text.split(" ", 1)[0]
 
 
 class Push(list):  # type: ignore[type-arg]

@@ -39,8 +39,10 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 from .. import wire
 from ..errors import CacheError, ConfigError
-from .client import DEFAULT_TIMEOUT, AddressError, format_address, parse_address, unix_sockaddr
-from .udp import NetCounter, RateLimitedLog, count, is_loopback, resolve
+from ..address import format_address, is_loopback, parse_address, unix_sockaddr
+from ..errors import AddressError
+from .client import DEFAULT_TIMEOUT
+from .udp import NetCounter, RateLimitedLog, count, resolve
 
 log = logging.getLogger("uwcache.net")
 
@@ -142,7 +144,7 @@ class CacheServer:
         if max_connections < 1:
             raise ConfigError(f"max_connections must be >= 1, got {max_connections!r}")
         try:
-            parsed = parse_address(address, allow_port0=True)
+            parsed = parse_address(address, option="server", unix=True, port0=True)
         except AddressError as exc:
             raise ConfigError(f"server={address!r}: {exc}; expected host:port or a UNIX socket path") from None
         if secret is not None and (not isinstance(secret, str) or not secret):
@@ -201,9 +203,7 @@ class CacheServer:
                 sock.close()
                 raise
             return sock
-        host, port = parsed
-        if not host:  # a bare ":port" means loopback (uWSGI: every address)
-            host = "127.0.0.1"
+        host, port = parsed  # a bare ":port" is already loopback (uwcache.address)
         family: int = socket.AF_INET6 if ":" in host else socket.AF_INET
         sockaddr: Tuple[Any, ...] = (host, port)
         if ":" not in host:  # a name or an IPv4 address: bind what it resolves to

@@ -30,8 +30,9 @@ import socket
 from typing import Any, Optional, Sequence, Tuple
 
 from .. import wire
-from ..errors import CacheError
-from .client import DEFAULT_TIMEOUT, AddressError, Stream, connect, parse_address, send_all
+from ..address import parse_address
+from ..errors import AddressError, CacheError, SyncError
+from .client import DEFAULT_TIMEOUT, Stream, connect, send_all
 
 log = logging.getLogger("uwcache.net")
 
@@ -41,10 +42,6 @@ CONNECT_TIMEOUT = 3.0
 #: translated), and at least MIN_DUMP_LIMIT bytes
 DUMP_SIZE_FACTOR = 8
 MIN_DUMP_LIMIT = 256 << 20
-
-
-class SyncError(CacheError):
-    """A peer did not deliver a usable dump."""
 
 
 def _geometry(cache: Any, info: wire.DumpInfo) -> Tuple[int, int, int, int]:
@@ -70,7 +67,7 @@ def fetch_dump(cache: Any, address: str, *, timeout: float = DEFAULT_TIMEOUT,
     Raises OSError (unreachable, timeout) or SyncError/WireError (bad or mismatched dump).
     `secret`: answer the challenge of a peer server that has one."""
     try:
-        parsed = parse_address(address)
+        parsed = parse_address(address, option="sync_from", unix=True)
     except AddressError as exc:
         raise SyncError(str(exc)) from None
     with connect(parsed, min(timeout, CONNECT_TIMEOUT)) as sock:

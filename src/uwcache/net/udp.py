@@ -44,8 +44,9 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from .. import _engine, wire
 from .._fs import open_private_path
+from ..address import is_loopback, parse_tcp  # noqa: F401  (is_loopback re-exported)
 from ..errors import CacheError, ConfigError
-from .counters import NetCounter, count, net_stats  # noqa: F401  (re-exported)
+from ..counters import NetCounter, count, net_stats  # noqa: F401  (re-exported)
 from .seen import SeenTable, open_private
 
 log = logging.getLogger("uwcache.net")
@@ -85,12 +86,7 @@ class RateLimitedLog:
 
 
 def _split(option: str, address: str) -> Tuple[str, int]:
-    host, colon, port = address.rpartition(":")
-    if not colon or not port.isdigit():
-        raise ConfigError(f"{option} entry {address!r} is not host:port")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    return host, int(port)
+    return parse_tcp(address, option=option)
 
 
 def resolve(option: str, address: str, host: str, port: int, kind: int, flags: int = 0) -> Tuple[int, Tuple[Any, ...]]:
@@ -111,15 +107,6 @@ def resolve_peer(option: str, address: str) -> Tuple[int, Tuple[Any, ...]]:
     return resolve(option, address, host, port, socket.SOCK_DGRAM)
 
 
-def is_loopback(host: str) -> bool:
-    """True for a numeric loopback address (127.0.0.0/8, ::1); False for any other,
-    including the wildcard addresses."""
-    try:
-        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
-    except ValueError:
-        return False
-
-
 def _is_multicast_v4(host: str) -> bool:
     try:
         return ipaddress.IPv4Address(host).is_multicast
@@ -138,8 +125,6 @@ def bind_udp(option: str, address: str) -> socket.socket:
     host, port = _split(option, address)
     mreq = None
     family: int
-    if not host:
-        host = "127.0.0.1"
     if host == "255.255.255.255":
         family, sockaddr = socket.AF_INET, ("0.0.0.0", port)
     elif _is_multicast_v4(host):
