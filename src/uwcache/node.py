@@ -315,7 +315,7 @@ class Node:
             )
         try:
             # set semantics, like uWSGI: an item restored from a store is not overwritten
-            stored = cache._set_raw(key, value, 0, 0)
+            stored = cache._add_unreplicated(key, value)
         except CacheError as exc:
             raise ConfigError(f"{what}: {exc}") from exc
         if stored:
