@@ -141,3 +141,94 @@ def test_unreplicated_writes_do_not_fire_the_write_hook(cache):
     cache.set(b"d", b"4")
     assert len(seen) == 1
     cache._on_write = None
+
+
+# --------------------------------------------------------------------------- region geometry (point 1)
+
+def _params(max_items=2, key_size=1, block_size=1, blocks=None, hash_size=1, options=0):
+    return (max_items, key_size, block_size, max_items if blocks is None else blocks, hash_size,
+            _engine.HASH_DJB33X, options, 0, 0)
+
+
+@pytest.mark.parametrize("field, ok, refused, message", [
+    ("max_items", 2**32, 2**32 + 1, "max_items must be at most 2\\*\\*32"),
+    ("max_items", 2, 1, "max_items must be at least 2"),
+    ("key_size", 65535, 65536, "key_size must be 1..65535"),
+    ("key_size", 1, 0, "key_size must be 1..65535"),
+    ("block_size", 2**40, 2**40 + 1, "block_size must be 1..2\\*\\*40"),
+    ("block_size", 1, 0, "block_size must be 1..2\\*\\*40"),
+    ("blocks", 2**40, 2**40 + 1, "blocks must be at most 2\\*\\*40"),
+    ("blocks", 2, 1, "blocks must be at least max_items"),
+    ("hash_size", 2**32 - 1, 2**32, "hash_size must be 1..2\\*\\*32-1"),
+    ("hash_size", 1, 0, "hash_size must be 1..2\\*\\*32-1"),
+])
+def test_engine_limits_at_their_boundaries(field, ok, refused, message):
+    low, high = _engine.LIMITS[field]
+    assert ok in (low, high) and refused in (low - 1, high + 1)
+    base = {"max_items": 2}
+    if field == "max_items":
+        base = {"max_items": ok, "blocks": ok}
+    size = _engine.region_size(_params(**dict(base, **{field: ok})))
+    assert size == sum(_engine.region_layout(_params(**dict(base, **{field: ok}))).values())
+    bad = dict(base, **{field: refused})
+    if field == "max_items":
+        bad["blocks"] = max(refused, 2)
+    for check in (_engine.region_size, _engine.region_layout):
+        with pytest.raises(ValueError, match=message):
+            check(_params(**bad))
+
+
+def test_region_size_limit_at_its_boundary():
+    # the data area alone reaches 2**46 bytes: with the header the region is over the limit
+    with pytest.raises(ValueError, match="more than 2\\*\\*46 bytes"):
+        _engine.region_size(_params(block_size=2**40, blocks=64))
+    assert _engine.region_size(_params(block_size=2**40, blocks=63)) < _engine.LIMITS["region_size"]
+
+
+def test_item_header_and_image_size():
+    assert _engine.ITEM_HEADER_SIZE == 88  # uWSGI's item record
+    assert _engine.image_size(10, 16, 64, 12) == (88 + 16) * 10 + 64 * 12
+    with pytest.raises(OverflowError):
+        _engine.image_size(2**63, 2**10, 1, 1)
+
+
+@pytest.mark.parametrize("extra", [{}, {"mode_bitmap": True, "block_count": 1003}, {"key_size": 7, "hash_size": 3}])
+def test_region_layout_matches_the_size_the_options_report(extra):
+    from uwcache.cache import engine_params
+    from uwcache.config import CacheOptions
+
+    options = CacheOptions(name="lay", max_items=1000, block_size=256, **extra).validate()
+    layout = _engine.region_layout(engine_params(options))
+    assert list(layout) == ["header", "items", "data", "hash table", "free stack", "bitmap", "alignment"]
+    assert layout["items"] == (_engine.ITEM_HEADER_SIZE + options.key_size) * options.max_items
+    assert sum(layout.values()) == _engine.region_size(engine_params(options)) == options.memory_bytes
+
+
+@pytest.mark.xfail(strict=True, reason="config.py still caps max_items at 2**31 and block_size at 2**31 while the "
+                                       "engine allows 2**32 and 2**40 (issue 14 point 1: config.py to use _engine.LIMITS)")
+def test_python_option_limits_agree_with_the_engine():
+    from uwcache.config import CacheOptions
+
+    CacheOptions(name="big", max_items=2**32, key_size=1, block_size=1, hash_size=2).validate()
+    CacheOptions(name="big", max_items=2, block_size=2**40).validate()
+
+
+def test_region_problem_compares_in_the_engine(namespace):
+    from uwcache.cache import engine_params
+
+    c = uwcache.open_cache("prob", namespace=namespace, max_items=10, block_size=64)
+    try:
+        params = engine_params(c.options)
+        with open(c.path, "rb") as f:
+            head = f.read(_engine.HEADER_SIZE)
+        size = _engine.region_size(params)
+        assert _engine.region_problem(head, size, params) is None
+        other = (9,) + params[1:]
+        assert _engine.region_problem(head, size, other) == "it was created with max_items=10, the configuration says 9"
+        bitmap = params[:6] + (params[6] | _engine.OPT_BITMAP,) + params[7:]
+        assert "mode_bitmap" in _engine.region_problem(head, size, bitmap)
+        assert _engine.region_problem(head, size + 4096, params) == f"its size is {size + 4096} bytes, {size} expected"
+        with pytest.raises(uwcache.CorruptStore):
+            _engine.region_problem(b"\0" * _engine.HEADER_SIZE, size, params)
+    finally:
+        c.close()

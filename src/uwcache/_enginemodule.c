@@ -270,6 +270,110 @@ static PyObject *mod_region_size(PyObject *m, PyObject *params) {
     return PyLong_FromUnsignedLongLong(size);
 }
 
+/* region_layout(params) -> {area: bytes}: the areas of a region in order (header, items,
+ * data, hash table, free stack, bitmap, then the padding that aligns them), summing to
+ * region_size(params). The one place the geometry is computed is the engine. */
+static PyObject *mod_region_layout(PyObject *m, PyObject *params) {
+    uwc_params p;
+    uwc_layout l;
+    if (parse_params(params, &p)) return NULL;
+    if (uwc_region_layout(&p, &l) != UWC_OK) {
+        PyErr_SetString(PyExc_ValueError, "invalid cache geometry: the cache would need more than 2**46 bytes");
+        return NULL;
+    }
+    unsigned long long areas[6] = {
+        UWC_HEADER_SIZE,
+        (UWC_ITEM_HEADER + p.key_size) * p.max_items,
+        p.block_size * p.blocks,
+        (unsigned long long)UWC_BUCKET_BYTES * p.hash_size,
+        sizeof(uint32_t) * p.max_items,
+        (p.options & UWC_OPT_BITMAP) ? (p.blocks + 7) / 8 : 0,
+    };
+    static const char *const names[6] = {"header", "items", "data", "hash table", "free stack", "bitmap"};
+    unsigned long long used = 0;
+    PyObject *d = PyDict_New();
+    if (!d) return NULL;
+    for (int i = 0; i <= 6; i++) {
+        unsigned long long v = i < 6 ? areas[i] : l.total - used;
+        if (i < 6) used += v;
+        PyObject *o = PyLong_FromUnsignedLongLong(v);
+        if (!o || PyDict_SetItemString(d, i < 6 ? names[i] : "alignment", o) < 0) {
+            Py_XDECREF(o);
+            Py_DECREF(d);
+            return NULL;
+        }
+        Py_DECREF(o);
+    }
+    return d;
+}
+
+/* image_size(max_items, key_size, block_size, blocks) -> bytes of a uWSGI raw image (its
+ * dump / store file body): the item records, then the data blocks. */
+static PyObject *mod_image_size(PyObject *m, PyObject *args) {
+    unsigned long long mi, ks, bs, bl, items, data, total;
+    if (!PyArg_ParseTuple(args, "KKKK:image_size", &mi, &ks, &bs, &bl)) return NULL;
+    if (__builtin_mul_overflow(UWC_ITEM_HEADER + ks, mi, &items) || __builtin_mul_overflow(bs, bl, &data) ||
+        __builtin_add_overflow(items, data, &total)) {
+        PyErr_SetString(PyExc_OverflowError, "image_size: the image would need more than 2**64 bytes");
+        return NULL;
+    }
+    return PyLong_FromUnsignedLongLong(total);
+}
+
+/* region_problem(header, file_size, params) -> str or None: why an existing region (header:
+ * its first bytes, file_size: its whole size) cannot be used with params, or None when it can.
+ * An unreadable header raises CorruptStore (as peek_header does). */
+static PyObject *mod_region_problem(PyObject *m, PyObject *args) {
+    Py_buffer view;
+    unsigned long long file_size;
+    PyObject *params;
+    if (!PyArg_ParseTuple(args, "y*KO:region_problem", &view, &file_size, &params)) return NULL;
+    uwc_params want, have;
+    uint64_t size;
+    if (parse_params(params, &want)) { PyBuffer_Release(&view); return NULL; }
+    uwc_region_size(&want, &size);
+    if (view.len < (Py_ssize_t)sizeof(uwc_header)) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(ErrCorruptStore, "the region is smaller than a uwcache header");
+        return NULL;
+    }
+    char name[UWC_NAME_MAX + 1];
+    const char *why = NULL;
+    int rc = uwc_header_peek(view.buf, (uint64_t)file_size, &have, name, &why);
+    int ready = rc == UWC_OK && ((const uwc_header *)view.buf)->state == UWC_STATE_READY;
+    PyBuffer_Release(&view);
+    if (rc) {
+        PyErr_SetString(ErrCorruptStore, why ? why : "not a uwcache region");
+        return NULL;
+    }
+    PyObject *decoded = PyUnicode_DecodeUTF8(name, (Py_ssize_t)strlen(name), "strict");
+    if (!decoded) {
+        PyErr_Clear();
+        PyErr_SetString(ErrCorruptStore, "the cache name in the region header is not valid UTF-8 (damaged header)");
+        return NULL;
+    }
+    Py_DECREF(decoded);
+    if (!ready) return PyUnicode_FromString("its initialisation never finished");
+    const struct { const char *label; uint64_t have, want; } geometry[] = {
+        {"max_items", have.max_items, want.max_items},   {"key_size", have.key_size, want.key_size},
+        {"block_size", have.block_size, want.block_size}, {"block_count", have.blocks, want.blocks},
+        {"hash_size", have.hash_size, want.hash_size},   {"hash_algo", have.hash_algo, want.hash_algo},
+    };
+    for (size_t i = 0; i < sizeof geometry / sizeof geometry[0]; i++)
+        if (geometry[i].have != geometry[i].want)
+            return PyUnicode_FromFormat("it was created with %s=%llu, the configuration says %llu", geometry[i].label,
+                                        (unsigned long long)geometry[i].have, (unsigned long long)geometry[i].want);
+    const uint32_t shared = UWC_OPT_BITMAP | UWC_OPT_LRU | UWC_OPT_LAZY | UWC_OPT_CLEAR_ON_FULL;
+    if ((have.options ^ want.options) & shared)
+        return PyUnicode_FromString("it was created with other mode_bitmap/full_purge_lru/lazy_expire/clear_on_full "
+                                    "settings");
+    if (have.math_initial != want.math_initial || have.sweep_on_full != want.sweep_on_full)
+        return PyUnicode_FromString("it was created with another math_initial or sweep_on_full");
+    if (file_size != size)
+        return PyUnicode_FromFormat("its size is %llu bytes, %llu expected", file_size, (unsigned long long)size);
+    Py_RETURN_NONE;
+}
+
 static PyObject *mod_peek_header(PyObject *m, PyObject *args) {
     /* peek_header(buffer, file_size=len(buffer)): the buffer may hold just the header */
     Py_buffer view;
@@ -317,6 +421,12 @@ static PyObject *mod_hash(PyObject *m, PyObject *args) {
 static PyMethodDef module_methods[] = {
     {"_resp_bulks", near_resp_bulks, METH_VARARGS, NULL},  /* near cache (issue 11) */
     {"region_size", mod_region_size, METH_O, "region_size(params) -> bytes the region needs"},
+    {"region_layout", mod_region_layout, METH_O,
+     "region_layout(params) -> {area: bytes}, in region order, summing to region_size(params)"},
+    {"image_size", mod_image_size, METH_VARARGS,
+     "image_size(max_items, key_size, block_size, blocks) -> bytes of a uWSGI raw image (dump, store body)"},
+    {"region_problem", mod_region_problem, METH_VARARGS,
+     "region_problem(header, file_size, params) -> why an existing region cannot be used with params, or None"},
     {"peek_header", mod_peek_header, METH_VARARGS, "peek_header(buffer) -> dict of the region's stored parameters"},
     {"hash", mod_hash, METH_VARARGS, "hash(key, algo='djb33x') -> uWSGI's 32-bit hash of key"},
     {NULL},
@@ -368,6 +478,12 @@ PyMODINIT_FUNC PyInit__engine(void) {
     PyModule_AddIntConstant(m, "HASH_MURMUR2", UWC_HASH_MURMUR2);
     PyModule_AddIntConstant(m, "HASH_WYHASH", UWC_HASH_WYHASH);
     PyModule_AddIntConstant(m, "HEADER_SIZE", UWC_HEADER_SIZE);
+    PyModule_AddIntConstant(m, "ITEM_HEADER_SIZE", UWC_ITEM_HEADER);
+    PyObject *limits = Py_BuildValue("{s(KK)s(KK)s(KK)s(KK)s(KK)sK}",
+                                     "max_items", UWC_MAX_ITEMS_MIN, UWC_MAX_ITEMS_MAX, "key_size", 1ull, UWC_KEY_SIZE_MAX,
+                                     "block_size", 1ull, UWC_BLOCK_SIZE_MAX, "blocks", UWC_MAX_ITEMS_MIN, UWC_BLOCKS_MAX,
+                                     "hash_size", 1ull, UWC_HASH_SIZE_MAX, "region_size", UWC_REGION_SIZE_MAX);
+    if (!limits || PyModule_AddObject(m, "LIMITS", limits) < 0) { Py_XDECREF(limits); return NULL; }
     PyModule_AddIntConstant(m, "FORMAT_VERSION", UWC_FORMAT_VERSION);
     PyModule_AddIntConstant(m, "F_UPDATE", UWC_F_UPDATE);
     PyModule_AddIntConstant(m, "F_ABSEXPIRE", UWC_F_ABSEXPIRE);

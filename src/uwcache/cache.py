@@ -776,29 +776,15 @@ def _choose_mode(fd: int, path: str, options: CacheOptions, params: EngineParams
 
 def _region_problem(fd: int, path: str, options: CacheOptions, params: EngineParams, size: int,
                     file_size: int) -> Optional[str]:
+    """Why the existing region cannot be used with params (the engine compares), or None."""
     head_len = min(file_size, _engine.HEADER_SIZE)
     try:
-        header = _peek(os.pread(fd, head_len, 0), file_size, path)
+        return _engine.region_problem(os.pread(fd, head_len, 0), file_size, params)
     except CorruptStore as exc:
         hint = ""
         if file_size % 8 == 0 and os.pread(fd, 8, 0) != b"UWCACHE\0":
             hint = " (a uWSGI store file has no header: import it with uwcache.import_uwsgi_store)"
         return _Damaged(f"{exc}{hint}")
-    if not header["ready"]:
-        return "its initialisation never finished"
-    expected = dict(zip(("max_items", "key_size", "block_size", "blocks", "hash_size", "hash_algo"), params[:6]))
-    labels = {"blocks": "block_count", "hash_algo": "hash_algo"}
-    for key, want in expected.items():
-        if header[key] != want:
-            return f"it was created with {labels.get(key, key)}={header[key]}, the configuration says {want}"
-    shared = _engine.OPT_BITMAP | _engine.OPT_LRU | _engine.OPT_LAZY | _engine.OPT_CLEAR_ON_FULL
-    if (header["options"] ^ params[6]) & shared:
-        return "it was created with other mode_bitmap/full_purge_lru/lazy_expire/clear_on_full settings"
-    if header["math_initial"] != params[7] or header["sweep_on_full"] != params[8]:
-        return "it was created with another math_initial or sweep_on_full"
-    if file_size != size:
-        return f"its size is {file_size} bytes, {size} expected"
-    return None
 
 
 def open_cache(name: str, *, namespace: Optional[str] = None, max_items: int = 1000, **options: Any) -> Cache:
@@ -889,7 +875,7 @@ def import_uwsgi_store(cache: Cache, path: str, *, max_items: int, key_size: int
     Returns ``(loaded, dropped)``.
     """
     blocks = block_count if block_count is not None else max_items
-    expected = (88 + key_size) * max_items + block_size * blocks
+    expected = _engine.image_size(max_items, key_size, block_size, blocks)
     with open(path, "rb") as f:
         image = f.read()
     if len(image) != expected:
