@@ -17,12 +17,15 @@ engine = Extension(
     "uwcache._engine",
     sources=[
         "src/uwcache/_enginemodule.c",
+        "src/uwcache/_cache_type.c",
+        "src/uwcache/_compat.c",
         "engine/cache.c",
         "engine/hash.c",
     ],
     include_dirs=["engine"],
-    depends=["engine/cache.h", "engine/hash.h"],
-    extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+    depends=["engine/cache.h", "engine/hash.h", "src/uwcache/_engine_binding.h"],
+    extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter",
+                        "-fvisibility=hidden"],
     libraries=["pthread"],
 )
 

@@ -446,13 +446,13 @@ static inline uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a
 
 int uwc_params_check(const uwc_params *p, const char **why) {
     const char *w = NULL;
-    if (p->max_items < 2) w = "max_items must be at least 2";
-    else if (p->max_items > (1ull << 32)) w = "max_items must be at most 2**32";
-    else if (p->key_size < 1 || p->key_size > 65535) w = "key_size must be 1..65535";
-    else if (p->block_size < 1 || p->block_size > (1ull << 40)) w = "block_size must be 1..2**40";
+    if (p->max_items < UWC_MAX_ITEMS_MIN) w = "max_items must be at least 2";
+    else if (p->max_items > UWC_MAX_ITEMS_MAX) w = "max_items must be at most 2**32";
+    else if (p->key_size < 1 || p->key_size > UWC_KEY_SIZE_MAX) w = "key_size must be 1..65535";
+    else if (p->block_size < 1 || p->block_size > UWC_BLOCK_SIZE_MAX) w = "block_size must be 1..2**40";
     else if (p->blocks < p->max_items) w = "blocks must be at least max_items";
-    else if (p->blocks > (1ull << 40)) w = "blocks must be at most 2**40";
-    else if (p->hash_size < 1 || p->hash_size > 0xFFFFFFFFull) w = "hash_size must be 1..2**32-1";
+    else if (p->blocks > UWC_BLOCKS_MAX) w = "blocks must be at most 2**40";
+    else if (p->hash_size < 1 || p->hash_size > UWC_HASH_SIZE_MAX) w = "hash_size must be 1..2**32-1";
     else if (p->hash_algo > UWC_HASH_WYHASH) w = "unknown hash algorithm";
     else {
         uint64_t size;
@@ -462,7 +462,7 @@ int uwc_params_check(const uwc_params *p, const char **why) {
     return w ? UWC_EPARAMS : UWC_OK;
 }
 
-typedef struct layout { uint64_t items_off, data_off, table_off, stack_off, bitmap_off, total; } layout;
+typedef uwc_layout layout;
 
 static int compute_layout(const uwc_params *p, layout *l) {
     uint64_t rs = UWC_ITEM_HEADER + p->key_size, items_size, data_size, t;
@@ -476,8 +476,13 @@ static int compute_layout(const uwc_params *p, layout *l) {
     l->bitmap_off = align_up(l->stack_off + sizeof(uint32_t) * p->max_items, 64);
     uint64_t bm = (p->options & UWC_OPT_BITMAP) ? (p->blocks + 7) / 8 : 0;
     l->total = align_up(l->bitmap_off + bm, 4096);
-    if (l->total > (1ull << 46)) return UWC_EPARAMS;
+    if (l->total > UWC_REGION_SIZE_MAX) return UWC_EPARAMS;
     return UWC_OK;
+}
+
+int uwc_region_layout(const uwc_params *p, uwc_layout *l) {
+    if (p->max_items < 1 || p->block_size < 1 || p->blocks < 1) return UWC_EPARAMS;
+    return compute_layout(p, l);
 }
 
 int uwc_region_size(const uwc_params *p, uint64_t *size) {

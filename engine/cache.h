@@ -264,8 +264,19 @@ uint32_t uwc_wyhash(const uint8_t *key, uint64_t len);
 uint64_t uwc_wyhash64(const uint8_t *key, uint64_t len, uint64_t seed, const uint64_t *secret);
 
 /* geometry */
+/* the limits uwc_params_check enforces (inclusive) */
+#define UWC_MAX_ITEMS_MIN 2ull
+#define UWC_MAX_ITEMS_MAX (1ull << 32)
+#define UWC_KEY_SIZE_MAX 65535ull
+#define UWC_BLOCK_SIZE_MAX (1ull << 40)
+#define UWC_BLOCKS_MAX (1ull << 40)
+#define UWC_HASH_SIZE_MAX 0xFFFFFFFFull
+#define UWC_REGION_SIZE_MAX (1ull << 46)
 int uwc_params_check(const uwc_params *p, const char **why);
 int uwc_region_size(const uwc_params *p, uint64_t *size);
+/* where each area of a region starts (bytes from its base), and its total size */
+typedef struct uwc_layout { uint64_t items_off, data_off, table_off, stack_off, bitmap_off, total; } uwc_layout;
+int uwc_region_layout(const uwc_params *p, uwc_layout *l);
 
 /* lifecycle: create a fresh region, attach to a live one, or recover a cold one.
  * uwc_create expects `mem` to be zero-filled past the header (a freshly truncated or

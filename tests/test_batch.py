@@ -41,11 +41,11 @@ def test_get_many_counts_hits_and_misses(cache):
 
 def test_expired_keys_are_absent(cache):
     cache.set("live", b"v")
-    cache._set_raw("dead", b"v", PAST, _engine.F_UPDATE | _engine.F_ABSEXPIRE)
+    cache._set_unreplicated("dead", b"v", PAST)
     assert cache.get_many(["live", "dead"]) == {"live": b"v"}
     assert cache.touch("dead", 100) is False  # touching does not revive it
     assert cache.get("dead") is None
-    cache._set_raw("dead2", b"v", PAST, _engine.F_UPDATE | _engine.F_ABSEXPIRE)
+    cache._set_unreplicated("dead2", b"v", PAST)
     assert cache.delete_many(["dead2", "live"]) == 1  # an expired key was not there
 
 

@@ -47,7 +47,7 @@ def test_fill_needs_the_lease_of_its_token(cache):
 
 def test_invalidate_and_delete_remove_leases(cache):
     t1, t2 = lease(cache, b"a"), lease(cache, b"b")
-    cache._set_raw(b"c", b"x", 0, 0)
+    cache._add_unreplicated(b"c", b"x")
     assert cache._near_invalidate([b"a", b"b", b"c", b"missing"]) == 1
     assert cache._near_fill(b"a", t1, b"stale", 10, 0) == 1
     assert cache._near_fill(b"b", t2, b"stale", 10, 0) == 1

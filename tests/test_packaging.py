@@ -55,6 +55,7 @@ def test_sdist_then_manylinux_wheel(tmp_path):
     with tarfile.open(sdist) as tar:
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
     for needed in ("engine/cache.c", "engine/cache.h", "engine/hash.c", "src/uwcache/_enginemodule.c",
+                   "src/uwcache/_cache_type.c", "src/uwcache/_compat.c", "src/uwcache/_engine_binding.h",
                    "src/uwcache/_engine.pyi", "src/uwcache/py.typed", "tests/conftest.py", "tests/oracle.py",
                    "tests/test_docs.py", "docs/guide.md", "examples/flask_app/app.py", "README.md", "LICENSE",
                    "setup.py", "pyproject.toml"):

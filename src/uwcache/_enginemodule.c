@@ -1,94 +1,28 @@
-/* Thin CPython binding over the engine: the CacheBase type whose hot methods go straight
- * from the Python call to the engine, and uWSGI's cache_* functions with uWSGI's
- * argument conversions and return conventions. Nothing here runs Python code while the
+/* Thin CPython binding over the engine, in three files (see _engine_binding.h): this one has
+ * the module init and the helpers shared by the CacheBase type (_cache_type.c) and uWSGI's
+ * cache_* functions (_compat.c). Nothing here runs Python code while the
  * engine's lock is held (the only thing done under it is allocating the result bytes). */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-#include <structmember.h>
+#include "_engine_binding.h"
 
 #include <pthread.h>
-#include <signal.h>
-#include <sys/mman.h>
-#include <stdint.h>
-#include <string.h>
-#include <time.h>
-#include <unistd.h>
-
-#include "cache.h"
 
 _Static_assert(sizeof(uwc_header) <= UWC_HEADER_SIZE, "header does not fit");
 
 /* ---- module state (single-phase init: one interpreter) ---- */
 
-static PyObject *ErrCache, *ErrKeyTooLong, *ErrValueTooLarge, *ErrEmptyValue, *ErrCacheFull,
+PyObject *ErrCache, *ErrKeyTooLong, *ErrValueTooLarge, *ErrEmptyValue, *ErrCacheFull,
     *ErrNotAnInteger, *ErrRegionMismatch, *ErrCorruptStore, *ErrCacheClosed;
-static PyObject *compat_registry;   /* dict: name -> CacheBase, first = default cache */
-static uint64_t compat_gen = 1;     /* bumped on every registry change */
-static PyObject *compat_remote;     /* callable for "name@host:port", or None */
-static unsigned long fork_generation = 1;
+PyObject *compat_registry;
+uint64_t compat_gen = 1;
+PyObject *compat_remote;
+unsigned long fork_generation = 1;
 
 static void after_fork_child(void) { fork_generation++; }
 
-typedef struct {
-    PyObject_HEAD
-    uwc_cache c;
-    int open;
-    Py_buffer view;
-    PyObject *name;
-    uwc_counter_slot *counters;
-    unsigned long counter_gen;
-    PyObject *on_write;
-    PyObject *on_full;
-    int full_silent;
-    time_t last_full_call;
-    uint64_t recovered_dropped;
-    PyObject *weakreflist;
-    volatile sig_atomic_t broken; /* set by the SIGBUS guard: the region's file was truncated */
-    int guard_slot;               /* index in guards[], or -1 */
-    PyObject *near_prefix;  /* near cache (issue 11): the Redis key prefix, bytes */
-    PyObject *near_miss;    /* near cache: called as miss(key, untrusted) on a miss */
-} CacheObject;
-
-static PyTypeObject CacheType;
-
-#define OP_SET 1
-#define OP_DELETE 2
-#define OP_CLEAR 3
-
-static inline uint64_t now_s(void) { return (uint64_t)time(NULL); }
-
 /* ---- argument helpers ---- */
 
-typedef struct { const char *p; Py_ssize_t n; Py_buffer view; int has_view; } sbuf;
-
-static int sbuf_get(PyObject *o, sbuf *b, const char *what) {
-    b->has_view = 0;
-    if (PyBytes_Check(o)) {
-        b->p = PyBytes_AS_STRING(o);
-        b->n = PyBytes_GET_SIZE(o);
-        return 0;
-    }
-    if (PyUnicode_Check(o)) {
-        b->p = PyUnicode_AsUTF8AndSize(o, &b->n);
-        return b->p ? 0 : -1;
-    }
-    if (PyObject_CheckBuffer(o)) {
-        if (PyObject_GetBuffer(o, &b->view, PyBUF_SIMPLE) < 0) return -1;
-        b->has_view = 1;
-        b->p = b->view.buf;
-        b->n = b->view.len;
-        return 0;
-    }
-    PyErr_Format(PyExc_TypeError, "%s must be bytes or str, not %.100s", what, Py_TYPE(o)->tp_name);
-    return -1;
-}
-
-static inline void sbuf_release(sbuf *b) {
-    if (b->has_view) PyBuffer_Release(&b->view);
-}
-
 /* Minimal fast-call keyword parsing: names[i] for positions, nreq required. */
-static int parse_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, const char *fname,
+int parse_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, const char *fname,
                       const char *const *names, int nmax, int nreq, PyObject **out) {
     for (int i = 0; i < nmax; i++) out[i] = NULL;
     if (nargs > nmax) {
@@ -128,7 +62,7 @@ static int parse_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
     return 0;
 }
 
-static int get_expires(PyObject *o, uint64_t *out) {
+int get_expires(PyObject *o, uint64_t *out) {
     if (!o || o == Py_None) { *out = 0; return 0; }
     if (!PyLong_Check(o)) {
         PyErr_Format(PyExc_TypeError, "expires must be an int (seconds), not %.100s", Py_TYPE(o)->tp_name);
@@ -148,99 +82,16 @@ static int get_expires(PyObject *o, uint64_t *out) {
     return 0;
 }
 
-/* ---- SIGBUS guard ----
- * Another process may truncate a region's file while we have it mapped: touching a page past
- * the new end raises SIGBUS, which would kill this process. The handler maps anonymous zero
- * pages over the whole region (MAP_FIXED), so the faulting access completes on a private,
- * empty copy, and marks the cache broken: its next call raises CorruptStore. It costs
- * nothing on the hot path but the `broken` test next to `open`. Faults outside any region
- * go to the previous handler (faulthandler, or the default action). */
-
-#define GUARD_SLOTS 4096
-typedef struct {
-    uintptr_t base; /* 0: free slot */
-    size_t len;
-    volatile sig_atomic_t *broken;
-} guard_slot_t;
-static guard_slot_t guards[GUARD_SLOTS];
-static struct sigaction guard_prev;
-
-static void guard_handler(int sig, siginfo_t *si, void *uc) {
-    uintptr_t a = (uintptr_t)si->si_addr;
-    if (si->si_code > 0) { /* a fault (BUS_ADRERR...), not a kill() */
-        for (int i = 0; i < GUARD_SLOTS; i++) {
-            uintptr_t b = __atomic_load_n(&guards[i].base, __ATOMIC_ACQUIRE);
-            if (b && a >= b && a - b < guards[i].len) {
-                void *r = mmap((void *)b, guards[i].len, PROT_READ | PROT_WRITE,
-                               MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-                if (r == MAP_FAILED) break;
-                *guards[i].broken = 1;
-                static const char msg[] = "uwcache: SIGBUS in a cache region (its file was truncated by "
-                                          "another process); this handle now raises CorruptStore\n";
-                ssize_t w = write(2, msg, sizeof msg - 1);
-                (void)w;
-                return;
-            }
-        }
-    }
-    if ((guard_prev.sa_flags & SA_SIGINFO) && guard_prev.sa_sigaction) {
-        guard_prev.sa_sigaction(sig, si, uc);
-        return;
-    }
-    if (guard_prev.sa_handler != SIG_DFL && guard_prev.sa_handler != SIG_IGN) {
-        guard_prev.sa_handler(sig);
-        return;
-    }
-    signal(SIGBUS, SIG_DFL);
-    raise(SIGBUS); /* delivered when the handler returns: the default action */
-}
-
-static void guard_install(void) {
-    struct sigaction cur;
-    if (sigaction(SIGBUS, NULL, &cur) != 0) return;
-    if ((cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == guard_handler) return;
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_sigaction = guard_handler;
-    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
-    sigemptyset(&sa.sa_mask);
-    guard_prev = cur; /* whoever installed a handler after us is chained, not lost */
-    sigaction(SIGBUS, &sa, NULL);
-}
-
-static void guard_register(CacheObject *self, void *base, size_t len) {
-    self->guard_slot = -1;
-    self->broken = 0;
-    guard_install();
-    for (int i = 0; i < GUARD_SLOTS; i++) {
-        if (guards[i].base == 0) {
-            guards[i].len = len;
-            guards[i].broken = &self->broken;
-            __atomic_store_n(&guards[i].base, (uintptr_t)base, __ATOMIC_RELEASE);
-            self->guard_slot = i;
-            return;
-        }
-    }
-}
-
-static void guard_unregister(CacheObject *self) {
-    if (self->guard_slot >= 0) {
-        __atomic_store_n(&guards[self->guard_slot].base, (uintptr_t)0, __ATOMIC_RELEASE);
-        self->guard_slot = -1;
-    }
-}
-
-static int raise_broken(CacheObject *self);
 
 /* ---- errors ---- */
 
-static const char *cname(CacheObject *self) {
+const char *cname(CacheObject *self) {
     const char *n = PyUnicode_AsUTF8(self->name);
     if (!n) { PyErr_Clear(); n = "?"; }
     return n;
 }
 
-static int raise_broken(CacheObject *self) {
+int raise_broken(CacheObject *self) {
     PyErr_Format(ErrCorruptStore,
                  "the region of cache '%s' was truncated by another process while this process had it "
                  "attached; this handle is unusable: close it and open the cache again", cname(self));
@@ -252,1120 +103,128 @@ static int region_wiped(CacheObject *self) {
     return self->open && (self->broken || memcmp(self->view.buf, UWC_MAGIC, 8) != 0);
 }
 
-static PyObject *raise_status(CacheObject *self, int rc, Py_ssize_t klen, Py_ssize_t vlen) {
+/* ---- engine status -> (exception class, message) ----
+ * One row per status (and variant: a value too large with or without mode_bitmap, a cache
+ * full of items or of blocks). Messages name the limit and the option behind it; {field}
+ * placeholders are filled by status_field() below. */
+
+enum { V_ANY = 0, V_BITMAP = 1, V_ITEMS_FULL = 1 };
+
+typedef struct {
+    int rc;
+    int variant;
+    PyObject **cls;
+    const char *msg;
+} status_row;
+
+static const status_row status_table[] = {
+    {UWC_EKEY_EMPTY, V_ANY, &ErrEmptyValue, "keys must not be empty"},
+    {UWC_EKEY_LONG, V_ANY, &ErrKeyTooLong,
+     "key of {klen} bytes is longer than the {key_size} bytes allowed by key_size of cache '{name}'"},
+    {UWC_EVAL_EMPTY, V_ANY, &ErrEmptyValue, "values must not be empty (uWSGI's cache cannot store an empty value)"},
+    {UWC_EVAL_LARGE, V_BITMAP, &ErrValueTooLarge,
+     "value of {vlen} bytes is larger than the {max_item_size} bytes one item can hold in cache '{name}' "
+     "(block_size={block_size} * block_count={blocks})"},
+    {UWC_EVAL_LARGE, V_ANY, &ErrValueTooLarge,
+     "value of {vlen} bytes is larger than the {max_item_size} bytes one item can hold in cache '{name}' "
+     "(block_size; or use mode_bitmap to let values span blocks)"},
+    {UWC_FULL, V_ITEMS_FULL, &ErrCacheFull,
+     "cache '{name}' is full: all {capacity} items are in use (max_items={max_items}, one slot is reserved); "
+     "raise max_items or enable full_purge_lru"},
+    {UWC_FULL, V_ANY, &ErrCacheFull,
+     "cache '{name}' is full: no run of {blocks_needed} free blocks of {block_size} bytes for a {vlen}-byte value "
+     "(block_count={blocks}); raise block_count or enable full_purge_lru"},
+    {UWC_ENOTINT, V_ANY, &ErrNotAnInteger, "the value stored in cache '{name}' is not an 8-byte integer"},
+    {UWC_ELOCK, V_ANY, &ErrCache, "the lock of cache '{name}' is unusable (not recoverable)"},
+    {UWC_ECORRUPT, V_ANY, &ErrCorruptStore,
+     "cache '{name}' was found damaged during this operation and has been rebuilt; retry it"},
+    {0, V_ANY, &ErrCache, "cache '{name}': engine error {rc}"},  /* any other status */
+};
+
+static int status_variant(CacheObject *self, int rc) {
+    if (rc == UWC_EVAL_LARGE) return (self->c.p.options & UWC_OPT_BITMAP) ? V_BITMAP : V_ANY;
+    if (rc == UWC_FULL) return uwc_n_items(&self->c) >= self->c.p.max_items - 1 ? V_ITEMS_FULL : V_ANY;
+    return V_ANY;
+}
+
+/* The value of one {field} of a status message, written at out (at most room bytes). */
+static int status_field(CacheObject *self, const char *f, size_t n, int rc, Py_ssize_t klen, Py_ssize_t vlen,
+                        char *out, size_t room) {
     const uwc_params *p = &self->c.p;
+#define FIELD(s) (n == sizeof(s) - 1 && memcmp(f, s, n) == 0)
+    if (FIELD("name")) return snprintf(out, room, "%s", cname(self));
+    long long v;
+    if (FIELD("rc")) v = rc;
+    else if (FIELD("klen")) v = (long long)klen;
+    else if (FIELD("vlen")) v = (long long)vlen;
+    else {
+        unsigned long long u;
+        if (FIELD("key_size")) u = p->key_size;
+        else if (FIELD("max_item_size")) u = self->c.max_item_size;
+        else if (FIELD("block_size")) u = p->block_size;
+        else if (FIELD("blocks")) u = p->blocks;
+        else if (FIELD("max_items")) u = p->max_items;
+        else if (FIELD("capacity")) u = p->max_items - 1;
+        else if (FIELD("blocks_needed")) u = ((unsigned long long)vlen + p->block_size - 1) / p->block_size;
+        else return snprintf(out, room, "?");
+        return snprintf(out, room, "%llu", u);
+    }
+#undef FIELD
+    return snprintf(out, room, "%lld", v);
+}
+
+PyObject *raise_status(CacheObject *self, int rc, Py_ssize_t klen, Py_ssize_t vlen) {
     if ((rc == UWC_FULL || rc == UWC_ENOTINT || rc >= UWC_ELOCK) && region_wiped(self)) {
         PyErr_Format(ErrCorruptStore,
                      "the region of cache '%s' was wiped (its header is gone: truncated and extended again "
                      "by another process?); close it and open the cache again", cname(self));
         return NULL;
     }
-    int bitmap = (p->options & UWC_OPT_BITMAP) != 0;
-    switch (rc) {
-    case UWC_EKEY_EMPTY:
-        PyErr_SetString(ErrEmptyValue, "keys must not be empty");
-        break;
-    case UWC_EKEY_LONG:
-        PyErr_Format(ErrKeyTooLong, "key of %zd bytes is longer than the %llu bytes allowed by key_size of cache '%s'",
-                     klen, (unsigned long long)p->key_size, cname(self));
-        break;
-    case UWC_EVAL_EMPTY:
-        PyErr_SetString(ErrEmptyValue, "values must not be empty (uWSGI's cache cannot store an empty value)");
-        break;
-    case UWC_EVAL_LARGE:
-        if (bitmap)
-            PyErr_Format(ErrValueTooLarge,
-                         "value of %zd bytes is larger than the %llu bytes one item can hold in cache '%s' "
-                         "(block_size=%llu * block_count=%llu)",
-                         vlen, (unsigned long long)self->c.max_item_size, cname(self),
-                         (unsigned long long)p->block_size, (unsigned long long)p->blocks);
-        else
-            PyErr_Format(ErrValueTooLarge,
-                         "value of %zd bytes is larger than the %llu bytes one item can hold in cache '%s' "
-                         "(block_size; or use mode_bitmap to let values span blocks)",
-                         vlen, (unsigned long long)self->c.max_item_size, cname(self));
-        break;
-    case UWC_FULL:
-        if (uwc_n_items(&self->c) >= p->max_items - 1)
-            PyErr_Format(ErrCacheFull,
-                         "cache '%s' is full: all %llu items are in use (max_items=%llu, one slot is reserved); "
-                         "raise max_items or enable full_purge_lru",
-                         cname(self), (unsigned long long)(p->max_items - 1), (unsigned long long)p->max_items);
-        else
-            PyErr_Format(ErrCacheFull,
-                         "cache '%s' is full: no run of %llu free blocks of %llu bytes for a %zd-byte value "
-                         "(block_count=%llu); raise block_count or enable full_purge_lru",
-                         cname(self), (unsigned long long)((vlen + p->block_size - 1) / p->block_size),
-                         (unsigned long long)p->block_size, vlen, (unsigned long long)p->blocks);
-        break;
-    case UWC_ENOTINT:
-        PyErr_Format(ErrNotAnInteger, "the value stored in cache '%s' is not an 8-byte integer", cname(self));
-        break;
-    case UWC_ENOMEM:
+    if (rc == UWC_ENOMEM) {
         if (!PyErr_Occurred()) PyErr_NoMemory();
-        break;
-    case UWC_ELOCK:
-        PyErr_Format(ErrCache, "the lock of cache '%s' is unusable (not recoverable)", cname(self));
-        break;
-    case UWC_ECORRUPT:
-        PyErr_Format(ErrCorruptStore,
-                     "cache '%s' was found damaged during this operation and has been rebuilt; retry it",
-                     cname(self));
-        break;
-    default:
-        PyErr_Format(ErrCache, "cache '%s': engine error %d", cname(self), rc);
-    }
-    return NULL;
-}
-
-static inline int check_open(CacheObject *self) {
-    if (!self->open || self->broken) {
-        if (self->open) return raise_broken(self);
-        PyErr_SetString(ErrCacheClosed, "the cache is closed in this process");
-        return -1;
-    }
-    return 0;
-}
-
-static inline uwc_counter_slot *counters(CacheObject *self) {
-    if (self->counter_gen != fork_generation) {
-        /* first use, or a forked child: take a slot of our own */
-        self->counters = uwc_counter_claim(&self->c, (int32_t)getpid());
-        if (!self->counters) self->counters = &self->c.h->counters[UWC_COUNTER_SLOTS - 1];
-        self->counter_gen = fork_generation;
-    }
-    return self->counters;
-}
-
-/* ---- hooks called after the lock is released ---- */
-
-static void fire_write(CacheObject *self, int op, const char *key, Py_ssize_t klen, const void *val,
-                       Py_ssize_t vlen, uint64_t expires) {
-    if (!self->on_write) return;
-    PyObject *r = PyObject_CallFunction(self->on_write, "iy#y#K", op, key, klen, (const char *)val, vlen,
-                                        (unsigned long long)expires);
-    if (!r) PyErr_WriteUnraisable(self->on_write);
-    Py_XDECREF(r);
-}
-
-static void fire_full(CacheObject *self, uint32_t events) {
-    if (!(events & UWC_EV_FULL) || self->full_silent || !self->on_full) return;
-    time_t t = time(NULL);
-    if (t == self->last_full_call) return;  /* at most one warning per second per process */
-    self->last_full_call = t;
-    PyObject *r = PyObject_CallFunction(self->on_full, "OO", self->name, (events & UWC_EV_EVICTED) ? Py_True : Py_False);
-    if (!r) PyErr_WriteUnraisable(self->on_full);
-    Py_XDECREF(r);
-}
-
-/* ---- get ---- */
-
-typedef struct { PyObject *obj; } alloc_ctx;
-
-static void *alloc_bytes(void *vctx, uint64_t size) {
-    alloc_ctx *ctx = vctx;
-    Py_CLEAR(ctx->obj);
-    if (size > PY_SSIZE_T_MAX) return NULL;
-    ctx->obj = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)size);
-    return ctx->obj ? PyBytes_AS_STRING(ctx->obj) : NULL;
-}
-
-/* returns new ref to bytes, or NULL with *rc set (UWC_NOTFOUND without exception) */
-static PyObject *do_get(CacheObject *self, const char *k, Py_ssize_t kl, int *rc, uint64_t *expires) {
-    alloc_ctx ctx = {NULL};
-    *rc = uwc_get(&self->c, (const uint8_t *)k, (uint64_t)kl, now_s(), alloc_bytes, &ctx, expires, counters(self));
-    if (*rc != UWC_OK) {
-        Py_CLEAR(ctx.obj);
         return NULL;
     }
-    return ctx.obj;
-}
-
-static PyObject *Cache_get(CacheObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    static const char *const names[] = {"key", "default"};
-    PyObject *a[2];
-    if (check_open(self)) return NULL;
-    if (nargs == 1 && !kwnames) {  /* get(key): the common call, no keyword parsing */
-        a[0] = args[0];
-        a[1] = NULL;
-    } else if (parse_args(args, nargs, kwnames, "get", names, 2, 1, a)) {
-        return NULL;
-    }
-    sbuf k;
-    if (sbuf_get(a[0], &k, "key")) return NULL;
-    int rc;
-    PyObject *v = do_get(self, k.p, k.n, &rc, NULL);
-    sbuf_release(&k);
-    if (v) return v;
-    if (rc == UWC_NOTFOUND) {
-        PyObject *d = a[1] ? a[1] : Py_None;
-        Py_INCREF(d);
-        return d;
-    }
-    return raise_status(self, rc, k.n, 0);
-}
-
-static PyObject *Cache_subscript(CacheObject *self, PyObject *key) {
-    if (check_open(self)) return NULL;
-    sbuf k;
-    if (sbuf_get(key, &k, "key")) return NULL;
-    int rc;
-    PyObject *v = do_get(self, k.p, k.n, &rc, NULL);
-    sbuf_release(&k);
-    if (v) return v;
-    if (rc == UWC_NOTFOUND) {
-        PyErr_SetObject(PyExc_KeyError, key);
-        return NULL;
-    }
-    return raise_status(self, rc, k.n, 0);
-}
-
-/* ---- set / add ---- */
-
-static int do_write(CacheObject *self, PyObject *key, PyObject *value, uint64_t expires, uint32_t flags,
-                    int fire) {
-    sbuf k, v;
-    if (sbuf_get(key, &k, "key")) return -1;
-    if (sbuf_get(value, &v, "value")) { sbuf_release(&k); return -1; }
-    uwc_write w = {0};
-    w.key = (const uint8_t *)k.p;
-    w.key_len = (uint64_t)k.n;
-    w.value = (const uint8_t *)v.p;
-    w.value_len = (uint64_t)v.n;
-    w.expires = expires;
-    w.flags = flags;
-    w.now = now_s();
-    w.counters = counters(self);
-    int rc = uwc_set(&self->c, &w);
-    fire_full(self, w.events);
-    int ret;
-    if (rc == UWC_OK) {
-        if (fire) fire_write(self, OP_SET, k.p, k.n, v.p, v.n, w.expires_abs);
-        ret = 1;
-    } else if (rc == UWC_EXISTS) {
-        ret = 0;
-    } else {
-        raise_status(self, rc, k.n, v.n);
-        ret = -1;
-    }
-    sbuf_release(&k);
-    sbuf_release(&v);
-    return ret;
-}
-
-static PyObject *Cache_set(CacheObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    static const char *const names[] = {"key", "value", "expires"};
-    PyObject *a[3];
-    uint64_t ex;
-    if (check_open(self)) return NULL;
-    if (nargs == 2 && !kwnames) {  /* set(key, value): no keyword parsing, no expiry */
-        a[0] = args[0];
-        a[1] = args[1];
-        ex = 0;
-    } else if (parse_args(args, nargs, kwnames, "set", names, 3, 2, a) || get_expires(a[2], &ex)) {
-        return NULL;
-    }
-    if (do_write(self, a[0], a[1], ex, UWC_F_UPDATE, 1) < 0) return NULL;
-    Py_RETURN_NONE;
-}
-
-static PyObject *Cache_add(CacheObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    static const char *const names[] = {"key", "value", "expires"};
-    PyObject *a[3];
-    uint64_t ex;
-    if (check_open(self) || parse_args(args, nargs, kwnames, "add", names, 3, 2, a) || get_expires(a[2], &ex))
-        return NULL;
-    int r = do_write(self, a[0], a[1], ex, 0, 1);
-    if (r < 0) return NULL;
-    return PyBool_FromLong(r);
-}
-
-/* ---- delete / contains / len / keys / clear ---- */
-
-static int do_delete(CacheObject *self, PyObject *key, int fire) {
-    sbuf k;
-    if (sbuf_get(key, &k, "key")) return -1;
-    int rc = uwc_delete(&self->c, (const uint8_t *)k.p, (uint64_t)k.n, now_s(), counters(self));
-    int ret = rc == UWC_OK ? 1 : 0;
-    if (rc == UWC_OK && fire) fire_write(self, OP_DELETE, k.p, k.n, "", 0, 0);
-    if (rc != UWC_OK && rc != UWC_NOTFOUND) {
-        raise_status(self, rc, k.n, 0);
-        ret = -1;
-    }
-    sbuf_release(&k);
-    return ret;
-}
-
-static PyObject *Cache_delete(CacheObject *self, PyObject *key) {
-    if (check_open(self)) return NULL;
-    int r = do_delete(self, key, 1);
-    if (r < 0) return NULL;
-    return PyBool_FromLong(r);
-}
-
-static int Cache_ass_subscript(CacheObject *self, PyObject *key, PyObject *value) {
-    if (check_open(self)) return -1;
-    if (value) return do_write(self, key, value, 0, UWC_F_UPDATE, 1) < 0 ? -1 : 0;
-    int r = do_delete(self, key, 1);
-    if (r == 0) PyErr_SetObject(PyExc_KeyError, key);
-    return r == 1 ? 0 : -1;
-}
-
-static int Cache_contains(CacheObject *self, PyObject *key) {
-    if (check_open(self)) return -1;
-    sbuf k;
-    if (sbuf_get(key, &k, "key")) return -1;
-    int rc = uwc_exists(&self->c, (const uint8_t *)k.p, (uint64_t)k.n, now_s(), NULL);
-    sbuf_release(&k);
-    if (rc == UWC_OK) return 1;
-    if (rc == UWC_NOTFOUND) return 0;
-    raise_status(self, rc, k.n, 0);
-    return -1;
-}
-
-static Py_ssize_t Cache_len(CacheObject *self) {
-    if (check_open(self)) return -1;
-    return (Py_ssize_t)uwc_n_items(&self->c);
-}
-
-static PyObject *keybuf_to_list(uwc_keybuf *kb) {
-    PyObject *list = PyList_New((Py_ssize_t)kb->count);
-    if (!list) return NULL;
-    uint64_t off = 0;
-    for (uint64_t i = 0; i < kb->count; i++) {
-        uint64_t n;
-        memcpy(&n, kb->buf + off, 8);
-        PyObject *b = PyBytes_FromStringAndSize((const char *)kb->buf + off + 8, (Py_ssize_t)n);
-        if (!b) { Py_DECREF(list); return NULL; }
-        PyList_SET_ITEM(list, (Py_ssize_t)i, b);
-        off += 8 + n;
-    }
-    return list;
-}
-
-static PyObject *Cache_keys(CacheObject *self, PyObject *unused) {
-    if (check_open(self)) return NULL;
-    uwc_keybuf kb = {0};
-    int rc = uwc_keys(&self->c, now_s(), &kb);
-    if (rc) { uwc_keybuf_free(&kb); return raise_status(self, rc, 0, 0); }
-    PyObject *list = keybuf_to_list(&kb);
-    uwc_keybuf_free(&kb);
-    return list;
-}
-
-static PyObject *Cache_iter(CacheObject *self) {
-    PyObject *keys = Cache_keys(self, NULL);
-    if (!keys) return NULL;
-    PyObject *it = PyObject_GetIter(keys);
-    Py_DECREF(keys);
-    return it;
-}
-
-static PyObject *Cache_clear(CacheObject *self, PyObject *unused) {
-    if (check_open(self)) return NULL;
-    int rc = uwc_clear(&self->c, now_s(), counters(self));
-    if (rc) return raise_status(self, rc, 0, 0);
-    fire_write(self, OP_CLEAR, "", 0, "", 0, 0);
-    Py_RETURN_NONE;
-}
-
-/* ---- math ---- */
-
-static PyObject *do_math(CacheObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
-                         const char *fname, uint32_t op) {
-    static const char *const names[] = {"key", "n", "expires"};
-    PyObject *a[3];
-    uint64_t ex;
-    if (check_open(self) || parse_args(args, nargs, kwnames, fname, names, 3, 1, a) || get_expires(a[2], &ex))
-        return NULL;
-    long long n = 1;
-    if (a[1]) {
-        if (!PyLong_Check(a[1])) {
-            PyErr_Format(PyExc_TypeError, "%s(): n must be an int, not %.100s", fname, Py_TYPE(a[1])->tp_name);
-            return NULL;
-        }
-        n = PyLong_AsLongLong(a[1]);
-        if (n == -1 && PyErr_Occurred()) {
-            if (PyErr_ExceptionMatches(PyExc_OverflowError)) {
-                PyErr_Clear();
-                PyErr_Format(PyExc_OverflowError, "%s(): n must fit in a signed 64-bit integer", fname);
-            }
-            return NULL;
-        }
-    }
-    sbuf k;
-    if (sbuf_get(a[0], &k, "key")) return NULL;
-    int64_t operand = (int64_t)n;
-    uwc_write w = {0};
-    w.key = (const uint8_t *)k.p;
-    w.key_len = (uint64_t)k.n;
-    w.value = (const uint8_t *)&operand;
-    w.value_len = 8;
-    w.expires = ex;
-    w.flags = UWC_F_UPDATE | UWC_F_MATH | UWC_F_FIXEXPIRE | UWC_F_STRICT_MATH | op;
-    w.now = now_s();
-    w.counters = counters(self);
-    int rc = uwc_set(&self->c, &w);
-    fire_full(self, w.events);
-    if (rc != UWC_OK) {
-        raise_status(self, rc, k.n, 8);
-        sbuf_release(&k);
-        return NULL;
-    }
-    /* replicate the result, not the operand (uWSGI's replicas end up holding the delta) */
-    int64_t res = w.math_result;
-    fire_write(self, OP_SET, k.p, k.n, &res, 8, w.expires_abs);
-    sbuf_release(&k);
-    return PyLong_FromLongLong(res);
-}
-
-static PyObject *Cache_incr(CacheObject *s, PyObject *const *a, Py_ssize_t n, PyObject *kw) { return do_math(s, a, n, kw, "incr", UWC_F_INC); }
-static PyObject *Cache_decr(CacheObject *s, PyObject *const *a, Py_ssize_t n, PyObject *kw) { return do_math(s, a, n, kw, "decr", UWC_F_DEC); }
-static PyObject *Cache_mul(CacheObject *s, PyObject *const *a, Py_ssize_t n, PyObject *kw) { return do_math(s, a, n, kw, "mul", UWC_F_MUL); }
-static PyObject *Cache_div(CacheObject *s, PyObject *const *a, Py_ssize_t n, PyObject *kw) { return do_math(s, a, n, kw, "div", UWC_F_DIV); }
-
-static PyObject *Cache_get_int(CacheObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    static const char *const names[] = {"key", "default"};
-    PyObject *a[2];
-    if (check_open(self) || parse_args(args, nargs, kwnames, "get_int", names, 2, 1, a)) return NULL;
-    sbuf k;
-    if (sbuf_get(a[0], &k, "key")) return NULL;
-    int rc;
-    PyObject *v = do_get(self, k.p, k.n, &rc, NULL);
-    sbuf_release(&k);
-    if (!v) {
-        if (rc == UWC_NOTFOUND) {
-            PyObject *d = a[1] ? a[1] : Py_None;
-            Py_INCREF(d);
-            return d;
-        }
-        return raise_status(self, rc, k.n, 0);
-    }
-    if (PyBytes_GET_SIZE(v) != 8) {
-        Py_ssize_t n = PyBytes_GET_SIZE(v);
-        Py_DECREF(v);
-        PyErr_Format(ErrNotAnInteger, "the value of that key in cache '%s' is %zd bytes, not an 8-byte integer",
-                     cname(self), n);
-        return NULL;
-    }
-    int64_t x;
-    memcpy(&x, PyBytes_AS_STRING(v), 8);
-    Py_DECREF(v);
-    return PyLong_FromLongLong(x);
-}
-
-static PyObject *Cache_ttl(CacheObject *self, PyObject *key) {
-    if (check_open(self)) return NULL;
-    sbuf k;
-    if (sbuf_get(key, &k, "key")) return NULL;
-    uint64_t ex = 0, now = now_s();
-    int rc = uwc_exists(&self->c, (const uint8_t *)k.p, (uint64_t)k.n, now, &ex);
-    sbuf_release(&k);
-    if (rc == UWC_NOTFOUND) {
-        PyErr_SetObject(PyExc_KeyError, key);
-        return NULL;
-    }
-    if (rc) return raise_status(self, rc, k.n, 0);
-    if (!ex) Py_RETURN_NONE;
-    return PyLong_FromUnsignedLongLong(ex > now ? ex - now : 0);
-}
-
-/* ---- batch API: get_many / set_many / delete_many / touch (issue 12.4) ----
- * Every key (and value) is converted and checked before the engine is called, so a bad
- * entry anywhere in a batch raises before anything is read or written. */
-
-typedef struct {
-    Py_ssize_t n;
-    PyObject *seq;       /* the entries as a list/tuple (PySequence_Fast) */
-    uwc_key *keys;       /* n keys, then (set_many) n values: one allocation with rcs */
-    uwc_key *values;
-    int *rcs;
-    Py_buffer *views;    /* only for entries that are neither bytes nor str (rare) */
-    Py_ssize_t nviews, capviews;
-} batch;
-
-static void batch_free(batch *b) {
-    for (Py_ssize_t i = 0; i < b->nviews; i++) PyBuffer_Release(&b->views[i]);
-    PyMem_Free(b->views);
-    PyMem_Free(b->keys);
-    Py_CLEAR(b->seq);
-}
-
-/* bytes/str/buffer -> pointer and length, valid until batch_free */
-static int batch_buf(batch *b, PyObject *o, uwc_key *out, const char *what) {
-    if (PyBytes_Check(o)) {
-        out->key = (const uint8_t *)PyBytes_AS_STRING(o);
-        out->len = (uint64_t)PyBytes_GET_SIZE(o);
-        return 0;
-    }
-    if (PyUnicode_Check(o)) {
-        Py_ssize_t n;
-        const char *p = PyUnicode_AsUTF8AndSize(o, &n);
-        if (!p) return -1;
-        out->key = (const uint8_t *)p;
-        out->len = (uint64_t)n;
-        return 0;
-    }
-    if (!PyObject_CheckBuffer(o)) {
-        PyErr_Format(PyExc_TypeError, "%s must be bytes or str, not %.100s", what, Py_TYPE(o)->tp_name);
-        return -1;
-    }
-    if (b->nviews == b->capviews) {
-        Py_ssize_t cap = b->capviews ? b->capviews * 2 : 8;
-        Py_buffer *v = PyMem_Realloc(b->views, (size_t)cap * sizeof(Py_buffer));
-        if (!v) { PyErr_NoMemory(); return -1; }
-        b->views = v;
-        b->capviews = cap;
-    }
-    if (PyObject_GetBuffer(o, &b->views[b->nviews], PyBUF_SIMPLE) < 0) return -1;
-    out->key = b->views[b->nviews].buf;
-    out->len = (uint64_t)b->views[b->nviews].len;
-    b->nviews++;
-    return 0;
-}
-
-/* seq: a sequence of keys, or of (key, value) pairs when with_values. Takes seq's reference. */
-static int batch_load(CacheObject *self, batch *b, PyObject *seq, int with_values, const char *fname) {
-    memset(b, 0, sizeof *b);
-    b->seq = seq;
-    b->n = PySequence_Fast_GET_SIZE(seq);
-    size_t n = (size_t)(b->n ? b->n : 1), per = sizeof(uwc_key) * (with_values ? 2 : 1) + sizeof(int);
-    if (n > PY_SSIZE_T_MAX / per) { PyErr_NoMemory(); return -1; }
-    b->keys = PyMem_Malloc(n * per);
-    if (!b->keys) { PyErr_NoMemory(); return -1; }
-    b->values = with_values ? b->keys + n : NULL;
-    b->rcs = (int *)(b->keys + n * (with_values ? 2 : 1));
-    const uwc_params *p = &self->c.p;
-    PyObject **items = PySequence_Fast_ITEMS(seq);
-    for (Py_ssize_t i = 0; i < b->n; i++) {
-        PyObject *key = items[i], *value = NULL;
-        if (with_values) {
-            if (!PyTuple_Check(key) || PyTuple_GET_SIZE(key) != 2) {
-                PyErr_Format(PyExc_TypeError, "%s(): expected (key, value) pairs", fname);
-                return -1;
-            }
-            value = PyTuple_GET_ITEM(key, 1);
-            key = PyTuple_GET_ITEM(key, 0);
-        }
-        uwc_key *k = &b->keys[i];
-        if (batch_buf(b, key, k, "key")) return -1;
-        if (k->len == 0 || k->len > p->key_size) {
-            raise_status(self, k->len == 0 ? UWC_EKEY_EMPTY : UWC_EKEY_LONG, (Py_ssize_t)k->len, 0);
-            return -1;
-        }
-        if (with_values) {
-            uwc_key *v = &b->values[i];
-            if (batch_buf(b, value, v, "value")) return -1;
-            if (v->len == 0 || v->len > self->c.max_item_size) {
-                raise_status(self, v->len == 0 ? UWC_EVAL_EMPTY : UWC_EVAL_LARGE, (Py_ssize_t)k->len,
-                             (Py_ssize_t)v->len);
-                return -1;
-            }
-        }
-    }
-    return 0;
-}
-
-/* The dictionary key for entry i: the caller's object when bytes/str, else a bytes copy. */
-static PyObject *batch_dict_key(PyObject *key, const uwc_key *k) {
-    if (PyBytes_CheckExact(key) || PyUnicode_CheckExact(key)) {
-        Py_INCREF(key);
-        return key;
-    }
-    return PyBytes_FromStringAndSize((const char *)k->key, (Py_ssize_t)k->len);
-}
-
-typedef struct { PyObject **objs; uint64_t filled; } many_ctx;
-
-static void *alloc_bytes_at(void *vctx, uint64_t index, uint64_t size) {
-    many_ctx *ctx = vctx;
-    /* entries are visited in order: clear the slots up to this one on first use */
-    while (ctx->filled <= index) ctx->objs[ctx->filled++] = NULL;
-    Py_CLEAR(ctx->objs[index]);
-    if (size > PY_SSIZE_T_MAX) return NULL;
-    ctx->objs[index] = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)size);
-    return ctx->objs[index] ? PyBytes_AS_STRING(ctx->objs[index]) : NULL;
-}
-
-static PyObject *Cache_get_many(CacheObject *self, PyObject *keys) {
-    if (check_open(self)) return NULL;
-    PyObject *seq = PySequence_Fast(keys, "get_many() takes an iterable of keys");
-    if (!seq) return NULL;
-    batch b;
-    PyObject *result = NULL, **objs = NULL;
-    many_ctx ctx = {NULL, 0};
-    if (batch_load(self, &b, seq, 0, "get_many")) goto done;
-    objs = PyMem_Malloc((size_t)(b.n ? b.n : 1) * sizeof(PyObject *));
-    if (!objs) { PyErr_NoMemory(); goto done; }
-    ctx.objs = objs;
-    int rc = uwc_get_many(&self->c, b.keys, (uint64_t)b.n, now_s(), alloc_bytes_at, &ctx, b.rcs, counters(self));
-    if (rc) { raise_status(self, rc, 0, 0); goto done; }
-    Py_ssize_t found = 0;
-    for (Py_ssize_t i = 0; i < b.n; i++) found += b.rcs[i] == UWC_OK;
-    result = _PyDict_NewPresized(found);  /* no resizing while filling (CPython 3.9-3.13 export it) */
-    if (!result) goto done;
-    for (Py_ssize_t i = 0; i < b.n; i++) {
-        if (b.rcs[i] != UWC_OK) continue;
-        PyObject *k = batch_dict_key(PySequence_Fast_GET_ITEM(seq, i), &b.keys[i]);
-        if (!k || PyDict_SetItem(result, k, objs[i]) < 0) {
-            Py_XDECREF(k);
-            Py_CLEAR(result);
-            goto done;
-        }
-        Py_DECREF(k);
-    }
-done:
-    if (objs) {
-        for (uint64_t i = 0; i < ctx.filled; i++) Py_XDECREF(objs[i]);
-        PyMem_Free(objs);
-    }
-    batch_free(&b);
-    return result;
-}
-
-static PyObject *Cache_set_many(CacheObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    static const char *const names[] = {"mapping", "expires"};
-    PyObject *a[2];
-    uint64_t ex;
-    if (check_open(self) || parse_args(args, nargs, kwnames, "set_many", names, 2, 1, a) || get_expires(a[1], &ex))
-        return NULL;
-    PyObject *items;
-    if (PyDict_Check(a[0])) {
-        items = PyDict_Items(a[0]);
-    } else if (PyMapping_Check(a[0]) && PyObject_HasAttrString(a[0], "items")) {
-        PyObject *view = PyMapping_Items(a[0]);
-        items = view;
-    } else {
-        items = PySequence_List(a[0]);  /* an iterable of (key, value) pairs */
-    }
-    if (!items) return NULL;
-    PyObject *seq = PySequence_Fast(items, "set_many() takes a mapping or (key, value) pairs");
-    Py_DECREF(items);
-    if (!seq) return NULL;
-    batch b;
-    PyObject *failed = NULL;
-    uwc_write *ws = NULL;
-    if (batch_load(self, &b, seq, 1, "set_many")) goto done;
-    ws = PyMem_Calloc((size_t)(b.n ? b.n : 1), sizeof(uwc_write));
-    if (!ws) { PyErr_NoMemory(); goto done; }
-    uint64_t now = now_s();
-    uwc_counter_slot *cs = counters(self);
-    for (Py_ssize_t i = 0; i < b.n; i++) {
-        ws[i].key = b.keys[i].key;
-        ws[i].key_len = b.keys[i].len;
-        ws[i].value = b.values[i].key;
-        ws[i].value_len = b.values[i].len;
-        ws[i].expires = ex;
-        ws[i].flags = UWC_F_UPDATE;
-        ws[i].now = now;
-        ws[i].counters = cs;
-    }
-    int rc = uwc_set_many(&self->c, ws, (uint64_t)b.n, b.rcs);
-    uint32_t events = 0;
-    for (Py_ssize_t i = 0; i < b.n; i++) events |= ws[i].events;
-    fire_full(self, events);
-    if (rc) { raise_status(self, rc, 0, 0); goto done; }
-    failed = PyList_New(0);
-    if (!failed) goto done;
-    for (Py_ssize_t i = 0; i < b.n; i++) {
-        PyObject *key = PyTuple_GET_ITEM(PySequence_Fast_GET_ITEM(seq, i), 0);
-        if (b.rcs[i] == UWC_OK) {
-            fire_write(self, OP_SET, (const char *)ws[i].key, (Py_ssize_t)ws[i].key_len, ws[i].value,
-                       (Py_ssize_t)ws[i].value_len, ws[i].expires_abs);
-        } else if (b.rcs[i] == UWC_FULL) {
-            if (PyList_Append(failed, key) < 0) { Py_CLEAR(failed); goto done; }
+    int variant = status_variant(self, rc);
+    const status_row *row = status_table;
+    while (row->rc && !(row->rc == rc && row->variant == variant)) row++;
+    char msg[640];
+    size_t len = 0;
+    for (const char *m = row->msg; *m && len < sizeof msg - 1;) {
+        const char *end = m[0] == '{' ? strchr(m, '}') : NULL;
+        if (end) {
+            int w = status_field(self, m + 1, (size_t)(end - m - 1), rc, klen, vlen, msg + len, sizeof msg - len);
+            if (w > 0) len += (size_t)w < sizeof msg - len ? (size_t)w : sizeof msg - len - 1;
+            m = end + 1;
         } else {
-            /* cannot happen after batch_load's checks; never hide it */
-            raise_status(self, b.rcs[i], (Py_ssize_t)ws[i].key_len, (Py_ssize_t)ws[i].value_len);
-            Py_CLEAR(failed);
-            goto done;
+            msg[len++] = *m++;
         }
     }
-done:
-    PyMem_Free(ws);
-    batch_free(&b);
-    return failed;
-}
-
-static PyObject *Cache_delete_many(CacheObject *self, PyObject *keys) {
-    if (check_open(self)) return NULL;
-    PyObject *seq = PySequence_Fast(keys, "delete_many() takes an iterable of keys");
-    if (!seq) return NULL;
-    batch b;
-    PyObject *result = NULL;
-    if (batch_load(self, &b, seq, 0, "delete_many")) goto done;
-    int rc = uwc_delete_many(&self->c, b.keys, (uint64_t)b.n, now_s(), b.rcs, counters(self));
-    if (rc) { raise_status(self, rc, 0, 0); goto done; }
-    Py_ssize_t deleted = 0;
-    for (Py_ssize_t i = 0; i < b.n; i++) {
-        if (b.rcs[i] != UWC_OK) continue;
-        deleted++;
-        fire_write(self, OP_DELETE, (const char *)b.keys[i].key, (Py_ssize_t)b.keys[i].len, "", 0, 0);
-    }
-    result = PyLong_FromSsize_t(deleted);
-done:
-    batch_free(&b);
-    return result;
-}
-
-static PyObject *Cache_touch(CacheObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    static const char *const names[] = {"key", "expires"};
-    PyObject *a[2];
-    uint64_t ex;
-    if (check_open(self) || parse_args(args, nargs, kwnames, "touch", names, 2, 2, a) || get_expires(a[1], &ex))
-        return NULL;
-    sbuf k;
-    if (sbuf_get(a[0], &k, "key")) return NULL;
-    uint64_t now = now_s(), abs_ex = 0;
-    int rc = uwc_touch(&self->c, (const uint8_t *)k.p, (uint64_t)k.n, ex, now, &abs_ex);
-    if (rc != UWC_OK && rc != UWC_NOTFOUND) {
-        raise_status(self, rc, k.n, 0);
-        sbuf_release(&k);
-        return NULL;
-    }
-    if (rc == UWC_OK && self->on_write) {
-        /* replication knows only whole writes: send the value again with its new expiry */
-        alloc_ctx ctx = {NULL};
-        if (uwc_get(&self->c, (const uint8_t *)k.p, (uint64_t)k.n, now, alloc_bytes, &ctx, NULL, NULL) == UWC_OK)
-            fire_write(self, OP_SET, k.p, k.n, PyBytes_AS_STRING(ctx.obj), PyBytes_GET_SIZE(ctx.obj), abs_ex);
-        else if (PyErr_Occurred())
-            PyErr_WriteUnraisable(self->on_write);
-        Py_XDECREF(ctx.obj);
-    }
-    sbuf_release(&k);
-    return PyBool_FromLong(rc == UWC_OK);
-}
-
-/* ---- end of batch API ---- */
-
-/* ---- internal methods for the Python layer (node, network, tests) ---- */
-
-static PyObject *Cache_set_raw(CacheObject *self, PyObject *args) {
-    /* _set_raw(key, value, expires, flags): uWSGI-flag write without firing the write hook
-     * (replication receivers, preloads); returns True/False/raises like set/add */
-    PyObject *key, *value;
-    unsigned long long ex;
-    unsigned int flags;
-    if (check_open(self) || !PyArg_ParseTuple(args, "OOKI:_set_raw", &key, &value, &ex, &flags)) return NULL;
-    int r = do_write(self, key, value, (uint64_t)ex, flags & (UWC_F_UPDATE | UWC_F_ABSEXPIRE), 0);
-    if (r < 0) return NULL;
-    return PyBool_FromLong(r);
-}
-
-static PyObject *Cache_delete_local(CacheObject *self, PyObject *key) {
-    if (check_open(self)) return NULL;
-    int r = do_delete(self, key, 0);
-    if (r < 0) return NULL;
-    return PyBool_FromLong(r);
-}
-
-static PyObject *Cache_get_with_expiry(CacheObject *self, PyObject *key) {
-    if (check_open(self)) return NULL;
-    sbuf k;
-    if (sbuf_get(key, &k, "key")) return NULL;
-    int rc;
-    uint64_t ex = 0;
-    PyObject *v = do_get(self, k.p, k.n, &rc, &ex);
-    sbuf_release(&k);
-    if (!v) {
-        if (rc == UWC_NOTFOUND) Py_RETURN_NONE;
-        return raise_status(self, rc, k.n, 0);
-    }
-    return Py_BuildValue("NK", v, (unsigned long long)ex);
-}
-
-static PyObject *Cache_stats_raw(CacheObject *self, PyObject *unused) {
-    if (check_open(self)) return NULL;
-    uwc_stats st;
-    int rc = uwc_stats_read(&self->c, now_s(), &st);
-    if (rc) return raise_status(self, rc, 0, 0);
-    return Py_BuildValue(
-        "{sKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsisK}", "items", (unsigned long long)st.items, "hits",
-        (unsigned long long)st.hits, "miss", (unsigned long long)st.miss, "full", (unsigned long long)st.full,
-        "last_modified_at", (unsigned long long)st.last_modified_at, "evictions", (unsigned long long)st.evictions,
-        "expired_freed", (unsigned long long)st.expired_freed, "repairs", (unsigned long long)st.repairs, "writes",
-        (unsigned long long)st.writes, "next_scan", (unsigned long long)st.next_scan, "blocks_used",
-        (unsigned long long)st.blocks_used, "bytes_used", (unsigned long long)st.bytes_used, "expired_pending",
-        (unsigned long long)st.expired_pending, "largest_free_run", (unsigned long long)st.largest_free_run, "odd_stripes",
-        (unsigned long long)st.odd_stripes, "stripe_takeovers", (unsigned long long)st.stripe_takeovers, "sweeper_pid", (int)st.sweeper_pid, "sweeper_lease_until",
-        (unsigned long long)st.sweeper_lease_until);
-}
-
-/* A copy of the block bitmap (bitmap mode; b"" otherwise), one bit per block, most
- * significant bit first, set = used; read without the lock (a monitor's snapshot). */
-static PyObject *Cache_block_bitmap(CacheObject *self, PyObject *unused) {
-    if (check_open(self)) return NULL;
-    if (!self->c.bitmap) return PyBytes_FromStringAndSize("", 0);
-    return PyBytes_FromStringAndSize((const char *)self->c.bitmap, (Py_ssize_t)self->c.bitmap_bytes);
-}
-
-static PyObject *Cache_check(CacheObject *self, PyObject *unused) {
-    if (check_open(self)) return NULL;
-    char msg[256];
-    int rc = uwc_check(&self->c, msg, sizeof msg);
-    if (rc == UWC_OK) Py_RETURN_NONE;
-    if (rc == UWC_ECORRUPT) return PyUnicode_FromString(msg);
-    return raise_status(self, rc, 0, 0);
-}
-
-static PyObject *Cache_repair(CacheObject *self, PyObject *unused) {
-    if (check_open(self)) return NULL;
-    uint64_t dropped = 0;
-    int rc = uwc_repair(&self->c, now_s(), &dropped);
-    if (rc) return raise_status(self, rc, 0, 0);
-    return PyLong_FromUnsignedLongLong(dropped);
-}
-
-static PyObject *Cache_sweep(CacheObject *self, PyObject *args, PyObject *kw) {
-    static char *names[] = {"force", "report", "now", NULL};
-    int force = 0, report = 0;
-    unsigned long long now = 0;
-    if (check_open(self) || !PyArg_ParseTupleAndKeywords(args, kw, "|ppK:_sweep", names, &force, &report, &now))
-        return NULL;
-    uwc_keybuf kb = {0};
-    uint64_t freed = 0;
-    int rc;
-    uint64_t t = now ? now : now_s();
-    /* a sweep is O(max_items): let other threads run meanwhile */
-    Py_BEGIN_ALLOW_THREADS
-    rc = uwc_sweep(&self->c, t, force, report ? &kb : NULL, &freed);
-    Py_END_ALLOW_THREADS
-    if (rc) { uwc_keybuf_free(&kb); return raise_status(self, rc, 0, 0); }
-    PyObject *keys = report ? keybuf_to_list(&kb) : (Py_INCREF(Py_None), Py_None);
-    uwc_keybuf_free(&kb);
-    if (!keys) return NULL;
-    return Py_BuildValue("KN", (unsigned long long)freed, keys);
-}
-
-static PyObject *Cache_sweeper_claim(CacheObject *self, PyObject *args) {
-    int pid;
-    unsigned long long lease;
-    if (check_open(self) || !PyArg_ParseTuple(args, "iK:_sweeper_claim", &pid, &lease)) return NULL;
-    return PyBool_FromLong(uwc_sweeper_claim(&self->c, pid, now_s(), lease));
-}
-
-static PyObject *Cache_sweeper_release(CacheObject *self, PyObject *args) {
-    int pid;
-    if (check_open(self) || !PyArg_ParseTuple(args, "i:_sweeper_release", &pid)) return NULL;
-    uwc_sweeper_release(&self->c, pid);
-    Py_RETURN_NONE;
-}
-
-static PyObject *Cache_export_image(CacheObject *self, PyObject *unused) {
-    if (check_open(self)) return NULL;
-    uint64_t n = uwc_image_size(&self->c);
-    PyObject *b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)n);
-    if (!b) return NULL;
-    int rc = uwc_export_image(&self->c, (uint8_t *)PyBytes_AS_STRING(b), n);
-    if (rc) { Py_DECREF(b); return raise_status(self, rc, 0, 0); }
-    return b;
-}
-
-static PyObject *Cache_import_image(CacheObject *self, PyObject *args) {
-    Py_buffer img;
-    unsigned long long max_items, key_size, block_size, blocks;
-    int bitmap;
-    if (check_open(self) ||
-        !PyArg_ParseTuple(args, "y*KKKKp:_import_image", &img, &max_items, &key_size, &block_size, &blocks, &bitmap))
-        return NULL;
-    uwc_params sp = {0};
-    sp.max_items = max_items;
-    sp.key_size = key_size;
-    sp.block_size = block_size;
-    sp.blocks = blocks;
-    sp.options = bitmap ? UWC_OPT_BITMAP : 0;
-    uint64_t loaded = 0, dropped = 0;
-    int rc = UWC_EPARAMS;
-    if (max_items >= 1 && key_size <= 65535 && block_size >= 1 && blocks >= 1)
-        rc = uwc_import_image(&self->c, img.buf, (uint64_t)img.len, &sp, now_s(), &loaded, &dropped);
-    PyBuffer_Release(&img);
-    if (rc == UWC_EPARAMS) {
-        PyErr_SetString(ErrCorruptStore, "the image is shorter than its geometry says, or the geometry is invalid");
-        return NULL;
-    }
-    if (rc) return raise_status(self, rc, 0, 0);
-    return Py_BuildValue("KK", (unsigned long long)loaded, (unsigned long long)dropped);
-}
-
-static PyObject *Cache_debug_crash_in_lock(CacheObject *self, PyObject *arg) {
-    if (check_open(self)) return NULL;
-    long stage = PyLong_AsLong(arg);
-    if (stage == -1 && PyErr_Occurred()) return NULL;
-    uwc_debug_crash_in_lock(&self->c, (int)stage);
-    Py_RETURN_NONE;  /* not reached */
-}
-
-static PyObject *Cache_debug_crash_mid_write(CacheObject *self, PyObject *args) {
-    /* _debug_crash_mid_write(key, value): set, but die (SIGKILL) halfway through the value copy */
-    Py_buffer k, v;
-    if (check_open(self) || !PyArg_ParseTuple(args, "y*y*:_debug_crash_mid_write", &k, &v)) return NULL;
-    uwc_write w = {0};
-    w.key = k.buf;
-    w.key_len = (uint64_t)k.len;
-    w.value = v.buf;
-    w.value_len = (uint64_t)v.len;
-    w.flags = UWC_F_UPDATE | UWC_F_DEBUG_CRASH_COPY;
-    w.now = now_s();
-    int rc = uwc_set(&self->c, &w);
-    PyBuffer_Release(&k);
-    PyBuffer_Release(&v);
-    if (rc) return raise_status(self, rc, 0, 0);
-    Py_RETURN_NONE;  /* only reached when nothing was copied */
-}
-
-static PyObject *Cache_debug_hold_lock(CacheObject *self, PyObject *args) {
-    /* _debug_hold_lock(ms, stripes=False): hold the header mutex (and every stripe) for ms */
-    unsigned int ms;
-    int stripes = 0;
-    if (check_open(self) || !PyArg_ParseTuple(args, "I|p:_debug_hold_lock", &ms, &stripes)) return NULL;
-    int rc;
-    Py_BEGIN_ALLOW_THREADS
-    rc = uwc_debug_hold_lock(&self->c, ms, stripes);
-    Py_END_ALLOW_THREADS
-    if (rc) return raise_status(self, rc, 0, 0);
-    Py_RETURN_NONE;
-}
-
-static PyObject *Cache_debug_layout(CacheObject *self, PyObject *unused) {
-    /* _debug_layout() -> {area: (offset, length)} of the region, for fault-injection tests */
-    if (check_open(self)) return NULL;
-    const uwc_cache *c = &self->c;
-    size_t cnt_off = offsetof(uwc_header, n_items), cnt_end = offsetof(uwc_header, sweeper_pid);
-    return Py_BuildValue(
-        "{s(KK)s(KK)s(KK)s(KK)s(KK)}", "counters", (unsigned long long)cnt_off,
-        (unsigned long long)(cnt_end - cnt_off), "items", (unsigned long long)(c->items - c->base),
-        (unsigned long long)(c->rec_size * c->p.max_items), "table", (unsigned long long)((uint8_t *)c->buckets - c->base),
-        (unsigned long long)(UWC_BUCKET_BYTES * c->p.hash_size), "stack", (unsigned long long)((uint8_t *)c->stack - c->base),
-        (unsigned long long)(4 * c->p.max_items), "bitmap",
-        (unsigned long long)(c->bitmap ? (uint64_t)(c->bitmap - c->base) : 0ull), (unsigned long long)c->bitmap_bytes);
-}
-
-static PyObject *Cache_net_counter(CacheObject *self, PyObject *args) {
-    /* _net_counter(index, add=0) -> value after adding: replication counters shared by every process */
-    int idx;
-    unsigned long long add = 0;
-    if (check_open(self) || !PyArg_ParseTuple(args, "i|K:_net_counter", &idx, &add)) return NULL;
-    if (idx < 0 || idx >= UWC_NET_COUNTERS) {
-        PyErr_SetString(PyExc_IndexError, "network counter index out of range");
-        return NULL;
-    }
-    uint64_t v = add ? __atomic_add_fetch(&self->c.h->net[idx], add, __ATOMIC_RELAXED)
-                     : __atomic_load_n(&self->c.h->net[idx], __ATOMIC_RELAXED);
-    return PyLong_FromUnsignedLongLong(v);
-}
-
-/* ==== near cache (issue 11): binding of the engine's lease / fill / invalidate ==== */
-
-static inline uint64_t near_now_ms(void) {
-    /* the coarse clock (a few ns): it may lag by one tick (<= 4 ms), which docs/near.md counts
-     * in the staleness bound */
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-#define NEAR_KEY_MAX 4096
-/* prefix + key into buf (UTF-8 for str); returns the length, or -1 with an exception */
-static Py_ssize_t near_key(PyObject *prefix, PyObject *key, char *buf) {
-    sbuf p, k;
-    if (sbuf_get(prefix, &p, "prefix")) return -1;
-    if (sbuf_get(key, &k, "key")) { sbuf_release(&p); return -1; }
-    Py_ssize_t n = p.n + k.n;
-    if (n > NEAR_KEY_MAX) {
-        PyErr_Format(ErrKeyTooLong, "near key of %zd bytes (prefix included) is too long", n);
-        n = -1;
-    } else {
-        memcpy(buf, p.p, (size_t)p.n);
-        memcpy(buf + p.n, k.p, (size_t)k.n);
-    }
-    sbuf_release(&p);
-    sbuf_release(&k);
-    return n;
-}
-
-static PyObject *Cache_near_bind(CacheObject *self, PyObject *args) {
-    /* _near_bind(prefix, miss): what _near_get uses in this process (one near tier per cache) */
-    PyObject *prefix, *miss;
-    if (!PyArg_ParseTuple(args, "SO:_near_bind", &prefix, &miss)) return NULL;
-    Py_INCREF(prefix);
-    Py_XSETREF(self->near_prefix, prefix);
-    Py_INCREF(miss);
-    Py_XSETREF(self->near_miss, miss);
-    Py_RETURN_NONE;
-}
-
-static PyObject *Cache_near_get(CacheObject *self, PyObject *key) {
-    /* _near_get(key): the bytes on a trusted hit of the current generation; otherwise
-     * returns miss(key, untrusted) (bound with _near_bind) */
-    if (check_open(self)) return NULL;
-    if (!self->near_prefix || !self->near_miss) {
-        PyErr_SetString(ErrCache, "this cache has no near tier bound in this process");
-        return NULL;
-    }
-    char buf[NEAR_KEY_MAX];
-    Py_ssize_t n = near_key(self->near_prefix, key, buf);
-    if (n < 0) return NULL;
-    alloc_ctx ctx = {NULL};
-    int rc = uwc_near_get(&self->c, (const uint8_t *)buf, (uint64_t)n, now_s(), near_now_ms(), alloc_bytes, &ctx,
-                          counters(self));
-    if (rc == UWC_OK) return ctx.obj;
-    Py_CLEAR(ctx.obj);
-    if (rc == UWC_NOTFOUND || rc == UWC_NEAR_UNTRUSTED)
-        return PyObject_CallFunctionObjArgs(self->near_miss, key, rc == UWC_NEAR_UNTRUSTED ? Py_True : Py_False, NULL);
-    return raise_status(self, rc, n, 0);
-}
-
-static PyObject *Cache_near_peek(CacheObject *self, PyObject *key) {
-    /* _near_peek(full_key: bytes) -> bytes (trusted hit), None (miss), False (untrusted) */
-    if (check_open(self)) return NULL;
-    if (!PyBytes_Check(key)) {
-        PyErr_SetString(PyExc_TypeError, "_near_peek key must be bytes");
-        return NULL;
-    }
-    alloc_ctx ctx = {NULL};
-    int rc = uwc_near_get(&self->c, (const uint8_t *)PyBytes_AS_STRING(key), (uint64_t)PyBytes_GET_SIZE(key), now_s(),
-                          near_now_ms(), alloc_bytes, &ctx, counters(self));
-    if (rc == UWC_OK) return ctx.obj;
-    Py_CLEAR(ctx.obj);
-    if (rc == UWC_NOTFOUND) Py_RETURN_NONE;
-    if (rc == UWC_NEAR_UNTRUSTED) Py_RETURN_FALSE;
-    return raise_status(self, rc, PyBytes_GET_SIZE(key), 0);
-}
-
-static PyObject *Cache_near_lease(CacheObject *self, PyObject *args) {
-    /* _near_lease(key, shard, lease_ms) -> token > 0 (ours), 0 (another fill is under way),
-     * -1 (the shard is not trusted), -2 (no free lease slot) */
-    const char *k;
-    Py_ssize_t kl;
-    unsigned int shard, lease_ms;
-    if (check_open(self) || !PyArg_ParseTuple(args, "y#II:_near_lease", &k, &kl, &shard, &lease_ms)) return NULL;
-    uint32_t token = 0;
-    int rc = uwc_near_lease(&self->c, (const uint8_t *)k, (uint64_t)kl, shard, near_now_ms(), lease_ms, &token);
-    switch (rc) {
-    case UWC_OK: return PyLong_FromUnsignedLong(token);
-    case UWC_EXISTS: return PyLong_FromLong(0);
-    case UWC_NEAR_UNTRUSTED: return PyLong_FromLong(-1);
-    case UWC_FULL: return PyLong_FromLong(-2);
-    default: return raise_status(self, rc, kl, 0);
-    }
-}
-
-static PyObject *Cache_near_fill(CacheObject *self, PyObject *args) {
-    /* _near_fill(key, token, value, ttl_s, shard) -> 0 stored, 1 lease lost, 2 untrusted,
-     * 3 not storable here (too large, or the cache is full) */
-    const char *k, *v;
-    Py_ssize_t kl, vl;
-    unsigned int token, shard;
-    unsigned long long ttl;
-    if (check_open(self) || !PyArg_ParseTuple(args, "y#Iy#KI:_near_fill", &k, &kl, &token, &v, &vl, &ttl, &shard))
-        return NULL;
-    int rc = uwc_near_fill(&self->c, (const uint8_t *)k, (uint64_t)kl, token, (const uint8_t *)v, (uint64_t)vl, ttl,
-                           shard, now_s(), near_now_ms());
-    switch (rc) {
-    case UWC_OK: return PyLong_FromLong(0);
-    case UWC_NOTFOUND: return PyLong_FromLong(1);
-    case UWC_NEAR_UNTRUSTED: return PyLong_FromLong(2);
-    case UWC_EVAL_EMPTY: case UWC_EVAL_LARGE: case UWC_FULL: return PyLong_FromLong(3);
-    default: return raise_status(self, rc, kl, vl);
-    }
-}
-
-static PyObject *Cache_near_release(CacheObject *self, PyObject *args) {
-    const char *k;
-    Py_ssize_t kl;
-    unsigned int token;
-    if (check_open(self) || !PyArg_ParseTuple(args, "y#I:_near_release", &k, &kl, &token)) return NULL;
-    int rc = uwc_near_release(&self->c, (const uint8_t *)k, (uint64_t)kl, token);
-    if (rc != UWC_OK && rc != UWC_NOTFOUND) return raise_status(self, rc, kl, 0);
-    return PyBool_FromLong(rc == UWC_OK);
-}
-
-static PyObject *Cache_near_invalidate(CacheObject *self, PyObject *keys) {
-    /* _near_invalidate(iterable of bytes) -> items removed; one lock hold for all of them */
-    if (check_open(self)) return NULL;
-    PyObject *seq = PySequence_Fast(keys, "_near_invalidate expects a sequence of bytes");
-    if (!seq) return NULL;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq), total = 0;
-    PyObject **items = PySequence_Fast_ITEMS(seq);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (!PyBytes_Check(items[i])) {
-            Py_DECREF(seq);
-            PyErr_SetString(PyExc_TypeError, "_near_invalidate keys must be bytes");
-            return NULL;
-        }
-        total += 8 + PyBytes_GET_SIZE(items[i]);
-    }
-    uint8_t *buf = PyMem_Malloc(total ? (size_t)total : 1);
-    if (!buf) { Py_DECREF(seq); return PyErr_NoMemory(); }
-    uint64_t off = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        uint64_t l = (uint64_t)PyBytes_GET_SIZE(items[i]);
-        memcpy(buf + off, &l, 8);
-        memcpy(buf + off + 8, PyBytes_AS_STRING(items[i]), l);
-        off += 8 + l;
-    }
-    Py_DECREF(seq);
-    uint64_t removed = 0;
-    int rc;
-    Py_BEGIN_ALLOW_THREADS
-    rc = uwc_near_invalidate(&self->c, buf, off, now_s(), &removed);
-    Py_END_ALLOW_THREADS
-    PyMem_Free(buf);
-    if (rc) return raise_status(self, rc, 0, 0);
-    return PyLong_FromUnsignedLongLong(removed);
-}
-
-static PyObject *Cache_near_bump(CacheObject *self, PyObject *args) {
-    /* _near_bump(shard=-1) -> the shard's new generation (shard 0's for -1: every shard) */
-    int shard = -1;
-    if (check_open(self) || !PyArg_ParseTuple(args, "|i:_near_bump", &shard)) return NULL;
-    uint32_t gen = 0;
-    int rc = uwc_near_bump(&self->c, shard, &gen);
-    if (rc) return raise_status(self, rc, 0, 0);
-    return PyLong_FromUnsignedLong(gen);
-}
-
-static PyObject *Cache_near_trust(CacheObject *self, PyObject *args) {
-    /* _near_trust(shard, deadline_ms): L1 reads of the shard are trusted before deadline_ms
-     * (CLOCK_MONOTONIC milliseconds, time.monotonic() * 1000); 0 = untrusted now */
-    unsigned int shard;
-    unsigned long long deadline;
-    if (check_open(self) || !PyArg_ParseTuple(args, "IK:_near_trust", &shard, &deadline)) return NULL;
-    if (shard >= UWC_NEAR_SHARDS) {
-        PyErr_SetString(PyExc_ValueError, "near shard out of range");
-        return NULL;
-    }
-    uwc_near_trust(&self->c, shard, deadline);
-    Py_RETURN_NONE;
-}
-
-static PyObject *Cache_near_count(CacheObject *self, PyObject *args) {
-    unsigned int stat;
-    unsigned long long n = 1;
-    if (check_open(self) || !PyArg_ParseTuple(args, "I|K:_near_count", &stat, &n)) return NULL;
-    if (stat == UWC_NEAR_ST_LAG_US || stat == UWC_NEAR_ST_TTL_ONLY) __atomic_store_n(&self->c.h->near.stats[stat], n, __ATOMIC_RELAXED);
-    else uwc_near_count(&self->c, stat, n);
-    Py_RETURN_NONE;
-}
-
-static PyObject *Cache_near_state(CacheObject *self, PyObject *unused) {
-    if (check_open(self)) return NULL;
-    uwc_near_state *ns = &self->c.h->near;
-    PyObject *gens = PyList_New(UWC_NEAR_SHARDS), *dl = PyList_New(UWC_NEAR_SHARDS), *st = PyList_New(UWC_NEAR_ST_NSTATS);
-    if (!gens || !dl || !st) goto fail;
-    for (int i = 0; i < UWC_NEAR_SHARDS; i++) {
-        PyList_SET_ITEM(gens, i, PyLong_FromUnsignedLong(__atomic_load_n(&ns->gen[i], __ATOMIC_RELAXED)));
-        PyList_SET_ITEM(dl, i, PyLong_FromUnsignedLongLong(__atomic_load_n(&ns->deadline_ms[i], __ATOMIC_RELAXED)));
-    }
-    for (int i = 0; i < UWC_NEAR_ST_NSTATS; i++)
-        PyList_SET_ITEM(st, i, PyLong_FromUnsignedLongLong(__atomic_load_n(&ns->stats[i], __ATOMIC_RELAXED)));
-    return Py_BuildValue("{sNsNsNsIsK}", "gen", gens, "deadline_ms", dl, "stats", st, "leases_live",
-                         (unsigned int)__atomic_load_n(&ns->leases_live, __ATOMIC_RELAXED), "now_ms",
-                         (unsigned long long)near_now_ms());
-fail:
-    Py_XDECREF(gens); Py_XDECREF(dl); Py_XDECREF(st);
+    msg[len] = '\0';
+    PyErr_SetString(*row->cls, msg);
     return NULL;
 }
+
+/* ---- construction helper shared by CacheBase and region_size ---- */
+
+int parse_params(PyObject *t, uwc_params *p) {
+    unsigned long long mi, ks, bs, bl, hs, ms;
+    unsigned int ha, opt;
+    long long init;
+    if (!PyArg_ParseTuple(t, "KKKKKIILK;params must be (max_items, key_size, block_size, blocks, hash_size, "
+                             "hash_algo, options, math_initial, sweep_on_full)",
+                          &mi, &ks, &bs, &bl, &hs, &ha, &opt, &init, &ms))
+        return -1;
+    memset(p, 0, sizeof *p);
+    p->max_items = mi; p->key_size = ks; p->block_size = bs; p->blocks = bl; p->hash_size = hs;
+    p->hash_algo = ha; p->options = opt; p->math_initial = init; p->sweep_on_full = ms;
+    const char *why = NULL;
+    if (uwc_params_check(p, &why)) {
+        PyErr_Format(PyExc_ValueError, "invalid cache geometry: %s", why);
+        return -1;
+    }
+    return 0;
+}
+
 
 /* _resp_bulks(buffer, pos, max_count) -> (list of bytes, new pos): the near listener's RESP
  * parser hands runs of bulk strings (an invalidation push's keys) to this loop. It takes only
@@ -1401,631 +260,6 @@ static PyObject *near_resp_bulks(PyObject *mod, PyObject *args) {
     return Py_BuildValue("(Nn)", list, pos);
 }
 
-#define NEAR_METHODS                                                                     \
-    {"_near_bind", (PyCFunction)Cache_near_bind, METH_VARARGS, NULL},                     \
-    {"_near_get", (PyCFunction)Cache_near_get, METH_O, NULL},                             \
-    {"_near_peek", (PyCFunction)Cache_near_peek, METH_O, NULL},                           \
-    {"_near_lease", (PyCFunction)Cache_near_lease, METH_VARARGS, NULL},                   \
-    {"_near_fill", (PyCFunction)Cache_near_fill, METH_VARARGS, NULL},                     \
-    {"_near_release", (PyCFunction)Cache_near_release, METH_VARARGS, NULL},               \
-    {"_near_invalidate", (PyCFunction)Cache_near_invalidate, METH_O, NULL},               \
-    {"_near_bump", (PyCFunction)Cache_near_bump, METH_VARARGS, NULL},                     \
-    {"_near_trust", (PyCFunction)Cache_near_trust, METH_VARARGS, NULL},                   \
-    {"_near_count", (PyCFunction)Cache_near_count, METH_VARARGS, NULL},                   \
-    {"_near_state", (PyCFunction)Cache_near_state, METH_NOARGS, NULL},
-/* ==== end of near cache binding ==== */
-
-static void release_region(CacheObject *self) {
-    if (!self->open) return;
-    if (self->counter_gen == fork_generation && self->counters &&
-        self->counters != &self->c.h->counters[UWC_COUNTER_SLOTS - 1])
-        uwc_counter_release(&self->c, self->counters);
-    self->counters = NULL;
-    self->counter_gen = 0;
-    self->open = 0;
-    guard_unregister(self);
-    PyBuffer_Release(&self->view);
-}
-
-static PyObject *Cache_close(CacheObject *self, PyObject *unused) {
-    release_region(self);
-    Py_RETURN_NONE;
-}
-
-/* ---- construction ---- */
-
-static int parse_params(PyObject *t, uwc_params *p) {
-    unsigned long long mi, ks, bs, bl, hs, ms;
-    unsigned int ha, opt;
-    long long init;
-    if (!PyArg_ParseTuple(t, "KKKKKIILK;params must be (max_items, key_size, block_size, blocks, hash_size, "
-                             "hash_algo, options, math_initial, sweep_on_full)",
-                          &mi, &ks, &bs, &bl, &hs, &ha, &opt, &init, &ms))
-        return -1;
-    memset(p, 0, sizeof *p);
-    p->max_items = mi; p->key_size = ks; p->block_size = bs; p->blocks = bl; p->hash_size = hs;
-    p->hash_algo = ha; p->options = opt; p->math_initial = init; p->sweep_on_full = ms;
-    const char *why = NULL;
-    if (uwc_params_check(p, &why)) {
-        PyErr_Format(PyExc_ValueError, "invalid cache geometry: %s", why);
-        return -1;
-    }
-    return 0;
-}
-
-static int Cache_init(CacheObject *self, PyObject *args, PyObject *kw) {
-    static char *names[] = {"buffer", "name", "params", "mode", NULL};
-    PyObject *buffer, *name, *params;
-    const char *mode;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OUOs:CacheBase", names, &buffer, &name, &params, &mode)) return -1;
-    if (self->open) {
-        PyErr_SetString(PyExc_RuntimeError, "CacheBase is already initialised");
-        return -1;
-    }
-    uwc_params p;
-    if (parse_params(params, &p)) return -1;
-    Py_buffer view;
-    if (PyObject_GetBuffer(buffer, &view, PyBUF_WRITABLE) < 0) return -1;
-    const char *why = NULL;
-    int rc;
-    uint64_t now = now_s();
-    const char *cn = PyUnicode_AsUTF8(name);
-    if (!cn) { PyBuffer_Release(&view); return -1; }
-    guard_register(self, view.buf, (size_t)view.len);
-    if (strcmp(mode, "create") == 0) {
-        rc = uwc_create(&self->c, view.buf, (uint64_t)view.len, &p, cn, now);
-        if (rc) why = "the buffer is too small for this geometry";
-    } else if (strcmp(mode, "attach") == 0 || strcmp(mode, "recover") == 0) {
-        rc = uwc_attach(&self->c, view.buf, (uint64_t)view.len, &p, &why);
-        if (rc == UWC_OK && mode[0] == 'r') rc = uwc_recover(&self->c, now, &self->recovered_dropped);
-    } else {
-        PyBuffer_Release(&view);
-        PyErr_Format(PyExc_ValueError, "mode must be 'create', 'attach' or 'recover', not '%s'", mode);
-        return -1;
-    }
-    if (rc) {
-        guard_unregister(self);
-        PyBuffer_Release(&view);
-        if (rc == UWC_EMISMATCH)
-            PyErr_Format(ErrRegionMismatch, "the existing region of cache '%s' was created with another %s", cn, why);
-        else if (rc == UWC_ECORRUPT)
-            PyErr_Format(ErrCorruptStore, "cache '%s': %s", cn, why ? why : "corrupt region");
-        else
-            PyErr_Format(ErrCache, "cache '%s': %s (engine error %d)", cn, why ? why : "cannot open", rc);
-        return -1;
-    }
-    self->view = view;
-    self->open = 1;
-    Py_INCREF(name);
-    Py_XSETREF(self->name, name);
-    self->full_silent = (p.options & UWC_OPT_FULL_SILENT) != 0;
-    self->counter_gen = 0;
-    return 0;
-}
-
-static void Cache_dealloc(CacheObject *self) {
-    PyObject_GC_UnTrack(self);
-    if (self->weakreflist) PyObject_ClearWeakRefs((PyObject *)self);
-    release_region(self);
-    Py_CLEAR(self->name);
-    Py_CLEAR(self->on_write);
-    Py_CLEAR(self->on_full);
-    Py_CLEAR(self->near_prefix);
-    Py_CLEAR(self->near_miss);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
-static int Cache_traverse(CacheObject *self, visitproc visit, void *arg) {
-    Py_VISIT(self->on_write);
-    Py_VISIT(self->on_full);
-    Py_VISIT(self->near_miss);
-    Py_VISIT(Py_TYPE(self));
-    return 0;
-}
-
-static int Cache_tp_clear(CacheObject *self) {
-    Py_CLEAR(self->on_write);
-    Py_CLEAR(self->on_full);
-    Py_CLEAR(self->near_miss);
-    return 0;
-}
-
-/* ---- properties ---- */
-
-static PyObject *Cache_get_name(CacheObject *self, void *c) {
-    if (!self->name) Py_RETURN_NONE;
-    Py_INCREF(self->name);
-    return self->name;
-}
-
-#define GEOM_GETTER(fname, expr)                                                   \
-    static PyObject *Cache_get_##fname(CacheObject *self, void *unused) {          \
-        if (check_open(self)) return NULL;                                         \
-        return PyLong_FromUnsignedLongLong((unsigned long long)(expr));            \
-    }
-GEOM_GETTER(max_items, self->c.p.max_items)
-GEOM_GETTER(key_size, self->c.p.key_size)
-GEOM_GETTER(block_size, self->c.p.block_size)
-GEOM_GETTER(blocks, self->c.p.blocks)
-GEOM_GETTER(hash_size, self->c.p.hash_size)
-GEOM_GETTER(max_item_size, self->c.max_item_size)
-GEOM_GETTER(capacity, self->c.p.max_items - 1)
-GEOM_GETTER(region_size, self->c.size)
-GEOM_GETTER(options_bits, self->c.p.options)
-
-static PyObject *Cache_get_closed(CacheObject *self, void *unused) { return PyBool_FromLong(!self->open); }
-static PyObject *Cache_get_hash_algo(CacheObject *self, void *unused) {
-    if (check_open(self)) return NULL;
-    uint32_t a = self->c.p.hash_algo;
-    return PyUnicode_FromString(a == UWC_HASH_MURMUR2 ? "murmur2" : a == UWC_HASH_WYHASH ? "wyhash" : "djb33x");
-}
-static PyObject *Cache_get_math_initial(CacheObject *self, void *unused) {
-    if (check_open(self)) return NULL;
-    return PyLong_FromLongLong(self->c.p.math_initial);
-}
-static PyObject *Cache_get_recovered_dropped(CacheObject *self, void *unused) {
-    return PyLong_FromUnsignedLongLong(self->recovered_dropped);
-}
-
-static PyGetSetDef Cache_getset[] = {
-    {"name", (getter)Cache_get_name, NULL, "The cache's name.", NULL},
-    {"max_items", (getter)Cache_get_max_items, NULL, "Item slots including the reserved slot 0.", NULL},
-    {"capacity", (getter)Cache_get_capacity, NULL, "How many items fit: max_items - 1.", NULL},
-    {"key_size", (getter)Cache_get_key_size, NULL, "Longest key, in bytes.", NULL},
-    {"block_size", (getter)Cache_get_block_size, NULL, "Bytes per data block.", NULL},
-    {"blocks", (getter)Cache_get_blocks, NULL, "Number of data blocks.", NULL},
-    {"hash_size", (getter)Cache_get_hash_size, NULL, "Number of hash buckets.", NULL},
-    {"hash_algo", (getter)Cache_get_hash_algo, NULL, "djb33x, murmur2 (uWSGI's) or wyhash.", NULL},
-    {"math_initial", (getter)Cache_get_math_initial, NULL, "Start value of math ops on a missing key.", NULL},
-    {"max_item_size", (getter)Cache_get_max_item_size, NULL, "Largest value one item can hold, in bytes.", NULL},
-    {"region_size", (getter)Cache_get_region_size, NULL, "Bytes of shared memory the cache maps.", NULL},
-    {"_options_bits", (getter)Cache_get_options_bits, NULL, NULL, NULL},
-    {"_recovered_dropped", (getter)Cache_get_recovered_dropped, NULL, NULL, NULL},
-    {"closed", (getter)Cache_get_closed, NULL, "True once close() was called in this process.", NULL},
-    {NULL},
-};
-
-static PyMemberDef Cache_members[] = {
-    {"_on_write", T_OBJECT, offsetof(CacheObject, on_write), 0, NULL},
-    {"_on_full", T_OBJECT, offsetof(CacheObject, on_full), 0, NULL},
-    {"__weaklistoffset__", T_PYSSIZET, offsetof(CacheObject, weakreflist), READONLY, NULL},
-    {NULL},
-};
-
-#define FASTKW (METH_FASTCALL | METH_KEYWORDS)
-static PyMethodDef Cache_methods[] = {
-    {"get", (PyCFunction)(void (*)(void))Cache_get, FASTKW,
-     "get(key, default=None) -> bytes: the value, or default when the key is missing or expired."},
-    {"set", (PyCFunction)(void (*)(void))Cache_set, FASTKW,
-     "set(key, value, expires=0): create or overwrite; expires in seconds, 0 = never."},
-    {"add", (PyCFunction)(void (*)(void))Cache_add, FASTKW,
-     "add(key, value, expires=0) -> bool: store only if the key is absent; False if present."},
-    {"delete", (PyCFunction)Cache_delete, METH_O, "delete(key) -> bool: True if the key was there."},
-    {"keys", (PyCFunction)Cache_keys, METH_NOARGS, "keys() -> list of bytes (live keys, uWSGI's order)."},
-    {"clear", (PyCFunction)Cache_clear, METH_NOARGS, "clear(): delete every item."},
-    {"incr", (PyCFunction)(void (*)(void))Cache_incr, FASTKW,
-     "incr(key, n=1, expires=0) -> int: add n to a signed 64-bit counter (created at math_initial)."},
-    {"decr", (PyCFunction)(void (*)(void))Cache_decr, FASTKW, "decr(key, n=1, expires=0) -> int: subtract n."},
-    {"mul", (PyCFunction)(void (*)(void))Cache_mul, FASTKW, "mul(key, n=1, expires=0) -> int: multiply by n."},
-    {"div", (PyCFunction)(void (*)(void))Cache_div, FASTKW,
-     "div(key, n=1, expires=0) -> int: divide by n, truncating toward zero (x/0 = 0)."},
-    {"get_int", (PyCFunction)(void (*)(void))Cache_get_int, FASTKW,
-     "get_int(key, default=None) -> int: the 8-byte counter stored at key."},
-    {"ttl", (PyCFunction)Cache_ttl, METH_O,
-     "ttl(key) -> int | None: seconds left, None if the item never expires; KeyError if missing."},
-    {"get_many", (PyCFunction)Cache_get_many, METH_O,
-     "get_many(keys) -> dict: {key: value} for the keys present (missing and expired keys are absent)."},
-    {"set_many", (PyCFunction)(void (*)(void))Cache_set_many, FASTKW,
-     "set_many(mapping, expires=0) -> list: store every pair; returns the keys not stored (cache full)."},
-    {"delete_many", (PyCFunction)Cache_delete_many, METH_O,
-     "delete_many(keys) -> int: delete the keys; returns how many were present."},
-    {"touch", (PyCFunction)(void (*)(void))Cache_touch, FASTKW,
-     "touch(key, expires) -> bool: give a present key a new expiry (0 = never); False if absent."},
-    {"close", (PyCFunction)Cache_close, METH_NOARGS, "close(): detach this process from the cache."},
-    {"_set_raw", (PyCFunction)Cache_set_raw, METH_VARARGS, NULL},
-    {"_delete_local", (PyCFunction)Cache_delete_local, METH_O, NULL},
-    {"_get_with_expiry", (PyCFunction)Cache_get_with_expiry, METH_O, NULL},
-    {"_stats_raw", (PyCFunction)Cache_stats_raw, METH_NOARGS, NULL},
-    {"_check", (PyCFunction)Cache_check, METH_NOARGS, NULL},
-    {"_block_bitmap", (PyCFunction)Cache_block_bitmap, METH_NOARGS, NULL},
-    {"_repair", (PyCFunction)Cache_repair, METH_NOARGS, NULL},
-    {"_sweep", (PyCFunction)(void (*)(void))Cache_sweep, METH_VARARGS | METH_KEYWORDS, NULL},
-    {"_sweeper_claim", (PyCFunction)Cache_sweeper_claim, METH_VARARGS, NULL},
-    {"_sweeper_release", (PyCFunction)Cache_sweeper_release, METH_VARARGS, NULL},
-    {"_export_image", (PyCFunction)Cache_export_image, METH_NOARGS, NULL},
-    {"_import_image", (PyCFunction)Cache_import_image, METH_VARARGS, NULL},
-    {"_debug_crash_in_lock", (PyCFunction)Cache_debug_crash_in_lock, METH_O, NULL},
-    {"_debug_crash_mid_write", (PyCFunction)Cache_debug_crash_mid_write, METH_VARARGS, NULL},
-    {"_debug_hold_lock", (PyCFunction)Cache_debug_hold_lock, METH_VARARGS, NULL},
-    {"_debug_layout", (PyCFunction)Cache_debug_layout, METH_NOARGS, NULL},
-    {"_net_counter", (PyCFunction)Cache_net_counter, METH_VARARGS, NULL},
-    NEAR_METHODS
-    {NULL},
-};
-
-static PySequenceMethods Cache_as_sequence = {
-    .sq_length = (lenfunc)Cache_len,
-    .sq_contains = (objobjproc)Cache_contains,
-};
-
-static PyMappingMethods Cache_as_mapping = {
-    .mp_length = (lenfunc)Cache_len,
-    .mp_subscript = (binaryfunc)Cache_subscript,
-    .mp_ass_subscript = (objobjargproc)Cache_ass_subscript,
-};
-
-static PyTypeObject CacheType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "uwcache._engine.CacheBase",
-    .tp_basicsize = sizeof(CacheObject),
-    .tp_dealloc = (destructor)Cache_dealloc,
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "One shared-memory cache mapped into this process (use uwcache.Cache).",
-    .tp_traverse = (traverseproc)Cache_traverse,
-    .tp_clear = (inquiry)Cache_tp_clear,
-    .tp_weaklistoffset = offsetof(CacheObject, weakreflist),
-    .tp_iter = (getiterfunc)Cache_iter,
-    .tp_methods = Cache_methods,
-    .tp_members = Cache_members,
-    .tp_getset = Cache_getset,
-    .tp_init = (initproc)Cache_init,
-    .tp_new = PyType_GenericNew,
-    .tp_as_sequence = &Cache_as_sequence,
-    .tp_as_mapping = &Cache_as_mapping,
-};
-
-/* ---- uWSGI-compatible functions ---- */
-
-/* The default cache (the registry's first entry), remembered until the registry changes:
- * the registry holds it, and only _compat_register/_unregister change the registry. */
-static CacheObject *compat_default_cache;
-static uint64_t compat_default_gen;
-
-static CacheObject *compat_default(void) {
-    if (compat_default_gen == compat_gen) return compat_default_cache;
-    Py_ssize_t pos = 0;
-    PyObject *k, *v;
-    compat_default_cache = (compat_registry && PyDict_Next(compat_registry, &pos, &k, &v)) ? (CacheObject *)v : NULL;
-    compat_default_gen = compat_gen;
-    return compat_default_cache;
-}
-
-/* Resolve a cache argument: NULL/"" -> default; "name@addr" -> remote (returns NULL, *remote=1);
- * unknown -> NULL. Only open caches are returned. */
-static CacheObject *compat_resolve(const char *name, int *remote) {
-    *remote = 0;
-    CacheObject *c;
-    if (!name || !*name) {
-        c = compat_default();
-    } else {
-        if (strchr(name, '@')) { *remote = 1; return NULL; }
-        c = compat_registry ? (CacheObject *)PyDict_GetItemString(compat_registry, name) : NULL;
-    }
-    return (c && c->open) ? c : NULL;
-}
-
-static PyObject *compat_call_remote(const char *op, PyObject *args) {
-    if (!compat_remote || compat_remote == Py_None) Py_RETURN_NONE;
-    return PyObject_CallFunction(compat_remote, "sO", op, args);
-}
-
-#define RET_TRUE_OR_NONE(cond) do { if (cond) Py_RETURN_TRUE; Py_RETURN_NONE; } while (0)
-
-/* Fast-call argument conversion with uWSGI's rules (its plugin uses "s#" for keys and
- * values, "s" for the cache name, "l" for numbers). bytes and str take the fast path; any
- * other object goes through CPython's own "s#" so its acceptance and errors stay identical. */
-static int compat_sbuf(PyObject *o, const char **p, Py_ssize_t *n) {
-    if (PyBytes_Check(o)) {
-        *p = PyBytes_AS_STRING(o);
-        *n = PyBytes_GET_SIZE(o);
-        return 0;
-    }
-    if (PyUnicode_Check(o)) {
-        *p = PyUnicode_AsUTF8AndSize(o, n);
-        return *p ? 0 : -1;
-    }
-    PyObject *t = PyTuple_Pack(1, o);
-    if (!t) return -1;
-    int ok = PyArg_ParseTuple(t, "s#", p, n);  /* the pointer stays valid: o outlives the call */
-    Py_DECREF(t);
-    return ok ? 0 : -1;
-}
-
-static int compat_cache_name(const char *fname, PyObject *o, const char **name) {
-    if (!PyUnicode_Check(o)) {
-        PyErr_Format(PyExc_TypeError, "%s() argument must be str, not %.100s", fname, Py_TYPE(o)->tp_name);
-        return -1;
-    }
-    Py_ssize_t n;
-    const char *c = PyUnicode_AsUTF8AndSize(o, &n);
-    if (!c) return -1;
-    if ((Py_ssize_t)strlen(c) != n) {
-        PyErr_SetString(PyExc_ValueError, "embedded null character");
-        return -1;
-    }
-    *name = c;
-    return 0;
-}
-
-/* The last cache-name argument resolved, so that a named compat call costs a pointer
- * compare instead of building a str from the name and hashing it (48 ns per call before).
- * Both references are strong; the entry is valid while compat_gen is unchanged. */
-static PyObject *compat_last_name;
-static PyObject *compat_last_cache;   /* CacheBase or NULL (unknown name) */
-static int compat_last_remote;
-static uint64_t compat_last_gen;
-
-/* Resolve the optional cache-name argument o (NULL: the default cache) with the same
- * checks as uWSGI's "s": *out is an open cache, or NULL with *remote set for
- * "name@host:port", or NULL for an unknown/closed cache. -1 with an exception on bad input. */
-static int compat_resolve_arg(const char *fname, PyObject *o, CacheObject **out, int *remote) {
-    CacheObject *c;
-    if (!o) {
-        *remote = 0;
-        c = compat_default();
-    } else if (o == compat_last_name && compat_last_gen == compat_gen) {
-        *remote = compat_last_remote;
-        c = (CacheObject *)compat_last_cache;
-    } else {
-        const char *name;
-        if (compat_cache_name(fname, o, &name)) return -1;
-        *remote = 0;
-        if (!*name) {
-            c = compat_default();
-        } else if (strchr(name, '@')) {
-            *remote = 1;
-            c = NULL;
-        } else if (PyUnicode_CheckExact(o)) {
-            c = (CacheObject *)PyDict_GetItemWithError(compat_registry, o);  /* the str's cached hash */
-            if (!c && PyErr_Occurred()) return -1;
-        } else {
-            c = (CacheObject *)PyDict_GetItemString(compat_registry, name);
-        }
-        if (PyUnicode_CheckExact(o) && *name) {
-            Py_INCREF(o);
-            Py_XINCREF(c);
-            Py_XSETREF(compat_last_name, o);
-            Py_XSETREF(compat_last_cache, (PyObject *)c);
-            compat_last_remote = *remote;
-            compat_last_gen = compat_gen;
-        }
-    }
-    *out = (c && c->open) ? c : NULL;
-    return 0;
-}
-
-static int compat_long(PyObject *o, long *v) {
-    *v = PyLong_AsLong(o);
-    return (*v == -1 && PyErr_Occurred()) ? -1 : 0;
-}
-
-static int compat_nargs(const char *fname, Py_ssize_t nargs, Py_ssize_t lo, Py_ssize_t hi) {
-    if (nargs >= lo && nargs <= hi) return 0;
-    PyErr_Format(PyExc_TypeError, "%s() takes from %zd to %zd positional arguments (%zd given)", fname, lo, hi, nargs);
-    return -1;
-}
-
-/* The original arguments as a tuple, for the remote hook ("name@host:port"). */
-static PyObject *compat_call_remote_fast(const char *op, PyObject *const *args, Py_ssize_t nargs) {
-    PyObject *t = PyTuple_New(nargs);
-    if (!t) return NULL;
-    for (Py_ssize_t i = 0; i < nargs; i++) {
-        Py_INCREF(args[i]);
-        PyTuple_SET_ITEM(t, i, args[i]);
-    }
-    PyObject *r = compat_call_remote(op, t);
-    Py_DECREF(t);
-    return r;
-}
-
-static PyObject *compat_cache_get(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
-    const char *key;
-    Py_ssize_t kl;
-    int remote;
-    CacheObject *c;
-    if (compat_nargs("cache_get", nargs, 1, 2) || compat_sbuf(args[0], &key, &kl) ||
-        compat_resolve_arg("cache_get", nargs > 1 ? args[1] : NULL, &c, &remote))
-        return NULL;
-    if (remote) return compat_call_remote_fast("get", args, nargs);
-    if (!c) Py_RETURN_NONE;
-    int rc;
-    PyObject *v = do_get(c, key, kl, &rc, NULL);
-    if (v) return v;
-    if (PyErr_Occurred()) return NULL;  /* out of memory only */
-    Py_RETURN_NONE;
-}
-
-/* The write a compat call asks for. A negative TTL wraps in uWSGI (C long into u64) to an
- * absolute time in the past: the item is stored already expired. */
-static uwc_write compat_write_args(CacheObject *c, const char *key, Py_ssize_t kl, const char *val, Py_ssize_t vl,
-                                   long expires, uint32_t flags) {
-    uwc_write w = {0};
-    w.key = (const uint8_t *)key;
-    w.key_len = (uint64_t)kl;
-    w.value = (const uint8_t *)val;
-    w.value_len = (uint64_t)vl;
-    w.now = now_s();
-    w.flags = flags;
-    w.counters = counters(c);
-    if (expires < 0) {
-        long long abs_t = (long long)w.now + expires;
-        w.expires = abs_t > 0 ? (uint64_t)abs_t : 1;
-        w.flags |= UWC_F_ABSEXPIRE;
-    } else {
-        w.expires = (uint64_t)expires;
-    }
-    return w;
-}
-
-static PyObject *compat_write(const char *fname, const char *op, uint32_t flags, PyObject *const *args,
-                              Py_ssize_t nargs) {
-    const char *key, *val;
-    Py_ssize_t kl, vl;
-    long expires = 0;
-    int remote;
-    CacheObject *c;
-    if (compat_nargs(fname, nargs, 2, 4) || compat_sbuf(args[0], &key, &kl) || compat_sbuf(args[1], &val, &vl) ||
-        (nargs > 2 && compat_long(args[2], &expires)) ||
-        compat_resolve_arg(fname, nargs > 3 ? args[3] : NULL, &c, &remote))
-        return NULL;
-    if (remote) return compat_call_remote_fast(op, args, nargs);
-    if (!c) Py_RETURN_NONE;
-    uwc_write w = compat_write_args(c, key, kl, val, vl, expires, flags);
-    int rc = uwc_set(&c->c, &w);
-    fire_full(c, w.events);
-    if (rc == UWC_OK) fire_write(c, OP_SET, key, kl, val, vl, w.expires_abs);
-    RET_TRUE_OR_NONE(rc == UWC_OK);
-}
-
-static PyObject *compat_cache_set(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
-    return compat_write("cache_set", "set", 0, args, nargs);
-}
-static PyObject *compat_cache_update(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
-    return compat_write("cache_update", "update", UWC_F_UPDATE, args, nargs);
-}
-
-static PyObject *compat_cache_del(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
-    const char *key;
-    Py_ssize_t kl;
-    int remote;
-    CacheObject *c;
-    if (compat_nargs("cache_del", nargs, 1, 2) || compat_sbuf(args[0], &key, &kl) ||
-        compat_resolve_arg("cache_del", nargs > 1 ? args[1] : NULL, &c, &remote))
-        return NULL;
-    if (remote) return compat_call_remote_fast("del", args, nargs);
-    if (!c) Py_RETURN_NONE;
-    int rc = uwc_delete(&c->c, (const uint8_t *)key, (uint64_t)kl, now_s(), counters(c));
-    if (rc == UWC_OK) fire_write(c, OP_DELETE, key, kl, "", 0, 0);
-    RET_TRUE_OR_NONE(rc == UWC_OK);
-}
-
-static PyObject *compat_cache_exists(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
-    const char *key;
-    Py_ssize_t kl;
-    int remote;
-    CacheObject *c;
-    if (compat_nargs("cache_exists", nargs, 1, 2) || compat_sbuf(args[0], &key, &kl) ||
-        compat_resolve_arg("cache_exists", nargs > 1 ? args[1] : NULL, &c, &remote))
-        return NULL;
-    if (remote) return compat_call_remote_fast("exists", args, nargs);
-    if (!c) Py_RETURN_NONE;
-    RET_TRUE_OR_NONE(uwc_exists(&c->c, (const uint8_t *)key, (uint64_t)kl, now_s(), NULL) == UWC_OK);
-}
-
-static PyObject *compat_cache_clear(PyObject *m, PyObject *args) {
-    const char *cache = NULL;
-    if (!PyArg_ParseTuple(args, "|s:cache_clear", &cache)) return NULL;
-    int remote;
-    CacheObject *c = compat_resolve(cache, &remote);
-    if (remote) return compat_call_remote("clear", args);
-    if (!c) Py_RETURN_NONE;
-    int rc = uwc_clear(&c->c, now_s(), counters(c));
-    if (rc == UWC_OK) fire_write(c, OP_CLEAR, "", 0, "", 0, 0);
-    RET_TRUE_OR_NONE(rc == UWC_OK);
-}
-
-static PyObject *compat_cache_keys(PyObject *m, PyObject *args) {
-    const char *cache = NULL;
-    if (!PyArg_ParseTuple(args, "|s:cache_keys", &cache)) return NULL;
-    int remote;
-    CacheObject *c = compat_resolve(cache, &remote);
-    if (!c) {
-        PyErr_SetString(PyExc_ValueError, "no local uWSGI cache available");
-        return NULL;
-    }
-    uwc_keybuf kb = {0};
-    int rc = uwc_keys(&c->c, now_s(), &kb);
-    if (rc) {
-        uwc_keybuf_free(&kb);
-        return raise_status(c, rc, 0, 0);
-    }
-    PyObject *list = keybuf_to_list(&kb);
-    uwc_keybuf_free(&kb);
-    return list;
-}
-
-static PyObject *compat_math(PyObject *args, const char *fmt, const char *op, long dflt, uint32_t opflag) {
-    const char *key, *cache = NULL;
-    Py_ssize_t kl;
-    long value = dflt, expires = 0;
-    if (!PyArg_ParseTuple(args, fmt, &key, &kl, &value, &expires, &cache)) return NULL;
-    int remote;
-    CacheObject *c = compat_resolve(cache, &remote);
-    if (remote) return compat_call_remote(op, args);
-    if (!c) Py_RETURN_NONE;
-    int64_t operand = value;
-    uwc_write w = compat_write_args(c, key, kl, (const char *)&operand, 8, expires,
-                                    UWC_F_UPDATE | UWC_F_MATH | UWC_F_FIXEXPIRE | opflag);
-    int rc = uwc_set(&c->c, &w);
-    fire_full(c, w.events);
-    if (rc == UWC_OK) {
-        int64_t res = w.math_result;
-        fire_write(c, OP_SET, key, kl, &res, 8, w.expires_abs);
-    }
-    RET_TRUE_OR_NONE(rc == UWC_OK);
-}
-
-static PyObject *compat_cache_inc(PyObject *m, PyObject *a) { return compat_math(a, "s#|lls:cache_inc", "inc", 1, UWC_F_INC); }
-static PyObject *compat_cache_dec(PyObject *m, PyObject *a) { return compat_math(a, "s#|lls:cache_dec", "dec", 1, UWC_F_DEC); }
-static PyObject *compat_cache_mul(PyObject *m, PyObject *a) { return compat_math(a, "s#|lls:cache_mul", "mul", 2, UWC_F_MUL); }
-static PyObject *compat_cache_div(PyObject *m, PyObject *a) { return compat_math(a, "s#|lls:cache_div", "div", 2, UWC_F_DIV); }
-
-static PyObject *compat_cache_num(PyObject *m, PyObject *args) {
-    const char *key, *cache = NULL;
-    Py_ssize_t kl;
-    if (!PyArg_ParseTuple(args, "s#|s:cache_num", &key, &kl, &cache)) return NULL;
-    int remote;
-    CacheObject *c = compat_resolve(cache, &remote);
-    PyObject *v = NULL;
-    if (remote) {
-        v = compat_call_remote("get", args);
-        if (!v) return NULL;
-        if (v == Py_None) { Py_DECREF(v); v = NULL; }
-    } else if (c) {
-        int rc;
-        v = do_get(c, key, kl, &rc, NULL);
-        if (!v && PyErr_Occurred()) return NULL;
-    }
-    if (!v || !PyBytes_Check(v) || PyBytes_GET_SIZE(v) != 8) {
-        Py_XDECREF(v);
-        return PyLong_FromLong(0);
-    }
-    int64_t x;
-    memcpy(&x, PyBytes_AS_STRING(v), 8);
-    Py_DECREF(v);
-    return PyLong_FromLongLong(x);
-}
-
-static PyObject *compat_register(PyObject *m, PyObject *args) {
-    PyObject *name, *cache;
-    if (!PyArg_ParseTuple(args, "UO!:_compat_register", &name, &CacheType, &cache)) return NULL;
-    if (PyDict_GetItem(compat_registry, name)) Py_RETURN_FALSE;  /* first registration wins */
-    if (PyDict_SetItem(compat_registry, name, cache) < 0) return NULL;
-    compat_gen++;
-    Py_RETURN_TRUE;
-}
-
-static PyObject *compat_unregister(PyObject *m, PyObject *args) {
-    PyObject *name, *cache = NULL;
-    if (!PyArg_ParseTuple(args, "U|O:_compat_unregister", &name, &cache)) return NULL;
-    PyObject *cur = PyDict_GetItem(compat_registry, name);
-    if (cur && (!cache || cur == cache)) {
-        if (PyDict_DelItem(compat_registry, name) < 0) return NULL;
-        compat_gen++;
-    }
-    Py_RETURN_NONE;
-}
-
-static PyObject *compat_set_remote(PyObject *m, PyObject *fn) {
-    Py_INCREF(fn);
-    Py_XSETREF(compat_remote, fn);
-    Py_RETURN_NONE;
-}
-
-static PyObject *compat_get_registry(PyObject *m, PyObject *unused) {
-    return PyDict_Copy(compat_registry);  /* a copy: changes go through _compat_register */
-}
-
 /* ---- module functions for the Python layer ---- */
 
 static PyObject *mod_region_size(PyObject *m, PyObject *params) {
@@ -2034,6 +268,110 @@ static PyObject *mod_region_size(PyObject *m, PyObject *params) {
     uint64_t size;
     uwc_region_size(&p, &size);
     return PyLong_FromUnsignedLongLong(size);
+}
+
+/* region_layout(params) -> {area: bytes}: the areas of a region in order (header, items,
+ * data, hash table, free stack, bitmap, then the padding that aligns them), summing to
+ * region_size(params). The one place the geometry is computed is the engine. */
+static PyObject *mod_region_layout(PyObject *m, PyObject *params) {
+    uwc_params p;
+    uwc_layout l;
+    if (parse_params(params, &p)) return NULL;
+    if (uwc_region_layout(&p, &l) != UWC_OK) {
+        PyErr_SetString(PyExc_ValueError, "invalid cache geometry: the cache would need more than 2**46 bytes");
+        return NULL;
+    }
+    unsigned long long areas[6] = {
+        UWC_HEADER_SIZE,
+        (UWC_ITEM_HEADER + p.key_size) * p.max_items,
+        p.block_size * p.blocks,
+        (unsigned long long)UWC_BUCKET_BYTES * p.hash_size,
+        sizeof(uint32_t) * p.max_items,
+        (p.options & UWC_OPT_BITMAP) ? (p.blocks + 7) / 8 : 0,
+    };
+    static const char *const names[6] = {"header", "items", "data", "hash table", "free stack", "bitmap"};
+    unsigned long long used = 0;
+    PyObject *d = PyDict_New();
+    if (!d) return NULL;
+    for (int i = 0; i <= 6; i++) {
+        unsigned long long v = i < 6 ? areas[i] : l.total - used;
+        if (i < 6) used += v;
+        PyObject *o = PyLong_FromUnsignedLongLong(v);
+        if (!o || PyDict_SetItemString(d, i < 6 ? names[i] : "alignment", o) < 0) {
+            Py_XDECREF(o);
+            Py_DECREF(d);
+            return NULL;
+        }
+        Py_DECREF(o);
+    }
+    return d;
+}
+
+/* image_size(max_items, key_size, block_size, blocks) -> bytes of a uWSGI raw image (its
+ * dump / store file body): the item records, then the data blocks. */
+static PyObject *mod_image_size(PyObject *m, PyObject *args) {
+    unsigned long long mi, ks, bs, bl, items, data, total;
+    if (!PyArg_ParseTuple(args, "KKKK:image_size", &mi, &ks, &bs, &bl)) return NULL;
+    if (__builtin_mul_overflow(UWC_ITEM_HEADER + ks, mi, &items) || __builtin_mul_overflow(bs, bl, &data) ||
+        __builtin_add_overflow(items, data, &total)) {
+        PyErr_SetString(PyExc_OverflowError, "image_size: the image would need more than 2**64 bytes");
+        return NULL;
+    }
+    return PyLong_FromUnsignedLongLong(total);
+}
+
+/* region_problem(header, file_size, params) -> str or None: why an existing region (header:
+ * its first bytes, file_size: its whole size) cannot be used with params, or None when it can.
+ * An unreadable header raises CorruptStore (as peek_header does). */
+static PyObject *mod_region_problem(PyObject *m, PyObject *args) {
+    Py_buffer view;
+    unsigned long long file_size;
+    PyObject *params;
+    if (!PyArg_ParseTuple(args, "y*KO:region_problem", &view, &file_size, &params)) return NULL;
+    uwc_params want, have;
+    uint64_t size;
+    if (parse_params(params, &want)) { PyBuffer_Release(&view); return NULL; }
+    uwc_region_size(&want, &size);
+    if (view.len < (Py_ssize_t)sizeof(uwc_header)) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(ErrCorruptStore, "the region is smaller than a uwcache header");
+        return NULL;
+    }
+    char name[UWC_NAME_MAX + 1];
+    const char *why = NULL;
+    int rc = uwc_header_peek(view.buf, (uint64_t)file_size, &have, name, &why);
+    int ready = rc == UWC_OK && ((const uwc_header *)view.buf)->state == UWC_STATE_READY;
+    PyBuffer_Release(&view);
+    if (rc) {
+        PyErr_SetString(ErrCorruptStore, why ? why : "not a uwcache region");
+        return NULL;
+    }
+    PyObject *decoded = PyUnicode_DecodeUTF8(name, (Py_ssize_t)strlen(name), "strict");
+    if (!decoded) {
+        PyErr_Clear();
+        PyErr_SetString(ErrCorruptStore, "the cache name in the region header is not valid UTF-8 (damaged header)");
+        return NULL;
+    }
+    Py_DECREF(decoded);
+    if (!ready) return PyUnicode_FromString("its initialisation never finished");
+    const struct { const char *label; uint64_t have, want; } geometry[] = {
+        {"max_items", have.max_items, want.max_items},   {"key_size", have.key_size, want.key_size},
+        {"block_size", have.block_size, want.block_size}, {"block_count", have.blocks, want.blocks},
+        {"hash_size", have.hash_size, want.hash_size},   {"hash_algo", have.hash_algo, want.hash_algo},
+    };
+    for (size_t i = 0; i < sizeof geometry / sizeof geometry[0]; i++)
+        if (geometry[i].have != geometry[i].want)
+            return PyUnicode_FromFormat("it was created with %s=%llu, the configuration says %llu", geometry[i].label,
+                                        (unsigned long long)geometry[i].have, (unsigned long long)geometry[i].want);
+    const uint32_t shared = UWC_OPT_BITMAP | UWC_OPT_LRU | UWC_OPT_LAZY | UWC_OPT_CLEAR_ON_FULL;
+    if ((have.options ^ want.options) & shared)
+        return PyUnicode_FromString("it was created with other mode_bitmap/full_purge_lru/lazy_expire/clear_on_full "
+                                    "settings");
+    if (have.math_initial != want.math_initial || have.sweep_on_full != want.sweep_on_full)
+        return PyUnicode_FromString("it was created with another math_initial or sweep_on_full");
+    if (file_size != size)
+        return PyUnicode_FromFormat("its size is %llu bytes, %llu expected", file_size, (unsigned long long)size);
+    Py_RETURN_NONE;
 }
 
 static PyObject *mod_peek_header(PyObject *m, PyObject *args) {
@@ -2081,24 +419,14 @@ static PyObject *mod_hash(PyObject *m, PyObject *args) {
 }
 
 static PyMethodDef module_methods[] = {
-    {"cache_get", (PyCFunction)(void (*)(void))compat_cache_get, METH_FASTCALL, "cache_get(key[, cache]) -> bytes or None"},
-    {"cache_set", (PyCFunction)(void (*)(void))compat_cache_set, METH_FASTCALL, "cache_set(key, value[, expires[, cache]]) -> True or None"},
-    {"cache_update", (PyCFunction)(void (*)(void))compat_cache_update, METH_FASTCALL, "cache_update(key, value[, expires[, cache]]) -> True or None"},
-    {"cache_del", (PyCFunction)(void (*)(void))compat_cache_del, METH_FASTCALL, "cache_del(key[, cache]) -> True or None"},
-    {"cache_exists", (PyCFunction)(void (*)(void))compat_cache_exists, METH_FASTCALL, "cache_exists(key[, cache]) -> True or None"},
-    {"cache_clear", compat_cache_clear, METH_VARARGS, "cache_clear([cache]) -> True or None"},
-    {"cache_keys", compat_cache_keys, METH_VARARGS, "cache_keys([cache]) -> list of bytes"},
-    {"cache_inc", compat_cache_inc, METH_VARARGS, "cache_inc(key[, value=1[, expires[, cache]]]) -> True or None"},
-    {"cache_dec", compat_cache_dec, METH_VARARGS, "cache_dec(key[, value=1[, expires[, cache]]]) -> True or None"},
-    {"cache_mul", compat_cache_mul, METH_VARARGS, "cache_mul(key[, value=2[, expires[, cache]]]) -> True or None"},
-    {"cache_div", compat_cache_div, METH_VARARGS, "cache_div(key[, value=2[, expires[, cache]]]) -> True or None"},
-    {"cache_num", compat_cache_num, METH_VARARGS, "cache_num(key[, cache]) -> int (0 when missing)"},
-    {"_compat_register", compat_register, METH_VARARGS, NULL},
-    {"_compat_unregister", compat_unregister, METH_VARARGS, NULL},
-    {"_compat_set_remote", compat_set_remote, METH_O, NULL},
-    {"_compat_registry", compat_get_registry, METH_NOARGS, NULL},
     {"_resp_bulks", near_resp_bulks, METH_VARARGS, NULL},  /* near cache (issue 11) */
     {"region_size", mod_region_size, METH_O, "region_size(params) -> bytes the region needs"},
+    {"region_layout", mod_region_layout, METH_O,
+     "region_layout(params) -> {area: bytes}, in region order, summing to region_size(params)"},
+    {"image_size", mod_image_size, METH_VARARGS,
+     "image_size(max_items, key_size, block_size, blocks) -> bytes of a uWSGI raw image (dump, store body)"},
+    {"region_problem", mod_region_problem, METH_VARARGS,
+     "region_problem(header, file_size, params) -> why an existing region cannot be used with params, or None"},
     {"peek_header", mod_peek_header, METH_VARARGS, "peek_header(buffer) -> dict of the region's stored parameters"},
     {"hash", mod_hash, METH_VARARGS, "hash(key, algo='djb33x') -> uWSGI's 32-bit hash of key"},
     {NULL},
@@ -2132,6 +460,7 @@ PyMODINIT_FUNC PyInit__engine(void) {
     if (PyType_Ready(&CacheType) < 0) return NULL;
     PyObject *m = PyModule_Create(&engine_module);
     if (!m) return NULL;
+    if (PyModule_AddFunctions(m, uwcb_compat_methods) < 0) return NULL;
     compat_registry = PyDict_New();
     if (!compat_registry) return NULL;
     Py_INCREF(Py_None);
@@ -2149,6 +478,12 @@ PyMODINIT_FUNC PyInit__engine(void) {
     PyModule_AddIntConstant(m, "HASH_MURMUR2", UWC_HASH_MURMUR2);
     PyModule_AddIntConstant(m, "HASH_WYHASH", UWC_HASH_WYHASH);
     PyModule_AddIntConstant(m, "HEADER_SIZE", UWC_HEADER_SIZE);
+    PyModule_AddIntConstant(m, "ITEM_HEADER_SIZE", UWC_ITEM_HEADER);
+    PyObject *limits = Py_BuildValue("{s(KK)s(KK)s(KK)s(KK)s(KK)sK}",
+                                     "max_items", UWC_MAX_ITEMS_MIN, UWC_MAX_ITEMS_MAX, "key_size", 1ull, UWC_KEY_SIZE_MAX,
+                                     "block_size", 1ull, UWC_BLOCK_SIZE_MAX, "blocks", UWC_MAX_ITEMS_MIN, UWC_BLOCKS_MAX,
+                                     "hash_size", 1ull, UWC_HASH_SIZE_MAX, "region_size", UWC_REGION_SIZE_MAX);
+    if (!limits || PyModule_AddObject(m, "LIMITS", limits) < 0) { Py_XDECREF(limits); return NULL; }
     PyModule_AddIntConstant(m, "FORMAT_VERSION", UWC_FORMAT_VERSION);
     PyModule_AddIntConstant(m, "F_UPDATE", UWC_F_UPDATE);
     PyModule_AddIntConstant(m, "F_ABSEXPIRE", UWC_F_ABSEXPIRE);
@@ -2156,6 +491,9 @@ PyMODINIT_FUNC PyInit__engine(void) {
     PyModule_AddIntConstant(m, "OP_DELETE", OP_DELETE);
     PyModule_AddIntConstant(m, "OP_CLEAR", OP_CLEAR);
     PyModule_AddIntConstant(m, "NET_COUNTERS", UWC_NET_COUNTERS);
+    PyModule_AddIntConstant(m, "MODE_CREATE", UWCB_MODE_CREATE);
+    PyModule_AddIntConstant(m, "MODE_ATTACH", UWCB_MODE_ATTACH);
+    PyModule_AddIntConstant(m, "MODE_RECOVER", UWCB_MODE_RECOVER);
     pthread_atfork(NULL, NULL, after_fork_child);
     return m;
 }

@@ -423,6 +423,17 @@ class Cache(_engine.CacheBase):
     _fd: int
     _map: mmap.mmap
 
+    def __init__(self, region: mmap.mmap, options: CacheOptions, params: EngineParams, mode: int, *, fd: int,
+                 namespace: str, path: str) -> None:
+        """Map ``region`` (opened on ``fd``) in ``mode``: ``_engine.MODE_CREATE``, ``MODE_ATTACH`` or
+        ``MODE_RECOVER``. Use :func:`open_cache`, :func:`attach` or a :class:`~uwcache.Node`."""
+        super().__init__(region, options.name, params, mode, on_full=_log_full)
+        self.options = options
+        self.namespace = namespace
+        self.path = path
+        self._fd = fd
+        self._map = region
+
     def stats(self) -> Dict[str, Any]:
         """Counters in uWSGI's stats-server shape, then uwcache's extras."""
         raw = self._stats_raw()
@@ -593,21 +604,20 @@ def open_region(options: CacheOptions, namespace: Optional[str] = None, *, attac
             log.warning("cache %r: cannot update its entry in %s: %s", options.name, ns_path, exc.strerror)
     finally:
         os.close(dir_fd)
-    cache.namespace = ns
     if options.store is None:
         _collect_quietly(options.name, ns, keep=os.path.basename(cache.path))
     return cache
 
 
-def _newer(dir_fd: int, mode: str, entry: Optional[Entry]) -> bool:
+def _newer(dir_fd: int, mode: int, entry: Optional[Entry]) -> bool:
     """Whether the region we opened becomes the current generation.
 
     A new generation always does. A cold one reopened does only if nobody uses the current
     one: an old configuration starting again next to the new one must not take the name back.
     """
-    if mode == "create":
+    if mode == _engine.MODE_CREATE:
         return True
-    if mode != "recover" or entry is None or entry[0] != "region":
+    if mode != _engine.MODE_RECOVER or entry is None or entry[0] != "region":
         return False
     probe = _probe_unused(dir_fd, entry[1])
     if probe is None:
@@ -629,7 +639,7 @@ def _entry_alive(dir_fd: int, entry: Optional[Entry]) -> bool:
 
 
 def _open_generation(dir_fd: int, ns_path: str, options: CacheOptions, params: EngineParams, size: int, ns: str,
-                     attach_only: bool) -> Tuple[Cache, str]:
+                     attach_only: bool) -> Tuple[Cache, int]:
     file_name = _generation_file(options.name, params)
     path = os.path.join(ns_path, file_name)
     flags = os.O_RDWR | (0 if attach_only else os.O_CREAT)
@@ -647,19 +657,18 @@ def _open_generation(dir_fd: int, ns_path: str, options: CacheOptions, params: E
             os.unlink(file_name, dir_fd=dir_fd)
 
         try:
-            opened = _open_locked(fd, path, options, params, size, False, attach_only, remove, True)
+            opened = _open_locked(fd, path, ns, options, params, size, False, attach_only, remove, True)
         except BaseException:
             os.close(fd)
             raise
         if opened is not None:
-            opened[0].path = path
             return opened
         os.close(fd)  # freed as unused between our open and our lock: make it again
     raise CacheError(f"cannot open the region {path}: it keeps being removed while opened")
 
 
 def _open_store(options: CacheOptions, params: EngineParams, size: int, ns: str, entry: Optional[Entry],
-                attach_only: bool) -> Tuple[Cache, str]:
+                attach_only: bool) -> Tuple[Cache, int]:
     path = os.path.abspath(str(options.store))
     if entry is not None and entry[0] == "store" and entry[1] != path and os.path.exists(entry[1]):
         raise RegionMismatch(
@@ -684,7 +693,7 @@ def _open_store(options: CacheOptions, params: EngineParams, size: int, ns: str,
             os.unlink(base, dir_fd=parent_fd)
 
         try:
-            opened = _open_locked(fd, path, options, params, size, True, attach_only, remove, False)
+            opened = _open_locked(fd, path, ns, options, params, size, True, attach_only, remove, False)
             if opened is None:
                 raise CacheError(f"the store file {path} was removed while it was being opened")
         except BaseException:
@@ -692,12 +701,11 @@ def _open_store(options: CacheOptions, params: EngineParams, size: int, ns: str,
             raise
     finally:
         os.close(parent_fd)
-    opened[0].path = path
     return opened
 
 
-def _open_locked(fd: int, path: str, options: CacheOptions, params: EngineParams, size: int,
-                 persistent: bool, attach_only: bool, remove: Any, ours: bool) -> Optional[Tuple[Cache, str]]:
+def _open_locked(fd: int, path: str, ns: str, options: CacheOptions, params: EngineParams, size: int,
+                 persistent: bool, attach_only: bool, remove: Any, ours: bool) -> Optional[Tuple[Cache, int]]:
     """Open the region under the opener lock; None if the file was unlinked before we got it."""
     _opener_lock(fd, blocking=True)  # one opener at a time
     try:
@@ -712,7 +720,7 @@ def _open_locked(fd: int, path: str, options: CacheOptions, params: EngineParams
         except BlockingIOError:
             cold = False
         mode = _choose_mode(fd, path, options, params, size, st.st_size, cold, persistent, attach_only)
-        if mode == "create":
+        if mode == _engine.MODE_CREATE:
             try:
                 _reserve(fd, path, options.name, size, st.st_blocks * 512 if st.st_size else 0, persistent)
             except CacheError:
@@ -725,12 +733,8 @@ def _open_locked(fd: int, path: str, options: CacheOptions, params: EngineParams
             if persistent:
                 log.info("creating a new cache store file: %s", path)
         region = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        cache = Cache(region, options.name, params, mode)
-        cache.options = options
-        cache._fd = fd
-        cache._map = region
-        cache._on_full = _log_full
-        if mode == "recover":
+        cache = Cache(region, options, params, mode, fd=fd, namespace=ns, path=path)
+        if mode == _engine.MODE_RECOVER:
             dropped = cache._recovered_dropped
             if persistent:
                 log.info("recovered cache from backing store file: %s (%d items)", path, len(cache))
@@ -747,15 +751,15 @@ class _Damaged(str):
 
 
 def _choose_mode(fd: int, path: str, options: CacheOptions, params: EngineParams, size: int, file_size: int,
-                 cold: bool, persistent: bool, attach_only: bool) -> str:
-    """'create', 'attach' or 'recover' for this region, or raise why it cannot be used."""
+                 cold: bool, persistent: bool, attach_only: bool) -> int:
+    """_engine.MODE_CREATE, MODE_ATTACH or MODE_RECOVER for this region, or raise why it cannot be used."""
     if file_size == 0:
         if attach_only:
             raise UnknownCache(f"cache {options.name!r} has an empty region at {path}")
-        return "create"
+        return _engine.MODE_CREATE
     problem = _region_problem(fd, path, options, params, size, file_size)
     if problem is None:
-        return "recover" if cold else "attach"
+        return _engine.MODE_RECOVER if cold else _engine.MODE_ATTACH
     error = CorruptStore if isinstance(problem, _Damaged) else RegionMismatch
     if not cold:
         raise error(
@@ -771,34 +775,20 @@ def _choose_mode(fd: int, path: str, options: CacheOptions, params: EngineParams
         log.warning("Removing invalid cache store file: %s (%s)", path, problem)
     else:
         log.info("recreating the memory region of cache %r: %s", options.name, problem)
-    return "create"
+    return _engine.MODE_CREATE
 
 
 def _region_problem(fd: int, path: str, options: CacheOptions, params: EngineParams, size: int,
                     file_size: int) -> Optional[str]:
+    """Why the existing region cannot be used with params (the engine compares), or None."""
     head_len = min(file_size, _engine.HEADER_SIZE)
     try:
-        header = _peek(os.pread(fd, head_len, 0), file_size, path)
+        return _engine.region_problem(os.pread(fd, head_len, 0), file_size, params)
     except CorruptStore as exc:
         hint = ""
         if file_size % 8 == 0 and os.pread(fd, 8, 0) != b"UWCACHE\0":
             hint = " (a uWSGI store file has no header: import it with uwcache.import_uwsgi_store)"
         return _Damaged(f"{exc}{hint}")
-    if not header["ready"]:
-        return "its initialisation never finished"
-    expected = dict(zip(("max_items", "key_size", "block_size", "blocks", "hash_size", "hash_algo"), params[:6]))
-    labels = {"blocks": "block_count", "hash_algo": "hash_algo"}
-    for key, want in expected.items():
-        if header[key] != want:
-            return f"it was created with {labels.get(key, key)}={header[key]}, the configuration says {want}"
-    shared = _engine.OPT_BITMAP | _engine.OPT_LRU | _engine.OPT_LAZY | _engine.OPT_CLEAR_ON_FULL
-    if (header["options"] ^ params[6]) & shared:
-        return "it was created with other mode_bitmap/full_purge_lru/lazy_expire/clear_on_full settings"
-    if header["math_initial"] != params[7] or header["sweep_on_full"] != params[8]:
-        return "it was created with another math_initial or sweep_on_full"
-    if file_size != size:
-        return f"its size is {file_size} bytes, {size} expected"
-    return None
 
 
 def open_cache(name: str, *, namespace: Optional[str] = None, **options: Any) -> Cache:
@@ -891,7 +881,7 @@ def import_uwsgi_store(cache: Cache, path: str, *, max_items: int, key_size: int
     Returns ``(loaded, dropped)``.
     """
     blocks = block_count if block_count is not None else max_items
-    expected = (88 + key_size) * max_items + block_size * blocks
+    expected = _engine.image_size(max_items, key_size, block_size, blocks)
     with open(path, "rb") as f:
         image = f.read()
     if len(image) != expected:

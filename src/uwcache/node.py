@@ -230,11 +230,11 @@ class Node:
     @staticmethod
     def _describe(cache: Cache) -> str:
         o = cache.options
-        items_area = (88 + o.key_size) * o.max_items
+        items_area = (_engine.ITEM_HEADER_SIZE + o.key_size) * o.max_items
         data_area = o.block_size * o.blocks
         bitmap = (o.blocks + 7) // 8 if o.mode_bitmap else 0
         return (f'*** Cache "{o.name}" initialized: {cache.region_size // (1024 * 1024)}MB '
-                f"(key: {88 + o.key_size} bytes, keys: {items_area} bytes, data: {data_area} bytes, "
+                f"(key: {_engine.ITEM_HEADER_SIZE + o.key_size} bytes, keys: {items_area} bytes, data: {data_area} bytes, "
                 f"bitmap: {bitmap} bytes) reserved at {cache.path} ***")
 
     def _sync_from(self) -> None:
@@ -330,7 +330,7 @@ class Node:
             )
         try:
             # set semantics, like uWSGI: an item restored from a store is not overwritten
-            stored = cache._set_raw(key, value, 0, 0)
+            stored = cache._add_unreplicated(key, value)
         except CacheError as exc:
             raise ConfigError(f"{what}: {exc}") from exc
         if stored:

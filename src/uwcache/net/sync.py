@@ -29,7 +29,7 @@ import logging
 import socket
 from typing import Any, Optional, Sequence, Tuple
 
-from .. import wire
+from .. import _engine, wire
 from ..address import parse_address
 from ..errors import AddressError, CacheError, SyncError
 from .client import DEFAULT_TIMEOUT, Stream, connect, send_all
@@ -57,7 +57,7 @@ def _geometry(cache: Any, info: wire.DumpInfo) -> Tuple[int, int, int, int]:
 
 def max_dump_size(cache: Any) -> int:
     """The largest dump image accepted from a peer for `cache`."""
-    own = (88 + cache.key_size) * cache.max_items + cache.block_size * cache.blocks
+    own = _engine.image_size(cache.max_items, cache.key_size, cache.block_size, cache.blocks)
     return max(DUMP_SIZE_FACTOR * own, MIN_DUMP_LIMIT)
 
 
@@ -83,7 +83,7 @@ def fetch_dump(cache: Any, address: str, *, timeout: float = DEFAULT_TIMEOUT,
         items, key_size, block_size, blocks = geometry = _geometry(cache, info)
         if items < 2 or block_size < 1:
             raise SyncError(f"the peer announces an unusable geometry: items={items}, blocksize={block_size}")
-        size = (88 + key_size) * items + block_size * blocks
+        size = _engine.image_size(items, key_size, block_size, blocks)
         limit = max_dump_size(cache)
         if size > limit:
             raise SyncError(f"the peer announces a dump of {size} bytes (items={items}, blocksize={block_size}); "

@@ -12,7 +12,7 @@ refused.  Sending never raises into
 the writer: failures are counted and logged (rate-limited).
 
 Receiver: :class:`UdpReceiver` is one thread per node that binds the ``udp_servers``
-addresses of its caches and applies what arrives with ``_set_raw``/``_delete_local``
+addresses of its caches and applies what arrives with ``_set_unreplicated``/``_delete_unreplicated``
 (never re-sent).  Malformed, truncated, oversized or unknown datagrams are dropped and
 counted; with a secret only authentic, fresh, unreplayed envelopes addressed to this
 cache at this address are applied.  The highest sequence seen per sender is kept in
@@ -416,10 +416,9 @@ class _Endpoint:
             return
         try:
             if isinstance(message, wire.UdpSet):
-                cache._set_raw(message.key, message.value, message.expires,
-                               _engine.F_UPDATE | _engine.F_ABSEXPIRE)
+                cache._set_unreplicated(message.key, message.value, message.expires)
             else:
-                cache._delete_local(message.key)
+                cache._delete_unreplicated(message.key)
         except (CacheError, ValueError, OverflowError) as exc:
             count(cache, NetCounter.APPLY_ERRORS)
             limiter(logging.WARNING, "apply:" + self.name,
