@@ -204,13 +204,18 @@ def test_region_layout_matches_the_size_the_options_report(extra):
     assert sum(layout.values()) == _engine.region_size(engine_params(options)) == options.memory_bytes
 
 
-@pytest.mark.xfail(strict=True, reason="config.py still caps max_items at 2**31 and block_size at 2**31 while the "
-                                       "engine allows 2**32 and 2**40 (issue 14 point 1: config.py to use _engine.LIMITS)")
 def test_python_option_limits_agree_with_the_engine():
     from uwcache.config import CacheOptions
 
+    # the option checks take their bounds from the engine (_engine.LIMITS)
     CacheOptions(name="big", max_items=2**32, key_size=1, block_size=1, hash_size=2).validate()
-    CacheOptions(name="big", max_items=2, block_size=2**40).validate()
+    with pytest.raises(uwcache.ConfigError, match="max_items"):
+        CacheOptions(name="big", max_items=2**32 + 1, key_size=1, block_size=1, hash_size=2).validate()
+    with pytest.raises(uwcache.ConfigError, match="block_size"):
+        CacheOptions(name="big", max_items=2, block_size=2**40 + 1).validate()
+    # 2**40 is a valid block_size; two such blocks only exceed the (Python-side) 1 TiB typo guard
+    with pytest.raises(uwcache.ConfigError, match="bytes"):
+        CacheOptions(name="big", max_items=2, block_size=2**40).validate()
 
 
 def test_region_problem_compares_in_the_engine(namespace):

@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
+from . import _engine
 from .address import parse_address
 from .errors import ConfigError, UnknownCache
 
@@ -52,13 +53,15 @@ MAX_MEMORY_BYTES = 2**40  # one TiB: past this a typo (blocksize in bytes vs KiB
 HASH_ALGOS = ("djb33x", "murmur2", "wyhash")  # wyhash: ours, not uWSGI's (see _validate_hash)
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
-# Sizes of the shared structures, as in uWSGI (uwsgi-behaviour.md §2.1/2.2): used for memory_bytes.
-ITEM_HEADER_BYTES = 88
+# The region's geometry is the engine's (one source: engine/cache.h, exported by the binding);
+# these names serve the budget arithmetic below and the error messages.
+ITEM_HEADER_BYTES = _engine.ITEM_HEADER_SIZE
 HASH_BUCKET_BYTES = 8  # a 32-bit slot index and a 32-bit hash tag per bucket (uWSGI: 8 bytes)
 FREE_STACK_ENTRY_BYTES = 4
-REGION_HEADER_BYTES = 32768  # the engine's header: lock, sequence stripes, per-process counters
+REGION_HEADER_BYTES = _engine.HEADER_SIZE  # the engine's header: locks, stripes, per-process counters
 _AREA_ALIGN = 64  # every area starts on a cache line
 _REGION_ALIGN = 4096  # the region is a whole number of pages
+_LIMITS = _engine.LIMITS  # (min, max) of each geometry option, as the engine checks them
 
 _NAMESPACE_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
 _DIGITS_RE = re.compile(r"[0-9]+")
@@ -218,21 +221,17 @@ class CacheOptions:
         return sum(self._memory_parts().values())
 
     def _memory_parts(self) -> Dict[str, int]:
-        """The memory areas by name, so an oversize error can say which one dominates. The
-        padding makes the sum exactly the size of the shared-memory region (or store file)."""
-        parts = {
-            "header": REGION_HEADER_BYTES,
-            "items": self.item_record_size * self.max_items,
-            "data": self.block_size * self.blocks,
-            "hash table": HASH_BUCKET_BYTES * self.hash_size,
-            "free stack": FREE_STACK_ENTRY_BYTES * self.max_items,
-            "bitmap": math.ceil(self.blocks / 8) if self.mode_bitmap else 0,
-        }
-        end = 0
-        for name, size in parts.items():
-            end = -(-end // _AREA_ALIGN) * _AREA_ALIGN + size
-        parts["alignment"] = -(-end // _REGION_ALIGN) * _REGION_ALIGN - sum(parts.values())
-        return parts
+        """The memory areas by name (the engine's own layout), so an oversize error can say
+        which one dominates; they sum exactly to the size of the region (or store file)."""
+        params = (self.max_items, self.key_size, self.block_size, self.blocks, self.hash_size, 0,
+                  _engine.OPT_BITMAP if self.mode_bitmap else 0, 0, 0)
+        try:
+            return dict(_engine.region_layout(params))
+        except ValueError:
+            # past what the engine can lay out at all (2**46 bytes): the areas' plain sizes,
+            # for the message of _validate_memory only
+            return {"items": self.item_record_size * self.max_items, "data": self.block_size * self.blocks,
+                    "hash table": HASH_BUCKET_BYTES * self.hash_size}
 
     @property
     def sizing(self) -> str:
@@ -253,12 +252,12 @@ class CacheOptions:
         """Raise ConfigError for any invalid value; return self so it can be chained."""
         _check_cache_name("cache name", self.name)
         label = self._label
-        _check_int(label("max_items"), self.max_items, 2, 2**31,
+        _check_int(label("max_items"), self.max_items, 2, _LIMITS["max_items"][1],
                    " (max_items counts slot 0, which is reserved: 1 would hold nothing; "
                    "capacity is max_items - 1)")
-        _check_int(label("block_size"), self.block_size, 1, 2**31)
-        _check_int(label("hash_size"), self.hash_size, 1, 2**32 - 1)
-        _check_int(label("key_size"), self.key_size, 1, 65535)
+        _check_int(label("block_size"), self.block_size, 1, _LIMITS["block_size"][1])
+        _check_int(label("hash_size"), self.hash_size, 1, _LIMITS["hash_size"][1])
+        _check_int(label("key_size"), self.key_size, 1, _LIMITS["key_size"][1])
         _check_int(label("store_sync_interval"), self.store_sync_interval, 0, INT64_MAX)
         _check_int(label("sweep_on_full"), self.sweep_on_full, 0, INT64_MAX)
         _check_int(label("math_initial"), self.math_initial, INT64_MIN, INT64_MAX)
@@ -452,7 +451,7 @@ def budget_geometry(name: str, memory: object, max_value: object = None, *, max_
     for option, given in (("max_items", max_items), ("key_size", key_size), ("hash_size", hash_size),
                           ("block_size", block_size)):
         if given is not None:
-            _check_int(f"{label}: {option}", given, 2 if option == "max_items" else 1, 2**31)
+            _check_int(f"{label}: {option}", given, *_LIMITS[option])
     if block_size is None:
         block_size = BUDGET_BLOCK_SIZE
         while block_size > 64 and block_size // 2 >= value:
