@@ -1,5 +1,5 @@
 /* uwcache engine: see cache.h for the model. Behaviour follows uWSGI's cache2 (the
- * project's reference, sections 2-4) except where uWSGI has a documented bug we fix:
+ * docs/internals/uwsgi-behaviour.md, sections 2-4) except where uWSGI has a documented bug we fix:
  * expired items are never returned, the bitmap and LRU are rebuilt on load, math ops
  * keep their counter in bitmap mode, and a dead lock holder is recovered from. */
 #define _GNU_SOURCE
@@ -848,7 +848,7 @@ static void clear_locked(uwc_cache *c) {
     set_bytes_total(c, 0);
 }
 
-/* The "cache full" handler (reference 2.15). `protect` is a slot that must not be evicted
+/* The "cache full" handler (uwsgi-behaviour.md §2.15). `protect` is a slot that must not be evicted
  * (the item being updated). Returns nonzero if it freed anything. */
 static int full_handler(uwc_cache *c, uint64_t now, uint64_t protect, uwc_write *w) {
     w->events |= UWC_EV_FULL;
