@@ -701,11 +701,33 @@ def write_report(data: Dict[str, Any], out: str) -> str:
     if os.path.exists(findings) and os.path.abspath(out) == HERE:
         with open(findings) as f:
             L.append(f.read())
-    text = "\n".join(L).rstrip() + "\n"
     path = os.path.join(out, "RESULTS.md")
+    L.extend(kept_sections(path))
+    text = "\n".join(L).rstrip() + "\n"
     with open(path, "w") as f:
         f.write(text)
     return path
+
+
+# Sections other scripts write into RESULTS.md (benchmarks/create_large.py by hand, and
+# benchmarks/near.py, which replaces its own section and expects it last): carried over.
+KEPT_SECTIONS = ("## Creating a large cache with its memory reserved", "## Near cache")
+
+
+def kept_sections(path: str) -> List[str]:
+    try:
+        with open(path) as f:
+            text = f.read()
+    except FileNotFoundError:
+        return []
+    found = []
+    for title in KEPT_SECTIONS:
+        start = text.find("\n" + title + "\n")
+        if start < 0:
+            continue
+        end = text.find("\n## ", start + 1)
+        found.append(text[start + 1: end if end >= 0 else len(text)].rstrip() + "\n")
+    return found
 
 
 def main(argv: List[str]) -> int:
