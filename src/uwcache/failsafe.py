@@ -13,10 +13,11 @@ a key that is not valid for the framework (Django's ``InvalidCacheKey``).
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
-from typing import Any, Dict, Tuple, Type
+from typing import Any, Callable, Dict, Tuple, Type
 
 from .errors import CacheError
 
@@ -81,3 +82,21 @@ class FailurePolicy:
         """A rate-limited warning for a write that was refused but is not a failure (a value
         too large for an item, a full cache): the call already answers False."""
         self._log(logging.WARNING, kind, msg, *args)
+
+
+def guarded(miss: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorate a backend method so that a cache failure inside it gives ``miss`` (a value, or
+    a callable given the call's ``(args, kwargs)``), or raises, as ``self.failure_policy`` says."""
+
+    def decorate(method: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(method)
+        def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(self, *args, **kwargs)
+            except FAILURES as exc:
+                self.failure_policy.handle(method.__name__, exc)
+                return miss(args, kwargs) if callable(miss) else miss
+
+        return wrapper
+
+    return decorate

@@ -32,7 +32,6 @@ and the call behaves as on a miss (``get`` None, ``set``/``add``/``has``/``delet
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import logging
 from typing import Any, Callable, Dict, List, Optional, Union
 
@@ -41,7 +40,7 @@ from cachelib.serializers import SimpleSerializer
 
 from ..cache import Cache
 from ..errors import CacheError, CacheFull, KeyTooLong, ValueTooLarge
-from ..failsafe import FAILURES, FailurePolicy
+from ..failsafe import FailurePolicy, guarded
 from ..lazy import LazyCache
 from ..serializers import MISS, Codec, add_to_counter, engine_expires
 from ..signing import ValueSigner
@@ -62,21 +61,7 @@ class DefaultSerializer(SimpleSerializer):
     """
 
 
-def _guarded(miss: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Turn a cache failure inside the method into ``miss`` (or raise, per the policy)."""
-
-    def decorate(method: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(method)
-        def guarded(self: "UWCache", *args: Any, **kwargs: Any) -> Any:
-            try:
-                return method(self, *args, **kwargs)
-            except FAILURES as exc:
-                self.failure_policy.handle(method.__name__, exc)
-                return miss(args) if callable(miss) else miss
-
-        return guarded
-
-    return decorate
+_guarded = guarded  # failsafe.guarded: a cache failure is a miss, or raises, per the policy
 
 
 class UWCache(BaseCache):

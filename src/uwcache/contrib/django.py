@@ -35,7 +35,6 @@ raises ``InvalidCacheKey`` from every operation, as the memcached backends do fo
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
@@ -47,7 +46,7 @@ from django.core.exceptions import ImproperlyConfigured  # type: ignore[import-u
 from ..cache import Cache
 from ..config import BUDGET_OPTIONS, CacheOptions
 from ..errors import CacheFull, ConfigError, ValueTooLarge
-from ..failsafe import FAILURES, FailurePolicy
+from ..failsafe import FailurePolicy, guarded
 from ..lazy import LazyCache
 from ..serializers import MISS, Codec, add_to_counter, engine_expires
 from ..signing import ValueSigner
@@ -61,21 +60,7 @@ _CACHE_OPTION_NAMES = (frozenset(f.name for f in dataclasses.fields(CacheOptions
 _BACKEND_OPTION_NAMES = ("NAMESPACE", "SERIALIZER", "SECRET", "IGNORE_EXCEPTIONS")
 
 
-def _guarded(miss: Callable[[tuple, dict], Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """A cache failure inside the method gives ``miss(args, kwargs)`` (or raises, per the policy)."""
-
-    def decorate(method: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(method)
-        def guarded(self: "UWCache", *args: Any, **kwargs: Any) -> Any:
-            try:
-                return method(self, *args, **kwargs)
-            except FAILURES as exc:
-                self.failure_policy.handle(method.__name__, exc)
-                return miss(args, kwargs)
-
-        return guarded
-
-    return decorate
+_guarded = guarded  # failsafe.guarded: a cache failure is a miss, or raises, per the policy
 
 
 def _constant(value: Any) -> Callable[[tuple, dict], Any]:
