@@ -15,7 +15,8 @@ import pytest
 import uwcache
 from uwcache import cache as cache_mod
 
-SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+# where the uwcache under test is imported from (the installed package in CI, src/ in a checkout)
+SRC = os.path.dirname(os.path.dirname(os.path.abspath(uwcache.__file__)))
 
 
 # --------------------------------------------------------------------------- a second user

@@ -37,7 +37,8 @@ from uwcache.serializers import TAG_CUSTOM, TAG_PICKLE  # noqa: E402
 from oracle import free_port  # noqa: E402
 
 GEOMETRY = {"max_items": 50, "block_size": 512, "key_size": 128, "hash_size": 64}
-SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "src")
+# where the uwcache under test is imported from (the installed package in CI, src/ in a checkout)
+SRC = os.path.dirname(os.path.dirname(os.path.abspath(uwcache.__file__)))
 
 
 class CreatesFile:
