@@ -116,7 +116,9 @@ def test_wire_bytes_of_every_write_kind(namespace):
             before = int(time.time())
             cache.set("t", b"v", expires=30)
             msg = wire.decode_udp(peer.recv(65536))
-            assert msg.key == b"t" and before + 30 <= msg.expires <= int(time.time()) + 30
+            # the engine reads time(), which glibc serves from the coarse clock: near a second
+            # boundary it may still say the previous second that time.time() has left
+            assert msg.key == b"t" and before + 29 <= msg.expires <= int(time.time()) + 30
             cache.delete("k")
             assert peer.recv(65536) == bytes.fromhex("6f05000b01006b0000")  # padded: uWSGI applies it
             assert uwsgi.cache_set("c", "1", 0, "wirecache") is True
