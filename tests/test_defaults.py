@@ -16,13 +16,10 @@ from uwcache.config import DEFAULT_GEOMETRY, cache_options, parse_size
 from uwcache.errors import ConfigError
 from uwcache.memoize import LazyCache, memoize
 
-import django  # noqa: E402
-from django.conf import settings  # noqa: E402
 
-if not settings.configured:
-    settings.configure(CACHES={"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}},
-                       INSTALLED_APPS=[], USE_TZ=True, SECRET_KEY="tests", ALLOWED_HOSTS=["testserver"])
-    django.setup()
+import django_settings  # noqa: E402
+
+django_settings.configure()
 
 from uwcache.contrib.cachelib import UWCache as CachelibCache  # noqa: E402
 from uwcache.contrib.django import UWCache as DjangoCache  # noqa: E402

@@ -15,18 +15,10 @@ import time
 import pytest
 
 # django, flask-caching, cachelib and gunicorn are in the test extra: a missing one fails loudly
-import django  # noqa: E402
-from django.conf import settings  # noqa: E402
 
-if not settings.configured:
-    settings.configure(
-        CACHES={"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}},
-        INSTALLED_APPS=[],
-        USE_TZ=True,
-        SECRET_KEY="tests",
-        ALLOWED_HOSTS=["testserver"],
-    )
-    django.setup()
+import django_settings  # noqa: E402
+
+django_settings.configure()
 
 from django.core.cache import CacheKeyWarning, InvalidCacheKey, caches  # noqa: E402
 from django.core.exceptions import ImproperlyConfigured  # noqa: E402

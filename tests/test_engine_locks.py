@@ -18,6 +18,7 @@ import time
 import pytest
 
 import uwcache
+from forks import wait_child
 
 
 def _options(namespace, **extra):
@@ -27,15 +28,7 @@ def _options(namespace, **extra):
 
 
 def _wait(pid, timeout):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return status
-        time.sleep(0.005)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    raise AssertionError(f"child {pid} did not finish within {timeout} s (a lock was not recovered)")
+    return wait_child(pid, timeout)
 
 
 def _in_child(fn, timeout):

@@ -15,6 +15,7 @@ import time
 import pytest
 
 import uwcache
+from forks import wait_child
 
 pytestmark = pytest.mark.slow
 
@@ -26,15 +27,7 @@ def _options(namespace, **extra):
 
 
 def _wait_child(pid, timeout=30):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return status
-        time.sleep(0.01)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    raise AssertionError(f"child {pid} hung")
+    return wait_child(pid, timeout, "hung")
 
 
 @pytest.mark.parametrize("bitmap", [False, True])

@@ -15,6 +15,7 @@ import pytest
 import uwcache
 from forks import run_in_forks
 from near_servers import Server, redis_server_bin, valkey_server_bin
+from waiting import wait_until
 
 SERVERS = {"redis": redis_server_bin, "valkey": valkey_server_bin}
 
@@ -28,12 +29,7 @@ def server(request):
 
 @pytest.fixture
 def redis_client(server):
-    c = server.client()
-    c.flushall()
-    # the flush bumps the generation of any listener still connected: let it land first
-    time.sleep(0.01)
-    yield c
-    c.close()
+    yield from server.flushed_client()
 
 
 def make_caching(namespace, url, *, lease_ms=300, max_ttl=300, resp="auto", prefix="app:"):
@@ -46,15 +42,6 @@ def wait_connected(node, timeout=5.0):
     listener = node._near.listeners[0]
     assert listener.connected.wait(timeout), "the near listener did not connect"
     return listener
-
-
-def wait_until(cond, timeout=5.0, step=0.001):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(step)
-    return False
 
 
 @pytest.fixture

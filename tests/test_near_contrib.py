@@ -1,19 +1,13 @@
 """Framework backends of the near cache (issue 11, semantics 9): Django (django-redis's
 format), cachelib and Flask-Caching (their RedisCache format), against a real redis-server."""
 import pickle
-import time
 
 import pytest
 
-import django  # noqa: E402
-from django.conf import settings  # noqa: E402
 
-if not settings.configured:
-    settings.configure(
-        CACHES={"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}},
-        INSTALLED_APPS=[], USE_TZ=True, SECRET_KEY="tests", ALLOWED_HOSTS=["testserver"],
-    )
-    django.setup()
+import django_settings  # noqa: E402
+
+django_settings.configure()
 
 from django.core.exceptions import ImproperlyConfigured  # noqa: E402
 
@@ -30,11 +24,7 @@ def server():
 
 @pytest.fixture
 def plain(server):
-    c = server.client()
-    c.flushall()
-    time.sleep(0.01)
-    yield c
-    c.close()
+    yield from server.flushed_client()
 
 
 def start_node(namespace, url, prefix):

@@ -20,6 +20,7 @@ import pytest
 import uwcache
 from uwcache import wire
 from uwcache.remote import RemoteCache, RemoteError, RemoteUnavailable
+from second_user import exit_code_as, throwaway_user
 
 
 def _raise_nofile(want: int) -> None:
@@ -627,39 +628,7 @@ def test_seen_table_window_epochs_and_capacity(tmp_path):
 @pytest.fixture
 def second_user():
     """(uid, gid) of a throw-away local user, created with useradd and removed after."""
-    if os.geteuid() != 0:
-        print("SKIP REASON: creating a second user needs root")
-        pytest.skip("creating a second user needs root (useradd)")
-    import pwd
-
-    name = f"uwc{os.getpid() % 100000}"
-    made = subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
-                          capture_output=True, text=True)
-    if made.returncode not in (0, 9):  # 9: already exists
-        print(f"SKIP REASON: useradd refused: {made.stderr.strip()}")
-        pytest.skip(f"useradd refused: {made.stderr.strip()}")
-    try:
-        entry = pwd.getpwnam(name)
-        yield entry.pw_uid, entry.pw_gid
-    finally:
-        subprocess.run(["userdel", name], capture_output=True)
-
-
-def _as_user(user, func):
-    """Run func() in a forked child with the other user's ids; returns its exit code."""
-    uid, gid = user
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
-        code = 99
-        try:
-            os.setgroups([])
-            os.setgid(gid)
-            os.setuid(uid)
-            code = func()
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
+    yield from throwaway_user("uwc")
 
 
 def _try_connect(path):
@@ -685,11 +654,11 @@ def test_another_user_cannot_reach_the_default_socket(namespace, second_user, tm
     monkeypatch.setenv("UWCACHE_SHM_DIR", str(root))
     caching = uwcache.Caching(namespace).add_cache("c", max_items=10, block_size=64)
     with caching.start(server=True) as node:
-        assert _as_user(second_user, _try_connect(node.server_address)) == 13
+        assert exit_code_as(second_user, _try_connect(node.server_address)) == 13
         assert _try_connect(node.server_address)() == 0  # its owner can
     # an abstract socket has no permissions: the other user connects (hence the warning)
     with caching.start(server=f"@uwcache-test-{namespace}") as node:
-        assert _as_user(second_user, _try_connect(node.server_address)) == 0
+        assert exit_code_as(second_user, _try_connect(node.server_address)) == 0
 
 
 def test_unsigned_replication_warns_what_is_exposed(namespace, caplog):

@@ -17,14 +17,7 @@ from uwcache import wire
 from uwcache.net.udp import NetCounter, max_replicated_value
 
 from oracle import free_port
-
-
-def wait_for(predicate, timeout=5.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
+from waiting import wait_for
 
 
 def send(port: int, datagram: bytes) -> None:

@@ -3,7 +3,6 @@ UDP replication, remote access (magic protocol) and sync dumps (uwsgi-behaviour.
 
 from __future__ import annotations
 
-import time
 
 import pytest
 
@@ -12,19 +11,12 @@ import uwcache.uwsgi as compat
 from uwcache.remote import RemoteCache
 
 from oracle import free_port, run_ops, start_uwsgi_server, uwsgi_log
+from waiting import wait_for
 
 pytestmark = pytest.mark.uwsgi
 
 GEOMETRY = dict(block_size=64, key_size=32)
 UWSGI_GEOMETRY = "blocksize=64,keysize=32"
-
-
-def wait_for(predicate, timeout=5.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture(scope="module")

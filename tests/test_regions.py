@@ -3,7 +3,6 @@ reserved at creation (SharedMemoryFull in a small tmpfs), generations across dep
 paths as identity, damaged header names (issues 9 and 10)."""
 import contextlib
 import os
-import pwd
 import stat
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import pytest
 
 import uwcache
 from uwcache import cache as cache_mod
+from second_user import exit_code_as, throwaway_user
 
 # where the uwcache under test is imported from (the installed package in CI, src/ in a checkout)
 SRC = os.path.dirname(os.path.dirname(os.path.abspath(uwcache.__file__)))
@@ -25,37 +25,12 @@ SRC = os.path.dirname(os.path.dirname(os.path.abspath(uwcache.__file__)))
 @pytest.fixture(scope="module")
 def other_user():
     """(uid, gid) of a throw-away Unix user, created with useradd and removed afterwards."""
-    if os.geteuid() != 0:
-        print("SKIP reason: creating a second user needs root (useradd)")
-        pytest.skip("a second Unix user needs root to create with useradd")
-    name = f"uwcatk{os.getpid() % 100000}"
-    done = subprocess.run(["useradd", "-M", "-r", "-s", "/usr/sbin/nologin", name], capture_output=True, text=True)
-    if done.returncode != 0:
-        print(f"SKIP reason: useradd refused: {done.stderr.strip()}")
-        pytest.skip(f"useradd refused: {done.stderr.strip()}")
-    try:
-        entry = pwd.getpwnam(name)
-        yield entry.pw_uid, entry.pw_gid
-    finally:
-        subprocess.run(["userdel", name], capture_output=True)
+    yield from throwaway_user("uwcatk")
 
 
 def as_user(user, action):
-    """Run ``action()`` in a forked child with the other user's uid/gid; raise if it failed."""
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.setgroups([])
-            os.setgid(user[1])
-            os.setuid(user[0])
-            action()
-            code = 0
-        except BaseException as exc:  # noqa: BLE001 - reported through the exit code
-            print("attacker step failed:", repr(exc), file=sys.stderr)
-        finally:
-            os._exit(code)
-    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    """Run ``action()`` as the other user in a forked child; fail the test if it raised."""
+    assert exit_code_as(user, action) == 0
 
 
 @pytest.fixture

@@ -15,15 +15,10 @@ import time
 
 import pytest
 
-import django
-from django.conf import settings
 
-if not settings.configured:
-    settings.configure(
-        CACHES={"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}},
-        INSTALLED_APPS=[], USE_TZ=True, SECRET_KEY="tests", ALLOWED_HOSTS=["testserver"],
-    )
-    django.setup()
+import django_settings  # noqa: E402
+
+django_settings.configure()
 
 from cachelib.serializers import SimpleSerializer  # noqa: E402
 
