@@ -43,6 +43,7 @@ from ..address import format_address, is_loopback, parse_address, unix_sockaddr
 from ..errors import AddressError
 from .client import DEFAULT_TIMEOUT
 from .udp import NetCounter, RateLimitedLog, count, resolve
+from .waker import Waker, stop_thread
 
 log = logging.getLogger("uwcache.net")
 
@@ -174,10 +175,7 @@ class CacheServer:
         except OSError as exc:
             raise ConfigError(f"server={address!r}: cannot listen: {exc.strerror or exc}") from None
         self._selector = selectors.DefaultSelector()
-        self._wake_r, self._wake_w = socket.socketpair()
-        for s in (self._wake_r, self._wake_w):
-            s.setblocking(False)
-        self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self._waker = Waker(self._selector, "wake")
         self._selector.register(self._listener, selectors.EVENT_READ, "listen")
         self._thread: Optional[threading.Thread] = None
         self._pid = os.getpid()
@@ -271,21 +269,12 @@ class CacheServer:
             self._abandon()
             return
         self._stop = True
-        try:
-            self._wake_w.send(b"x")
-        except OSError:
-            pass
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=10)
+        stop_thread(self._waker, self._thread)
         self._thread = None
         self._closed = True
         for conn in list(self._conns.values()):
             self._drop(conn)
-        for obj in (self._selector, self._listener, self._wake_r, self._wake_w):
-            try:
-                obj.close()
-            except OSError:
-                pass
+        self._close_sockets()
         if self._unix_path:
             try:
                 os.unlink(self._unix_path)
@@ -306,7 +295,11 @@ class CacheServer:
             except OSError:
                 pass
         self._conns.clear()
-        for obj in (self._selector, self._listener, self._wake_r, self._wake_w):
+        self._close_sockets()
+
+    def _close_sockets(self) -> None:
+        self._waker.close()
+        for obj in (self._selector, self._listener):
             try:
                 obj.close()
             except OSError:
@@ -339,7 +332,7 @@ class CacheServer:
             return
         for key, mask in events:
             if key.data == "wake":
-                _drain(self._wake_r)
+                self._waker.drain()
             elif key.data == "listen":
                 self._accept()
             else:
@@ -649,14 +642,6 @@ class CacheServer:
             cache.set(request.key, value, request.expires)
             ok = True
         return [wire.encode_magic_ok()] if ok else []
-
-
-def _drain(sock: socket.socket) -> None:
-    try:
-        while sock.recv(4096):
-            pass
-    except OSError:
-        pass
 
 
 def _remove_stale_socket(path: str) -> None:

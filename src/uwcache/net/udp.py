@@ -48,6 +48,7 @@ from ..address import is_loopback, parse_tcp  # noqa: F401  (is_loopback re-expo
 from ..errors import CacheError, ConfigError
 from ..counters import NetCounter, count, net_stats  # noqa: F401  (re-exported)
 from .seen import SeenTable, open_private
+from .waker import Waker, stop_thread
 
 log = logging.getLogger("uwcache.net")
 
@@ -467,10 +468,7 @@ class UdpReceiver:
         self.endpoints = endpoints
         self._log = RateLimitedLog()
         self._selector = selectors.DefaultSelector()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
-        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._waker = Waker(self._selector)
         self._stop = self._closed = False
         self._thread: Optional[threading.Thread] = None
         _live_receivers.add(self)
@@ -521,7 +519,7 @@ class UdpReceiver:
                 return
             for key, _ in events:
                 if key.data is None:
-                    self._drain_wakeup()
+                    self._waker.drain()
                     continue
                 self._read(key.fileobj, key.data)  # type: ignore[arg-type]
             if standby and time.monotonic() >= next_try:
@@ -575,29 +573,16 @@ class UdpReceiver:
             if endpoint.seen is not None:
                 endpoint.seen.close()
                 endpoint.seen = None
-        for obj in (self._selector, self._wake_r, self._wake_w):
-            obj.close()
-
-    def _drain_wakeup(self) -> None:
-        try:
-            while self._wake_r.recv(4096):
-                pass
-        except (BlockingIOError, OSError):
-            pass
+        self._selector.close()
+        self._waker.close()
 
     def close(self) -> None:
         _live_receivers.discard(self)
         if self._closed:
             return
         self._closed = self._stop = True
-        try:
-            self._wake_w.send(b"x")
-        except OSError:
-            pass
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=10)
+        stop_thread(self._waker, self._thread)
         for endpoint in self.endpoints:
             endpoint.close()
         self._selector.close()
-        self._wake_r.close()
-        self._wake_w.close()
+        self._waker.close()
