@@ -35,7 +35,7 @@ import stat
 import threading
 import time
 import weakref
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from .. import wire
 from ..errors import CacheError, ConfigError
@@ -185,40 +185,30 @@ class CacheServer:
 
     def _listen(self, parsed: Union[Tuple[str, int], str]) -> socket.socket:
         if isinstance(parsed, str):
-            path = parsed
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                if not path.startswith("@"):
-                    _remove_stale_socket(path)
-                sock.bind(unix_sockaddr(path))
-                if not path.startswith("@"):
-                    self._unix_path = path
-                    if self._default_path:
-                        os.chmod(path, 0o600)
-                sock.listen(128)
-                sock.setblocking(False)
-            except BaseException:
-                sock.close()
-                raise
-            return sock
+            return _listening(socket.AF_UNIX, lambda sock: self._bind_unix(sock, parsed))
         host, port = parsed  # a bare ":port" is already loopback (uwcache.address)
         family: int = socket.AF_INET6 if ":" in host else socket.AF_INET
         sockaddr: Tuple[Any, ...] = (host, port)
         if ":" not in host:  # a name or an IPv4 address: bind what it resolves to
             family, sockaddr = resolve("server", f"{host}:{port}", host, port, socket.SOCK_STREAM,
                                        socket.AI_PASSIVE)
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
+
+        def bind(sock: socket.socket) -> None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
             sock.bind(sockaddr)
-            sock.listen(128)
-            sock.setblocking(False)
-        except BaseException:
-            sock.close()
-            raise
-        return sock
+
+        return _listening(family, bind)
+
+    def _bind_unix(self, sock: socket.socket, path: str) -> None:
+        if not path.startswith("@"):
+            _remove_stale_socket(path)
+        sock.bind(unix_sockaddr(path))
+        if not path.startswith("@"):
+            self._unix_path = path
+            if self._default_path:
+                os.chmod(path, 0o600)
 
     @property
     def address(self) -> str:
@@ -642,6 +632,19 @@ class CacheServer:
             cache.set(request.key, value, request.expires)
             ok = True
         return [wire.encode_magic_ok()] if ok else []
+
+
+def _listening(family: int, bind: Callable[[socket.socket], None]) -> socket.socket:
+    """A non-blocking stream socket of `family`, bound by `bind`, listening; closed on error."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        bind(sock)
+        sock.listen(128)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _remove_stale_socket(path: str) -> None:
