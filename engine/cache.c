@@ -884,10 +884,32 @@ static int full_handler(uwc_cache *c, uint64_t now, uint64_t protect, uwc_write 
 }
 
 /* Before declaring the cache full, reclaim items that have already expired: they are
- * invisible to every reader anyway (uWSGI would fail the write until its sweeper ran). */
+ * invisible to every reader anyway (uWSGI would fail the write until its sweeper ran).
+ * The scan goes window by window from where this process's last one stopped and ends at
+ * the first window that frees something, so a write into a large cache with many expired
+ * items pays for a few thousand records, not for all of them (stripes touched stay held
+ * until the write ends). Only a scan that went all the way round knows the earliest expiry
+ * left; a shorter one leaves next_scan due, and the next full write goes on from there. */
+#define RECLAIM_WINDOW 4096
 static int reclaim_expired(uwc_cache *c, uint64_t now) {
-    if (c->h->next_scan && c->h->next_scan <= now) return sweep_locked(c, now, NULL) > 0;
-    return 0;
+    if (!c->h->next_scan || c->h->next_scan > now) return 0;
+    uint64_t slots = c->p.max_items - 1, scanned = 0, freed = 0, min_left = 0;
+    uint64_t from = c->reclaim_cursor;
+    if (from < 1 || from >= c->p.max_items) from = 1;
+    while (scanned < slots && !freed) {
+        uint64_t to = from + RECLAIM_WINDOW;
+        if (to > c->p.max_items) to = c->p.max_items;
+        if (to - from > slots - scanned) to = from + (slots - scanned);
+        freed += sweep_range(c, from, to, now, NULL, &min_left, 0);
+        scanned += to - from;
+        from = to >= c->p.max_items ? 1 : to;
+    }
+    c->reclaim_cursor = from;
+    if (scanned >= slots) {  /* all the way round: min_left is the earliest expiry left */
+        c->h->next_scan = 0;
+        lower_next_scan(c, min_left);
+    }
+    return freed > 0;
 }
 
 /* ---- math ---- */

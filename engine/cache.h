@@ -220,6 +220,7 @@ typedef struct uwc_cache {
     uint64_t hash_mask;   /* hash_size - 1 when it is a power of two, else 0 (use %) */
     uint64_t odd_mask[UWC_SEQ_STRIPES / 64];  /* stripes this lock holder made odd */
     int rebuilding;       /* inside rebuild(): stripes from dead holders need no own repair */
+    uint64_t reclaim_cursor;  /* where this process's next full-cache reclaim scan starts */
 } uwc_cache;
 
 typedef struct uwc_write {

@@ -360,6 +360,42 @@ def test_gets_do_not_wait_behind_a_sweep_of_a_large_cache(namespace):
     cache.close()
 
 
+def test_a_full_write_reclaims_expired_items_a_window_at_a_time(namespace):
+    # no sweeper: a write that finds the cache full frees expired items itself, but only as
+    # far as the first window that frees something, not the whole (possibly 1M-slot) cache
+    n = 20_000
+    cache = uwcache.open_cache("reclaim", **_options(namespace, max_items=n + 1, block_size=8, key_size=12,
+                                                     hash_size=1 << 15))
+    for i in range(n):
+        cache._set_unreplicated(f"old{i}", b"v", 1)  # stored already expired
+    assert len(cache) == n
+    cache.set("new0", b"v")
+    assert cache.get("new0") == b"v"
+    assert n // 2 < len(cache) < n, "the write freed every expired item in one go"
+    for i in range(1, n):  # later full writes go on where the last scan stopped
+        cache.set(f"new{i}", b"v")
+    assert len(cache) == n and cache.get("new1") == b"v" and cache.check() is None
+    cache.close()
+
+
+def test_a_full_write_finds_expired_items_anywhere(namespace):
+    # the only expired items sit wherever their slots are: the scan goes all the way round
+    n = 5_000
+    cache = uwcache.open_cache("reclaim2", **_options(namespace, max_items=n + 1, block_size=8, key_size=12,
+                                                      hash_size=1 << 13))
+    for first_expired in (True, False):
+        cache.clear()
+        for i in range(n):
+            expired = (i < 3) if first_expired else (i >= n - 3)
+            cache._set_unreplicated(f"k{i}", b"v", 1 if expired else 0)
+        for j in range(3):
+            cache.set(f"fresh{j}", b"v")
+        with pytest.raises(uwcache.CacheFull):
+            cache.set("one-too-many", b"v")
+        assert len(cache) == n and cache.check() is None
+    cache.close()
+
+
 def _fuzz_child(namespace, mode, seed):
     extra = {"single-block": {}, "bitmap": dict(mode_bitmap=True, block_size=16, block_count=3000),
              "lru": dict(full_purge_lru=True)}[mode]
