@@ -106,6 +106,23 @@ def test_forged_pickles_are_misses_never_unpickled(namespace, tmp_path, caplog):
     assert not target.exists()
 
 
+def test_a_forged_value_is_not_reported_present(namespace, tmp_path):
+    # has_key / has answer what get would: a value whose signature fails is no value
+    target = tmp_path / "pwned"
+    dj = django_backend(namespace)
+    cl = cachelib_backend(namespace)
+    for i, value in enumerate(forged_values(target)):
+        dj.cache.set(dj.make_key(f"f{i}"), value)
+        cl.cache.set(f"f{i}", value)
+        assert dj.has_key(f"f{i}") is False and cl.has(f"f{i}") is False
+    dj.set("real", {"a": 1})
+    cl.set("real", {"a": 1})
+    dj.set("n", 5)  # counters are stored unsigned, and present
+    assert dj.has_key("real") and cl.has("real") and dj.has_key("n")
+    assert not dj.has_key("absent") and not cl.has("absent")
+    assert not target.exists()
+
+
 def test_forged_custom_serializer_payloads_are_misses(namespace, tmp_path):
     target = tmp_path / "pwned"
     cl = cachelib_backend(namespace, serializer=SimpleSerializer())  # cachelib's pickle

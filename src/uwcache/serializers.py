@@ -272,6 +272,16 @@ class Codec:
             return MISS if payload is None else self.serializer.loads(payload)
         return data  # not written by a framework layer: the raw bytes
 
+    def readable(self, data: bytes) -> bool:
+        """Whether :meth:`decode` would give a value (not :data:`MISS`), found without
+        deserializing it: False only for a signed kind whose HMAC does not verify."""
+        if len(data) == COUNTER_SIZE:
+            return True
+        tag = data[0]
+        if tag == TAG_PICKLE or tag == TAG_CUSTOM:
+            return self._verified(data) is not None
+        return True
+
     def _verified(self, data: bytes) -> Optional[bytes]:
         """The payload of a signed value, or None (counted, logged) if its tag is wrong."""
         end = 1 + MAC_SIZE

@@ -234,9 +234,10 @@ class UWCache(BaseCache):
     @_guarded(False)
     def has(self, key: str) -> bool:
         try:
-            return self._key(key) in self.cache
+            raw = self.cache.get(self._key(key))
         except KeyTooLong:
             return False
+        return raw is not None and self._codec.readable(raw)  # a forged value is no value
 
     @_guarded(False)
     def clear(self) -> bool:

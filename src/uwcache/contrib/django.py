@@ -191,17 +191,11 @@ class UWCache(BaseCache):
 
     @_guarded(_constant(False))
     def touch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: Optional[int] = None) -> bool:
-        # The engine has no "set expiry only": read and rewrite the stored bytes. A write by
-        # another process between the two steps is overwritten by the older value.
         k = self._key(key, version)
-        cache = self.cache
         expires = self._expires(timeout)
         if expires is None:
-            return cache.delete(k)
-        raw = cache.get(k)
-        if raw is None:
-            return False
-        return self._write(cache, k, raw, expires)
+            return self.cache.delete(k)
+        return self.cache.touch(k, expires)  # one engine operation: the value is left alone
 
     @_guarded(_constant(False))
     def delete(self, key: Any, version: Optional[int] = None) -> bool:
@@ -210,7 +204,8 @@ class UWCache(BaseCache):
 
     @_guarded(_constant(False))
     def has_key(self, key: Any, version: Optional[int] = None) -> bool:
-        return self._key(key, version) in self.cache
+        raw = self.cache.get(self._key(key, version))
+        return raw is not None and self._codec.readable(raw)  # a forged value is no value
 
     @_guarded(_constant(None))
     def incr(self, key: Any, delta: int = 1, version: Optional[int] = None) -> Any:
