@@ -34,9 +34,8 @@ import urllib.parse
 from typing import Any, Dict, List, Optional, Tuple
 
 from . import _engine, _fs
-from .config import CacheOptions, cache_options
+from .options import CacheOptions, cache_options, resolve_namespace
 from .counters import near_stats, net_stats
-from .config import _resolve_namespace as resolve_namespace
 from .errors import CacheError, CorruptStore, RegionMismatch, SharedMemoryFull, UnknownCache
 
 class _Log:
