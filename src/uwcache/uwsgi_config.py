@@ -17,7 +17,7 @@ import dataclasses
 import os
 import pathlib
 import re
-from typing import IO, TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple, Union
+from typing import IO, TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple, TypeVar, Union
 
 from .errors import ConfigError, OptionError
 from .options import (
@@ -36,6 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover - Caching sits above this module: it calls
 
 __all__ = ["parse_cache2", "format_cache2"]
 
+_T = TypeVar("_T")
 _DIGITS_RE = re.compile(r"[0-9]+")
 _SIGNED_DIGITS_RE = re.compile(r"[+-]?[0-9]+")
 
@@ -199,10 +200,15 @@ def _cache2_options(value: str, *, store_sync_default: int = 0) -> CacheOptions:
     return CacheOptions(**fields)
 
 
-def _check_cache2_type(value: object) -> str:
+def _restating(value: object, parse: Callable[[str], _T]) -> _T:
+    """``parse(value)`` for the public entry points: a str, and errors that start by restating
+    the value (``cache2 'VALUE': what is wrong``), since the inner checks do not."""
     if not isinstance(value, str):
         raise ConfigError(f"a cache2 value must be a str, got {value!r}")
-    return value
+    try:
+        return parse(value)
+    except ConfigError as exc:
+        raise ConfigError(f"cache2 {value!r}: {exc}") from None
 
 
 def parse_cache2(value: str) -> CacheOptions:
@@ -211,11 +217,7 @@ def parse_cache2(value: str) -> CacheOptions:
     Stricter than uWSGI: every entry must be ``key=value`` with a known key, numbers are plain
     digits, booleans only take on-words, and a key repeated with another value is an error.
     """
-    value = _check_cache2_type(value)
-    try:
-        return _cache2_options(value)
-    except ConfigError as exc:
-        raise ConfigError(f"cache2 {value!r}: {exc}") from None
+    return _restating(value, _cache2_options)
 
 
 def _format_value(field_name: str, value: Any) -> str:
@@ -286,10 +288,7 @@ def split_cache2_near(value: str) -> Tuple[str, Optional[Dict[str, Any]]]:
     ``resp=`` need it."""
     if not isinstance(value, str):
         return value, None
-    try:
-        return _split_near_keys(value)
-    except ConfigError as exc:
-        raise ConfigError(f"cache2 {value!r}: {exc}") from None
+    return _restating(value, _split_near_keys)
 
 
 def _cache2_entry(value: str, *, store_sync_default: int = 0) -> Tuple[CacheOptions, Optional[Dict[str, Any]]]:
@@ -301,11 +300,7 @@ def _cache2_entry(value: str, *, store_sync_default: int = 0) -> Tuple[CacheOpti
 
 def cache2_entry(value: str) -> Tuple[CacheOptions, Optional[Dict[str, Any]]]:
     """What ``Caching.from_cache2`` adds for one value: (CacheOptions, add_near kwargs or None)."""
-    value = _check_cache2_type(value)
-    try:
-        return _cache2_entry(value)
-    except ConfigError as exc:
-        raise ConfigError(f"cache2 {value!r}: {exc}") from None
+    return _restating(value, _cache2_entry)
 
 
 # --------------------------------------------------------------------------------------------
