@@ -362,6 +362,50 @@ def test_configuration_errors(namespace, tmp_path):
     assert done.returncode == 2 and b"stats address" in done.stderr
 
 
+def test_command_line_option_errors_name_the_option(tmp_path, monkeypatch):
+    """`uwcache run`'s uWSGI options go to the parser as (option, value) pairs, and an error
+    about one names it as typed, from the error's own fields (issue 14: no regex over text)."""
+    from uwcache import cli
+    from uwcache.errors import ConfigError, OptionError
+
+    def build(*options, ini=None):
+        return cli.caching_from_uwsgi_options(ini, list(options), None)
+
+    with pytest.raises(ConfigError) as info:
+        build(("--cache2", "name=x,items=10,blocksize=64k"))
+    message = str(info.value)
+    assert message.startswith("--cache2 'name=x,items=10,blocksize=64k': cache2 key 'blocksize' has value '64k'")
+    assert message.count("name=x,items=10,blocksize=64k") == 1
+    # these used to say "command line: ..." or "first on line 2" (a line of an ini text the
+    # command made up from its arguments)
+    with pytest.raises(ConfigError, match=r"^--cache-expire-freq '2147483648': expire_scan_interval must be"):
+        build(("--cache2", "name=x,items=10"), ("--cache-expire-freq", str(2**31)))
+    with pytest.raises(ConfigError) as info:
+        build(("--cache-expire-freq", "5"), ("--cache-expire-freq", "6"))
+    assert str(info.value).startswith("--cache-expire-freq '6': cache-expire-freq is set again")
+    assert "first on the pair ('cache-expire-freq', '5')" in str(info.value) and "line" not in str(info.value)
+
+    # with an ini file: its lines keep their numbers, the options their names
+    ini = write(tmp_path / "app.ini", "[uwsgi]\ncache2 = name=a,items=10\ncache2 = name=b,items=1\n")
+    with pytest.raises(OptionError) as info:
+        build(("--cache2", "name=c,items=10"), ini=ini)
+    assert (info.value.line, info.value.option) == (3, "cache2") and str(info.value).startswith(f"{ini} line 3: ")
+    ini = write(tmp_path / "ok.ini", "[uwsgi]\ncache2 = name=a,items=10\n")
+    with pytest.raises(ConfigError, match=r"^--cache2 'name=a,items=5': cache name 'a' is already configured"):
+        build(("--cache2", "name=a,items=5"), ini=ini)
+    caching = build(("--cache2", "name=b,items=5"), ("--cache-report-freed-items", "true"), ini=f"{ini}:uwsgi")
+    assert [c.name for c in caching.caches] == ["a", "b"] and caching.report_freed
+
+    # the option comes from the error object, whatever its text says
+    def refuse(*args, **kwargs):
+        raise OptionError("a message that names no option", option="cache-expire-freq", value="9", detail="made up")
+
+    monkeypatch.setattr(cli.Caching, "from_uwsgi_options", refuse)
+    with pytest.raises(ConfigError) as info:
+        build(("--cache2", "name=x,items=10"))
+    assert str(info.value) == "--cache-expire-freq '9': made up"
+
+
 def test_ini_section_and_command_line_options_combine(namespace, tmp_path):
     ini = write(tmp_path / "multi.ini", """\
         [uwsgi]

@@ -1139,3 +1139,139 @@ def test_ini_must_be_utf8(tmp_path: pathlib.Path) -> None:
 def test_ini_bad_source_type() -> None:
     with raises("from_ini source"):
         Caching.from_ini(42)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------------------------
+# The split of config.py (issue 14 point 2): resolve_namespace, (option, value) pairs and
+# OptionError, and the old names kept where they were
+# --------------------------------------------------------------------------------------------
+
+
+def test_resolve_namespace_is_public_and_one_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    from uwcache import config, options
+    from uwcache.options import DEFAULT_NAMESPACE, NAMESPACE_ENV, resolve_namespace
+
+    assert "resolve_namespace" in options.__all__
+    assert config._resolve_namespace is resolve_namespace  # the private name it had in config.py
+    assert resolve_namespace() == DEFAULT_NAMESPACE == "default"
+    assert resolve_namespace("app-1.prod_x") == "app-1.prod_x"
+    monkeypatch.setenv(NAMESPACE_ENV, "fromenv")
+    assert resolve_namespace() == resolve_namespace(None) == "fromenv"
+    assert resolve_namespace("explicit") == "explicit"  # an argument wins over the environment
+    monkeypatch.setenv(NAMESPACE_ENV, "")
+    assert resolve_namespace() == "default"
+    monkeypatch.setenv(NAMESPACE_ENV, "../etc")
+    with raises("namespace (from $UWCACHE_NAMESPACE) must be 1..64 characters"):
+        resolve_namespace()
+    for bad in ("", ".hidden", "a/b", "x" * 65, 5):
+        with raises(f"namespace must be 1..64 characters of A-Z a-z 0-9 . _ - not starting with '.', got {bad!r}"):
+            resolve_namespace(bad)  # type: ignore[arg-type]
+
+
+def test_the_split_keeps_every_name_importable_from_config() -> None:
+    import importlib
+
+    import uwcache
+    from uwcache import config, options, uwsgi_config
+
+    near = importlib.import_module("uwcache.near")  # uwcache.near is the function
+
+    for name in config.__all__:
+        assert getattr(config, name) is not None
+    for name in options.__all__:
+        if name not in ("NearOptions", "RedisEndpoint", "parse_redis_url"):
+            assert getattr(config, name) is getattr(options, name), name
+    for name in uwsgi_config.__all__:
+        assert getattr(config, name) is getattr(uwsgi_config, name) is getattr(uwcache, name), name
+    for name in ("CacheOptions", "PreloadItem", "PreloadFile"):
+        assert getattr(uwcache, name) is getattr(options, name) is getattr(config, name)
+    # the near tier's options moved below Caching; the near module still offers them
+    for name in ("NearOptions", "RedisEndpoint", "parse_redis_url"):
+        assert getattr(near, name) is getattr(options, name)
+    assert near.split_cache2_near is uwsgi_config.split_cache2_near
+    assert sorted(options.__all__) == sorted([
+        "CacheOptions", "PreloadItem", "PreloadFile", "NearOptions", "RedisEndpoint", "parse_redis_url",
+        "resolve_namespace", "cache_options", "parse_size", "NAMESPACE_ENV", "DEFAULT_NAMESPACE",
+        "MAX_MEMORY_BYTES", "CACHE2_KEYS", "HASH_ALGOS", "DEFAULT_GEOMETRY"])
+    assert sorted(uwsgi_config.__all__) == ["format_cache2", "parse_cache2"]
+
+
+def test_from_uwsgi_options_reads_pairs_after_the_ini_section() -> None:
+    ini = "[uwsgi]\ncache2 = name=a,items=10\ncache-expire-freq = 7\n"
+    c = Caching.from_uwsgi_options([("cache2", "name=b,items=5"), ("add-cache-item", "k=v"),
+                                    ("cache-no-expire", None), ("http-socket", ":80")], ini=ini)
+    assert [o.name for o in c.caches] == ["a", "b"]
+    assert (c.no_expire, c.expire_scan_interval) == (True, 7)
+    assert [(i.key, i.cache_name) for i in c.items] == [("k", "a"), ("k", "b")]  # nameless: every cache
+    assert Caching.from_uwsgi_options([("cache2", "name=a,items=10")]).caches == [CacheOptions("a", 10)]
+    with raises("(option, value) pairs"):
+        Caching.from_uwsgi_options(["cache2=name=a,items=10"])  # type: ignore[list-item]
+
+
+@settings(max_examples=100, deadline=None)
+@given(cachings())
+def test_round_trip_uwsgi_option_pairs(caching: Caching) -> None:
+    assert Caching.from_uwsgi_options(caching._uwsgi_options()) == caching
+
+
+def test_pair_values_are_taken_as_given() -> None:
+    """Unlike an ini line's value, a pair's is not trimmed or unquoted (uWSGI's argv is not)."""
+    c = Caching.from_uwsgi_options([("cache2", "name=a,items=10"), ("add-cache-item", 'a k="v" ')])
+    assert c.items[0].value == '"v" '
+    c = Caching.from_uwsgi_options([("cache2", "name=a,items=10")], ini='[uwsgi]\nadd-cache-item = "a k=v "  \n')
+    assert c.items[0].value == "v "  # the ini line: trimmed, then one pair of quotes removed
+
+
+def test_option_errors_name_the_option_line_and_value() -> None:
+    from uwcache.errors import OptionError
+
+    text = "[uwsgi]\ncache2 = name=a,items=10\ncache2 = name=b,items=10,blocksize=64k\n"
+    with pytest.raises(OptionError) as info:
+        Caching.from_ini(text)
+    err = info.value
+    assert isinstance(err, ConfigError)
+    assert (err.option, err.value, err.line) == ("cache2", "name=b,items=10,blocksize=64k", 3)
+    assert str(err) == f"<ini> line 3: cache2 {err.value!r}: {err.detail}"
+    assert err.detail.startswith("cache2 key 'blocksize' has value '64k'")
+
+    with pytest.raises(OptionError) as info:
+        Caching.from_uwsgi_options([("cache2", "name=a,items=10"), ("cache2", "name=b,items=10,blocksize=64k")])
+    err = info.value
+    assert (err.option, err.value, err.line) == ("cache2", "name=b,items=10,blocksize=64k", None)
+    assert str(err) == f"cache2 {err.value!r}: {err.detail}"  # the value is said once
+    assert err.detail.startswith("cache2 key 'blocksize' has value '64k'")
+
+    # every kind of per-option error carries its option: single options, repeats, preloads,
+    # cache2 values that parse but do not fit the configuration, near keys
+    cases = [
+        ([("cache-expire-freq", "5s")], "cache-expire-freq", "expected plain decimal digits"),
+        ([("cache-expire-freq", "5"), ("cache-expire-freq", "6")], "cache-expire-freq",
+         "first on the pair ('cache-expire-freq', '5')"),
+        ([("cache-expire-freq", str(2**31))], "cache-expire-freq", "expire_scan_interval must be an int"),
+        ([("cache2", "name=a,items=10"), ("add-cache-item", "nope")], "add-cache-item", "has no '='"),
+        ([("cache2", "name=a,items=10"), ("load-file-in-cache", "zz x.css")], "load-file-in-cache",
+         "no cache has that name"),
+        ([("cache2", "name=a,items=10"), ("cache2", "name=a,items=20")], "cache2", "already configured"),
+        ([("cache2", "name=a,items=10,maxttl=5")], "cache2", "max_ttl needs near=redis://"),
+        ([("add-cache-item", "k=v")], "add-cache-item", "no cache is configured"),
+    ]
+    for pairs, option, fragment in cases:
+        with pytest.raises(OptionError) as info:
+            Caching.from_uwsgi_options(pairs)
+        assert (info.value.option, info.value.value, info.value.line) == (option, pairs[-1][1], None), pairs
+        assert fragment in info.value.detail, (pairs, info.value.detail)
+    # an ini file's out-of-range frequency names its line too
+    with pytest.raises(OptionError) as info:
+        Caching.from_ini(f"[uwsgi]\ncache2 = name=a,items=10\n\ncache-expire-freq = {2**31}\n")
+    assert str(info.value).startswith("<ini> line 4: expire_scan_interval must be an int in 1..2147483647")
+    assert (info.value.option, info.value.line) == ("cache-expire-freq", 4)
+
+
+def test_option_errors_pickle() -> None:
+    import pickle
+
+    from uwcache.errors import OptionError
+
+    err = OptionError("m", option="cache2", value="v", line=3, detail="d")
+    back = pickle.loads(pickle.dumps(err))
+    assert (str(back), back.option, back.value, back.line, back.detail) == ("m", "cache2", "v", 3, "d")

@@ -622,6 +622,30 @@ def test_seen_table_window_epochs_and_capacity(tmp_path):
     assert stat.S_IMODE(os.stat(os.path.join(directory, "t.udp-seen")).st_mode) == 0o600
 
 
+def test_replay_memory_refusals_stay_config_errors(tmp_path):
+    """The replay memory opens through uwcache._fs's checks (issue 14: one helper), and what
+    it refuses is still a ConfigError: a file open to others, a directory others can write
+    to, a link."""
+    from uwcache.net import seen as seen_mod
+
+    directory = str(tmp_path)
+    os.chmod(directory, 0o700)
+    seen_mod.SeenTable(directory, "t.udp-seen", window=30).close()
+    path = os.path.join(directory, "t.udp-seen")
+    os.chmod(path, 0o640)
+    with pytest.raises(uwcache.ConfigError, match=r"refusing the replay memory .*t\.udp-seen: its mode is 0640, not 0600"):
+        seen_mod.SeenTable(directory, "t.udp-seen", window=30)
+    os.chmod(path, 0o600)
+    os.chmod(directory, 0o770)
+    with pytest.raises(uwcache.ConfigError, match="it must be ours and writable by us only"):
+        seen_mod.SeenTable(directory, "t.udp-seen", window=30)
+    os.chmod(directory, 0o700)
+    os.symlink(path, os.path.join(directory, "link.udp-seen"))
+    with pytest.raises(uwcache.ConfigError, match="symbolic link"):
+        seen_mod.SeenTable(directory, "link.udp-seen", window=30)
+    seen_mod.SeenTable(directory, "t.udp-seen", window=30).close()  # the file itself is still fine
+
+
 # --------------------------------------------------------------------------- a second local user
 
 

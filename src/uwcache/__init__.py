@@ -34,7 +34,9 @@ from .errors import (
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (type checkers read it as True)
 if TYPE_CHECKING:  # type checkers see the real names; at run time they are imported lazily
     from .cache import Cache, attach, import_uwsgi_store, list_caches, open_cache
-    from .config import CacheOptions, Caching, PreloadFile, PreloadItem, format_cache2, parse_cache2
+    from .config import Caching
+    from .options import CacheOptions, PreloadFile, PreloadItem
+    from .uwsgi_config import format_cache2, parse_cache2
     from .lazy import LazyCache
     from .memoize import memoize
     from .node import Node
@@ -45,12 +47,12 @@ if TYPE_CHECKING:  # type checkers see the real names; at run time they are impo
 # and a process that only attaches to a cache never loads the network layer, memoize or
 # the CLI. `from uwcache import X` works for every name in __all__.
 _LAZY = {
-    "CacheOptions": "config",
+    "CacheOptions": "options",
     "Caching": "config",
-    "PreloadFile": "config",
-    "PreloadItem": "config",
-    "format_cache2": "config",
-    "parse_cache2": "config",
+    "PreloadFile": "options",
+    "PreloadItem": "options",
+    "format_cache2": "uwsgi_config",
+    "parse_cache2": "uwsgi_config",
     "Cache": "cache",
     "attach": "cache",
     "import_uwsgi_store": "cache",

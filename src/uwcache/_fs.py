@@ -122,22 +122,42 @@ def private_dir(parent_fd: int, parent: str, name: str, *, create: bool) -> Opti
     return fd
 
 
-def check_private_file(fd: int, path: str, what: str = "file") -> os.stat_result:
-    """fstat an open file: a regular file owned by the effective uid, else CacheError."""
+def open_own_dir(path: str, what: str) -> int:
+    """A descriptor on an existing directory (not a link) that is ours and writable by us only."""
+    try:
+        fd = os.open(path, os.O_RDONLY | _DIRECTORY | _NOFOLLOW | _CLOEXEC)
+    except OSError as exc:
+        raise CacheError(f"cannot open {what} {path}: {exc.strerror or exc}") from None
+    st = os.fstat(fd)
+    if st.st_uid != os.geteuid() or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        os.close(fd)
+        raise CacheError(f"refusing {what} {path}: it belongs to {owner_name(st.st_uid)} with mode "
+                         f"{stat.S_IMODE(st.st_mode):04o}; it must be ours and writable by us only")
+    return fd
+
+
+def check_private_file(fd: int, path: str, what: str = "file", *, exact_mode: bool = False) -> os.stat_result:
+    """fstat an open file: a regular file owned by the effective uid, else CacheError; with
+    ``exact_mode``, also closed to other users (no group or other bits, as 0600)."""
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         raise CacheError(f"refusing {what} {path}: it is not a regular file")
     if st.st_uid != os.geteuid():
         raise CacheError(f"refusing {what} {path}: it is owned by {owner_name(st.st_uid)}, "
                          f"not by {owner_name(os.geteuid())}")
+    if exact_mode and st.st_mode & 0o077:
+        raise CacheError(f"refusing {what} {path}: its mode is {stat.S_IMODE(st.st_mode):04o}, not 0600, "
+                         "so other users could read or change it")
     return st
 
 
-def open_private(dir_fd: int, name: str, flags: int, *, path: str, what: str = "file", mode: int = 0o600) -> int:
+def open_private(dir_fd: int, name: str, flags: int, *, path: str, what: str = "file", mode: int = 0o600,
+                 exact_mode: bool = False) -> int:
     """Open ``name`` in the directory ``dir_fd`` without following a link, and check it is ours.
 
     ``path`` is only used in messages. A link is refused (``O_NOFOLLOW``), never followed;
-    anything but a regular file owned by the effective uid is refused after ``fstat``.
+    anything but a regular file owned by the effective uid is refused after ``fstat`` (with
+    ``exact_mode``, also one open to other users).
     """
     try:
         fd = os.open(name, flags | _NOFOLLOW | _CLOEXEC, mode, dir_fd=dir_fd)
@@ -147,7 +167,7 @@ def open_private(dir_fd: int, name: str, flags: int, *, path: str, what: str = "
                              "uwcache never follows links") from None
         raise
     try:
-        check_private_file(fd, path, what)
+        check_private_file(fd, path, what, exact_mode=exact_mode)
     except BaseException:
         os.close(fd)
         raise

@@ -34,9 +34,8 @@ import urllib.parse
 from typing import Any, Dict, List, Optional, Tuple
 
 from . import _engine, _fs
-from .config import CacheOptions, cache_options
+from .options import CacheOptions, cache_options, resolve_namespace
 from .counters import near_stats, net_stats
-from .config import _resolve_namespace as resolve_namespace
 from .errors import CacheError, CorruptStore, RegionMismatch, SharedMemoryFull, UnknownCache
 
 class _Log:
@@ -642,28 +641,11 @@ def _open_generation(dir_fd: int, ns_path: str, options: CacheOptions, params: E
                      attach_only: bool) -> Tuple[Cache, int]:
     file_name = _generation_file(options.name, params)
     path = os.path.join(ns_path, file_name)
-    flags = os.O_RDWR | (0 if attach_only else os.O_CREAT)
     for _ in range(8):
-        try:
-            fd = _fs.open_private(dir_fd, file_name, flags, path=path, what="the region")
-        except FileNotFoundError:
-            raise UnknownCache(f"no cache named {options.name!r} in namespace {ns!r} (looked for {path})") from None
-        except CacheError:
-            raise
-        except OSError as exc:
-            raise CacheError(f"cannot open the region {path}: {exc.strerror}") from exc
-
-        def remove() -> None:
-            os.unlink(file_name, dir_fd=dir_fd)
-
-        try:
-            opened = _open_locked(fd, path, ns, options, params, size, False, attach_only, remove, True)
-        except BaseException:
-            os.close(fd)
-            raise
+        opened = _open_file(dir_fd, file_name, path, "the region", options, params, size, ns, False, attach_only, True)
         if opened is not None:
             return opened
-        os.close(fd)  # freed as unused between our open and our lock: make it again
+        # freed as unused between our open and our lock: make it again
     raise CacheError(f"cannot open the region {path}: it keeps being removed while opened")
 
 
@@ -679,28 +661,39 @@ def _open_store(options: CacheOptions, params: EngineParams, size: int, ns: str,
     parent, base = os.path.split(path)
     parent_fd = _fs.open_dir(parent, "the directory of the store file")
     try:
-        flags = os.O_RDWR | (0 if attach_only else os.O_CREAT)
-        try:
-            fd = _fs.open_private(parent_fd, base, flags, path=path, what="the store file")
-        except FileNotFoundError:
-            raise UnknownCache(f"no cache named {options.name!r} in namespace {ns!r} (looked for {path})") from None
-        except CacheError:
-            raise
-        except OSError as exc:
-            raise CacheError(f"cannot open the store file {path}: {exc.strerror}") from exc
-
-        def remove() -> None:
-            os.unlink(base, dir_fd=parent_fd)
-
-        try:
-            opened = _open_locked(fd, path, ns, options, params, size, True, attach_only, remove, False)
-            if opened is None:
-                raise CacheError(f"the store file {path} was removed while it was being opened")
-        except BaseException:
-            os.close(fd)
-            raise
+        opened = _open_file(parent_fd, base, path, "the store file", options, params, size, ns, True, attach_only,
+                            False)
     finally:
         os.close(parent_fd)
+    if opened is None:
+        raise CacheError(f"the store file {path} was removed while it was being opened")
+    return opened
+
+
+def _open_file(dir_fd: int, name: str, path: str, what: str, options: CacheOptions, params: EngineParams,
+               size: int, ns: str, persistent: bool, attach_only: bool, ours: bool) -> Optional[Tuple[Cache, int]]:
+    """Open file ``name`` of ``dir_fd`` (created unless ``attach_only``), then the region in it
+    (see _open_locked); None if the file was unlinked between the open and the lock."""
+    flags = os.O_RDWR | (0 if attach_only else os.O_CREAT)
+    try:
+        fd = _fs.open_private(dir_fd, name, flags, path=path, what=what)
+    except FileNotFoundError:
+        raise UnknownCache(f"no cache named {options.name!r} in namespace {ns!r} (looked for {path})") from None
+    except CacheError:
+        raise
+    except OSError as exc:
+        raise CacheError(f"cannot open {what} {path}: {exc.strerror}") from exc
+
+    def remove() -> None:
+        os.unlink(name, dir_fd=dir_fd)
+
+    try:
+        opened = _open_locked(fd, path, ns, options, params, size, persistent, attach_only, remove, ours)
+    except BaseException:
+        os.close(fd)
+        raise
+    if opened is None:
+        os.close(fd)
     return opened
 
 

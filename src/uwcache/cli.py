@@ -13,12 +13,10 @@ from __future__ import annotations
 import argparse
 import difflib
 import fcntl
-import io
 import json
 import logging
 import os
 import pprint
-import re
 import runpy
 import signal
 import sys
@@ -28,12 +26,13 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import __version__
 from .cache import Cache, _human, attach, list_caches, namespace_dir, region_path, shm_dir
-from .config import Caching, cache_options, format_cache2
-from .config import _resolve_namespace as resolve_namespace
-from .errors import CacheError, CLIError, ConfigError, NotAnInteger, UnknownCache
+from .config import Caching
+from .errors import CacheError, CLIError, ConfigError, NotAnInteger, OptionError, UnknownCache
 from .net.stats import parse_address
 from .node import FullWatch, describe_cache
+from .options import cache_options, resolve_namespace
 from .stats import NamespaceStats, prometheus_text, stats_json
+from .uwsgi_config import format_cache2
 
 log = logging.getLogger("uwcache")
 
@@ -145,67 +144,28 @@ def _split_ini_argument(argument: str) -> Tuple[str, str]:
     return argument, "uwsgi"
 
 
-def _read_text(path: str) -> str:
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        raise CLIError(f"cannot read ini file {path!r}: {exc.strerror}") from None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise CLIError(f"ini file {path!r} is not UTF-8 text (byte {exc.start})") from None
-
-
-def _has_section(text: str, section: str) -> bool:
-    for line in text.split("\n"):
-        line = line.strip(" \t\r")
-        if line.startswith("["):
-            if (line[1:-1] if line.endswith("]") else line[1:]) == section:
-                return True
-    return False
-
-
 def caching_from_uwsgi_options(ini: Optional[str], options: Sequence[Tuple[str, str]],
                                namespace: Optional[str]) -> Caching:
     """A Caching from an ini file and/or uWSGI options given on the command line.
 
-    The command-line options are read as extra lines of the ini section, after the file's,
-    so they mean exactly what they mean to uWSGI (nameless preloads go into every cache,
-    caches are created in order). An error in one of them names the option, not a line.
+    The command-line options are read after the file's section, so they mean exactly what
+    they mean to uWSGI (nameless preloads go into every cache, caches are created in order).
+    An error in one of them names the option as it was typed, not a line.
     """
-    if ini is not None and not options:
-        path, section = _split_ini_argument(ini)
-        if not os.path.exists(path):
-            raise CLIError(f"ini file {path!r} does not exist")
-        return Caching.from_ini(path, section=section, namespace=namespace)
-    lines: List[str] = []
-    where, section = "command line", "uwsgi"
-    if ini is not None:
-        where, section = _split_ini_argument(ini)
-        text = _read_text(where)
-        if not _has_section(text, section):
-            raise CLIError(f"{where}: there is no [{section}] section")
-        lines = text.split("\n")
-    first_option_line = len(lines) + 2  # after the file and the section header we add
-    lines.append(f"[{section}]")
+    path, section = (None, "uwsgi") if ini is None else _split_ini_argument(ini)
+    if path is not None and not os.path.exists(path):
+        raise CLIError(f"ini file {path!r} does not exist")
+    pairs = []
     for option, value in options:
         if "\n" in value or "\r" in value:
             raise CLIError(f"{option} {value!r}: a value cannot contain a line break")
-        lines.append(f"{option[2:]} = {value}")
-    source = io.StringIO("\n".join(lines) + "\n")
-    source.name = where
+        pairs.append((option[2:], value))  # uWSGI's name for "--cache2" is "cache2"
     try:
-        return Caching.from_ini(source, section=section, namespace=namespace)
-    except ConfigError as exc:
-        match = re.match(rf"{re.escape(where)} line (\d+): ", str(exc))
-        if match and int(match.group(1)) >= first_option_line:
-            option, value = options[int(match.group(1)) - first_option_line]
-            detail = str(exc)[match.end():]
-            if detail.startswith(f"cache2 {value!r}: "):  # already said by our prefix
-                detail = detail[len(f"cache2 {value!r}: "):]
-            raise ConfigError(f"{option} {value!r}: {detail}") from None
-        raise
+        return Caching.from_uwsgi_options(pairs, ini=path, section=section, namespace=namespace)
+    except OptionError as exc:
+        if exc.line is not None:  # a line of the ini file: its message names the file and line
+            raise
+        raise ConfigError(f"--{exc.option} {exc.value!r}: {exc.detail}") from None
 
 
 def caching_from_python(path: str, namespace: Optional[str]) -> Caching:

@@ -15,6 +15,25 @@ class ConfigError(CacheError, ValueError):
     """An invalid configuration value; the message names the option and its accepted range."""
 
 
+class OptionError(ConfigError):
+    """A uWSGI option uwcache refuses: one ini line, or one ``(option, value)`` pair given to
+    :meth:`uwcache.Caching.from_uwsgi_options`. It names the option itself, so a caller (the
+    ``uwcache run`` command line) can say which of its own arguments is wrong.
+
+    ``option`` is the option as uWSGI spells it (``cache2``, ``add-cache-item``), ``value`` its
+    value as given, ``line`` its line in the ini file (None for a pair), and ``detail`` what is
+    wrong with it; the message puts them together.
+    """
+
+    def __init__(self, message: str, *, option: str = "", value: str = "", line: int | None = None,
+                 detail: str = "") -> None:
+        super().__init__(message)
+        self.option = option
+        self.value = value
+        self.line = line
+        self.detail = detail or message
+
+
 class KeyTooLong(CacheError, ValueError):
     """The key is longer than the cache's ``key_size``."""
 
@@ -140,6 +159,7 @@ class CLIError(CacheError):
 __all__ = [
     "CacheError",
     "ConfigError",
+    "OptionError",
     "KeyTooLong",
     "ValueTooLarge",
     "EmptyValue",

@@ -14,8 +14,7 @@ import threading
 from typing import Any, Dict, Optional, Tuple
 
 from .cache import Cache, attach, open_cache
-from .config import CacheOptions, cache_options
-from .config import _resolve_namespace as resolve_namespace
+from .options import CacheOptions, cache_options, resolve_namespace
 from .errors import RegionMismatch, UnknownCache
 
 __all__ = ["LazyCache"]

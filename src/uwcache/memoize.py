@@ -50,7 +50,7 @@ import uuid
 from typing import Any, Callable, Iterable, Optional, Tuple, TypeVar, Union
 
 from .cache import Cache
-from .config import _resolve_namespace as resolve_namespace
+from .options import resolve_namespace
 from .errors import CacheFull, ConfigError, ValueTooLarge
 from .failsafe import FAILURES, FailurePolicy
 from .lazy import LazyCache

@@ -27,11 +27,14 @@ import threading
 import json
 import os
 import time
-import urllib.parse
 from typing import Any, Awaitable, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from .counters import near_stats  # noqa: F401  (re-exported)
 from .errors import CacheError, ConfigError
+# the near tier's options are checked with the other options, and its cache2 keys read with
+# the other cache2 keys; their names stay importable from here
+from .options import NearOptions, RedisEndpoint, parse_redis_url, resolve_namespace
+from .uwsgi_config import split_cache2_near  # noqa: F401  (re-exported)
 
 __all__ = ["NearOptions", "Near", "near", "RedisEndpoint", "parse_redis_url"]
 
@@ -41,132 +44,9 @@ Value = Union[str, bytes]
 _STAT_WAITS, _STAT_READ_THROUGH = 2, 9
 
 
-# -- configuration ------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class RedisEndpoint:
-    host: str = "127.0.0.1"
-    port: int = 6379
-    unix_path: Optional[str] = None
-    db: int = 0
-    username: Optional[str] = None
-    password: Optional[str] = None
-    tls: bool = False
-    tls_verify: bool = True
-
-    def describe(self) -> str:
-        return f"unix:{self.unix_path}" if self.unix_path else f"{self.host}:{self.port}"
-
-
-def parse_redis_url(url: str) -> RedisEndpoint:
-    """``redis://[user:pass@]host[:port][/db]``, ``rediss://…`` (TLS), ``unix:///path[?db=N]``."""
-    if not isinstance(url, str) or not url:
-        raise ConfigError(f"near redis must be a redis://, rediss:// or unix:// URL, got {url!r}")
-    parts = urllib.parse.urlsplit(url)
-    query = urllib.parse.parse_qs(parts.query)
-    user = urllib.parse.unquote(parts.username) if parts.username else None
-    password = urllib.parse.unquote(parts.password) if parts.password is not None else None
-    try:
-        if parts.scheme == "unix":
-            if not parts.path:
-                raise ConfigError(f"near redis URL {url!r} has no socket path")
-            db = int(query.get("db", ["0"])[0])
-            return RedisEndpoint(unix_path=parts.path, db=db, username=user, password=password)
-        if parts.scheme not in ("redis", "rediss"):
-            raise ConfigError(f"near redis URL {url!r}: scheme must be redis, rediss or unix")
-        db_text = parts.path.strip("/") or query.get("db", ["0"])[0]
-        verify = query.get("ssl_cert_reqs", ["required"])[0].lower() != "none"
-        return RedisEndpoint(host=parts.hostname or "127.0.0.1", port=parts.port or 6379, db=int(db_text),
-                             username=user, password=password, tls=parts.scheme == "rediss", tls_verify=verify)
-    except ValueError as exc:
-        if isinstance(exc, ConfigError):
-            raise
-        raise ConfigError(f"near redis URL {url!r} is invalid: {exc}") from None
-
+# -- configuration (the options themselves are uwcache.options') ----------------------------
 
 _MAX_SHARDS = 16  # engine/cache.h UWC_NEAR_SHARDS: one per cluster master
-
-
-@dataclasses.dataclass(frozen=True)
-class NearOptions:
-    """One near tier: which cache is the L1, which Redis is the truth, and its bounds."""
-
-    name: str
-    redis: str
-    prefix: str = ""
-    max_ttl: int = 300
-    lease_ms: int = 300
-    resp: str = "auto"   # "auto" (RESP3, else the RESP2 fallback), "3" or "2"
-
-    def __post_init__(self) -> None:
-        if isinstance(self.redis, (list, tuple)):  # cluster seeds: kept as one comma-separated str
-            object.__setattr__(self, "redis", ",".join(str(u) for u in self.redis))
-        if not isinstance(self.redis, str):
-            raise ConfigError(f"near redis must be a URL or a list of cluster seed URLs, got {self.redis!r}")
-        for url in self.redis.split(","):
-            parse_redis_url(url.strip())
-        if not isinstance(self.prefix, str):
-            raise ConfigError(f"near prefix must be a str, got {self.prefix!r}")
-        for field, low in (("max_ttl", 1), ("lease_ms", 10)):
-            value = getattr(self, field)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low or value > 2**31 - 1:
-                raise ConfigError(f"near {field} must be an int >= {low}, got {value!r}")
-        if self.resp not in ("auto", "2", "3"):
-            raise ConfigError(f"near resp must be 'auto', '2' or '3', got {self.resp!r}")
-
-    @property
-    def cluster(self) -> bool:
-        """A list of seeds (or a comma-separated string of them) means Redis Cluster."""
-        return "," in self.redis
-
-    @property
-    def seeds(self) -> List[RedisEndpoint]:
-        return [parse_redis_url(u.strip()) for u in self.redis.split(",")]
-
-    @property
-    def endpoint(self) -> RedisEndpoint:
-        return self.seeds[0]
-
-    @property
-    def prefix_bytes(self) -> bytes:
-        return self.prefix.encode("utf-8")
-
-
-# cache2 keys of the near tier (``uwcache run --cache2 name=x,items=..,near=redis://…``)
-_CACHE2_NEAR_KEYS = {"near": "redis", "prefix": "prefix", "maxttl": "max_ttl", "lease": "lease_ms", "resp": "resp"}
-
-
-def split_cache2_near(value: str) -> Tuple[str, Optional[Dict[str, Any]]]:
-    """Take the near-cache keys out of a cache2 value: (the plain cache2 rest, add_near kwargs
-    or None). ``near=`` is the Redis URL; ``prefix=``, ``maxttl=`` (s), ``lease=`` (ms),
-    ``resp=`` need it."""
-    from .config import _escape, _split_escaped
-
-    if not isinstance(value, str) or not any(k + "=" in value for k in _CACHE2_NEAR_KEYS):
-        return value, None
-    rest: List[str] = []
-    near_kw: Dict[str, Any] = {}
-    for piece in _split_escaped(value, ","):
-        key, equals, raw = piece.partition("=")
-        field = _CACHE2_NEAR_KEYS.get(key) if equals else None
-        if field is None:
-            rest.append(_escape(piece))
-            continue
-        if field in near_kw and near_kw[field] != raw:
-            raise ConfigError(f"cache2 {value!r}: {key} is given twice with different values")
-        near_kw[field] = raw
-    if not near_kw:
-        return value, None
-    if "redis" not in near_kw:
-        raise ConfigError(f"cache2 {value!r}: {', '.join(sorted(near_kw))} need near=redis://… (the Redis URL)".replace(' need', ' needs' if len(near_kw) == 1 else ' need'))
-    for field in ("max_ttl", "lease_ms"):
-        if field in near_kw:
-            raw = near_kw[field]
-            if not raw.isdigit():
-                raise ConfigError(f"cache2 {value!r}: {field} must be a whole number, got {raw!r}")
-            near_kw[field] = int(raw)
-    return ",".join(rest), near_kw
 
 
 def _sidecar_path(name: str, namespace: Optional[str]) -> str:
@@ -571,9 +451,7 @@ def near(name: str, *, namespace: Optional[str] = None) -> Near:
     publishes the tier's settings next to the cache; this attaches the cache and returns
     one :class:`Near` per process.
     """
-    from .config import _resolve_namespace
-
-    ns = _resolve_namespace(namespace)
+    ns = resolve_namespace(namespace)
     handle = _handles.get((ns, name))
     if handle is not None and not handle.cache.closed:
         return handle

@@ -32,7 +32,7 @@ import stat
 import threading
 from typing import Dict, Optional, Union
 
-from .config import _resolve_namespace as resolve_namespace
+from .options import resolve_namespace
 from .errors import CacheError
 
 __all__ = ["ValueSigner", "KEY_FILE", "MAC_SIZE", "rejected_values", "derive_key"]

@@ -14,7 +14,7 @@ import threading
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from .cache import Cache, attach, current_path, generations, list_caches
-from .config import _resolve_namespace as resolve_namespace
+from .options import resolve_namespace
 from .errors import CacheError
 
 __all__ = [

@@ -93,7 +93,7 @@ _UWSGI_ONLY = frozenset("""
 
 def _opt() -> Dict[str, Union[bytes, bool]]:
     """uWSGI's ``opt`` for the registered caches (computed on each access)."""
-    from .config import format_cache2
+    from .uwsgi_config import format_cache2
 
     opt: Dict[str, Union[bytes, bool]] = {}
     for cache in _engine._compat_registry().values():

@@ -44,7 +44,7 @@ from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, InvalidC
 from django.core.exceptions import ImproperlyConfigured  # type: ignore[import-untyped]
 
 from ..cache import Cache
-from ..config import BUDGET_OPTIONS, CacheOptions
+from ..options import BUDGET_OPTIONS, CacheOptions
 from ..errors import CacheFull, ConfigError, ValueTooLarge
 from ..failsafe import FailurePolicy, guarded
 from ..lazy import LazyCache

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import mmap
 import os
-import stat
 import struct
 from typing import Dict, Optional
 
-from ..errors import ConfigError
+from .. import _fs
+from ..errors import CacheError, ConfigError
 
 SLOTS = 4096
 PROBES = 16
@@ -37,31 +37,22 @@ _MASK = (1 << 64) - 1
 def open_private(directory: str, name: str, *, what: str) -> int:
     """Open (or create, mode 0600) `name` inside `directory` for reading and writing,
     relative to the directory's descriptor and without following links; the directory
-    and the file must belong to us and be closed to other users.  ConfigError otherwise."""
-    nofollow = getattr(os, "O_NOFOLLOW", 0)
-    cloexec = getattr(os, "O_CLOEXEC", 0)
+    and the file must belong to us and be closed to other users.  ConfigError otherwise
+    (the checks are :mod:`uwcache._fs`'s, whose refusals are CacheErrors)."""
+    path = os.path.join(directory, name)
     try:
-        dfd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | nofollow | cloexec)
-    except OSError as exc:
-        raise ConfigError(f"{what}: cannot open the directory {directory}: {exc.strerror or exc}") from None
-    try:
-        st = os.fstat(dfd)
-        if st.st_uid != os.geteuid() or st.st_mode & 0o022:
-            raise ConfigError(f"{what}: the directory {directory} belongs to uid {st.st_uid} with mode "
-                              f"{stat.S_IMODE(st.st_mode):o}; it must be ours and writable by us only")
+        dfd = _fs.open_own_dir(directory, f"the directory of the {what}")
         try:
-            fd = os.open(name, os.O_RDWR | os.O_CREAT | nofollow | cloexec, 0o600, dir_fd=dfd)
-        except OSError as exc:
-            raise ConfigError(f"{what}: cannot open {os.path.join(directory, name)}: "
-                              f"{exc.strerror or exc} (a symbolic link is refused)") from None
-    finally:
-        os.close(dfd)
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
-        os.close(fd)
-        raise ConfigError(f"{what}: {os.path.join(directory, name)} is not a regular file of ours with mode "
-                          f"0600 (uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o}): refusing it")
-    return fd
+            return _fs.open_private(dfd, name, os.O_RDWR | os.O_CREAT, path=path, what=f"the {what}",
+                                    exact_mode=True)
+        finally:
+            os.close(dfd)
+    except ConfigError:
+        raise
+    except CacheError as exc:
+        raise ConfigError(str(exc)) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot open the {what} {path}: {exc.strerror or exc}") from None
 
 
 class SeenTable:
