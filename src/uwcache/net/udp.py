@@ -47,7 +47,7 @@ from .._fs import open_private_path
 from ..address import is_loopback, parse_tcp  # noqa: F401  (is_loopback re-exported)
 from ..errors import CacheError, ConfigError
 from ..counters import NetCounter, count, net_stats  # noqa: F401  (re-exported)
-from .seen import SeenTable, open_private
+from .seen import SeenTable
 from .waker import Waker, stop_thread
 
 log = logging.getLogger("uwcache.net")
