@@ -525,6 +525,30 @@ def test_server_option_serves_or_reports_clearly(namespace):
             assert node.stop() == 0
 
 
+def test_run_takes_the_replication_secret_from_an_owner_only_file(namespace, tmp_path):
+    from uwcache.remote import RemoteCache, RemoteError
+
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret\n")
+    secret.chmod(0o644)
+    done = subprocess.run([sys.executable, "-m", "uwcache", "run", "--namespace", namespace, "--cache2",
+                           "name=s,items=10", "--secret-file", str(secret)], capture_output=True, timeout=30)
+    assert done.returncode != 0 and b"readable by nobody else" in done.stderr and b"chmod 600" in done.stderr
+    secret.chmod(0o600)
+    path = os.path.join(str(tmp_path), "server.sock")
+    with RunningNode(namespace, "--cache2", "name=s,items=10,nodes=127.0.0.1:9", "--server", path,
+                     "--secret-file", str(secret)) as node:
+        node.wait_ready()
+        node.wait_for(r"cache server listening on")
+        assert "replication without a secret" not in node.log
+        assert "s3cret" not in node.log and all("s3cret" not in arg for arg in node.proc.args)
+        RemoteCache("s@" + path, secret="s3cret").set("k", b"v")  # the trailing newline is not part of it
+        with pytest.raises(RemoteError):
+            RemoteCache("s@" + path).set("k", b"forged")
+        assert RemoteCache("s@" + path, secret="s3cret").get("k") == b"v"
+        assert node.stop() == 0
+
+
 def test_get_int_prints_a_counter(namespace):
     cache = uwcache.open_cache("nums", namespace=namespace, max_items=10, block_size=16)
     try:

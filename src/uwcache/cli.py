@@ -16,6 +16,7 @@ import fcntl
 import json
 import logging
 import os
+import stat
 import pprint
 import runpy
 import signal
@@ -145,7 +146,7 @@ def _split_ini_argument(argument: str) -> Tuple[str, str]:
 
 
 def caching_from_uwsgi_options(ini: Optional[str], options: Sequence[Tuple[str, str]],
-                               namespace: Optional[str]) -> Caching:
+                               namespace: Optional[str], secret: Optional[str] = None) -> Caching:
     """A Caching from an ini file and/or uWSGI options given on the command line.
 
     The command-line options are read after the file's section, so they mean exactly what
@@ -161,7 +162,7 @@ def caching_from_uwsgi_options(ini: Optional[str], options: Sequence[Tuple[str, 
             raise CLIError(f"{option} {value!r}: a value cannot contain a line break")
         pairs.append((option[2:], value))  # uWSGI's name for "--cache2" is "cache2"
     try:
-        return Caching.from_uwsgi_options(pairs, ini=path, section=section, namespace=namespace)
+        return Caching.from_uwsgi_options(pairs, ini=path, section=section, namespace=namespace, secret=secret)
     except OptionError as exc:
         if exc.line is not None:  # a line of the ini file: its message names the file and line
             raise
@@ -203,22 +204,53 @@ def caching_from_python(path: str, namespace: Optional[str]) -> Caching:
     return caching
 
 
+def read_secret_file(path: str) -> str:
+    """The replication secret kept in `path`: its text without the final line break. The file
+    must belong to this user and be readable by nobody else, as ssh insists for its keys."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise CLIError(f"--secret-file {path!r}: {exc.strerror or exc}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise CLIError(f"--secret-file {path!r} is not a regular file")
+        if st.st_uid != os.geteuid() or st.st_mode & 0o077:
+            raise CLIError(f"--secret-file {path!r} must belong to this user and be readable by nobody else "
+                           f"(it is mode {stat.S_IMODE(st.st_mode):04o}): chmod 600 {path}")
+        data = os.read(fd, 65537)
+    finally:
+        os.close(fd)
+    try:
+        secret = data.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise CLIError(f"--secret-file {path!r} is not UTF-8 text") from None
+    if not secret or len(data) > 65536:
+        raise CLIError(f"--secret-file {path!r} must hold one non-empty line of at most 64 KiB")
+    return secret
+
+
 def build_caching(args: argparse.Namespace) -> Tuple[Caching, str]:
     """The configuration `run` uses, and a phrase saying where it came from."""
     namespace = getattr(args, "namespace", None)
     uwsgi_options = args.uwsgi_options or []
+    secret_file = getattr(args, "secret_file", None)
+    secret = read_secret_file(secret_file) if secret_file is not None else None
     if args.config is not None:
         if args.ini is not None or uwsgi_options:
             raise CLIError("--config cannot be combined with --ini or uWSGI options (--cache2 ...): "
                            "build everything in the Python file", code=2)
+        if secret is not None:
+            raise CLIError("--config cannot be combined with --secret-file: give Caching(secret=...) in the "
+                           "Python file", code=2)
         return caching_from_python(args.config, namespace), f"Python config {args.config}"
     if args.ini is not None or uwsgi_options:
-        caching = caching_from_uwsgi_options(args.ini, uwsgi_options, namespace)
+        caching = caching_from_uwsgi_options(args.ini, uwsgi_options, namespace, secret)
         if not caching.caches:
             raise CLIError(f"{args.ini or 'the command line'} configures no cache (no cache2 or cache option)")
         sources = ([f"ini {args.ini}"] if args.ini else []) + (["command-line options"] if uwsgi_options else [])
         return caching, " + ".join(sources)
-    caching = Caching.from_cache2(DEFAULT_CACHE2, namespace=namespace)
+    caching = Caching.from_cache2(DEFAULT_CACHE2, namespace=namespace, secret=secret)
     return caching, f"the embedded default (no configuration given): --cache2 {DEFAULT_CACHE2}"
 
 
@@ -715,6 +747,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--server", metavar="ADDR", nargs="?", const="",
                      help="serve the caches (uWSGI cache protocol) on ADDR: HOST:PORT (:PORT = 127.0.0.1) or a "
                           "UNIX socket path; without ADDR, the owner-only socket <namespace dir>/server.sock")
+    run.add_argument("--secret-file", metavar="FILE",
+                     help="sign and verify replication packets, and challenge --server clients, with the secret "
+                          "in FILE (one line; owner-only, mode 600); the command line would show it to every user")
     run.add_argument("--quiet", "-q", action="store_true", help="log warnings and errors only")
     run.set_defaults(func=cmd_run, uwsgi_options=[])
 
