@@ -28,6 +28,8 @@ def main() -> None:
     parser.add_argument("--keys", type=int, default=100)
     parser.add_argument("--value-size", type=int, default=100)
     parser.add_argument("--samples", type=int, default=5000)
+    parser.add_argument("--hash-size", type=int, default=0,
+                        help="hash buckets (default: the power of two above twice the items)")
     parser.add_argument("--missing", type=float, default=0.0, help="fraction of keys that are absent")
     parser.add_argument("--items", type=int, default=0,
                         help="fill the cache with this many items and read --keys of them, spread over "
@@ -37,8 +39,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as shm:
         os.environ["UWCACHE_SHM_DIR"] = shm
         total = max(args.items, args.keys)
+        # hash_size: a power of two, as open_cache's own sizing picks (--hash-size to override)
+        hash_size = args.hash_size or 1 << (total * 2 + 9).bit_length()
         cache = uwcache.open_cache("batch-bench", namespace="bench", max_items=total * 2 + 10,
-                                   hash_size=total * 2 + 10, block_size=max(64, args.value_size))
+                                   hash_size=hash_size, block_size=max(64, args.value_size))
         every = [f"key:{i:08d}" for i in range(total)]
         step = total // args.keys
         keys = every[::step][: args.keys]
