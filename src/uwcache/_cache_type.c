@@ -732,12 +732,10 @@ static PyObject *stats_dict(const uwc_stats *st) {
             memcpy(&x, at, sizeof x);
             v = PyLong_FromUnsignedLongLong(x);
         }
-        if (!v || PyDict_SetItemString(d, stats_fields[i].name, v) < 0) {
-            Py_XDECREF(v);
+        if (dict_put_new(d, stats_fields[i].name, v) < 0) {
             Py_DECREF(d);
             return NULL;
         }
-        Py_DECREF(v);
     }
     return d;
 }
