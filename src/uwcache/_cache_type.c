@@ -446,8 +446,10 @@ static inline __attribute__((always_inline)) int batch_buf(batch *b, PyObject *o
     return batch_buf_any(b, o, out, what);
 }
 
-/* seq: a sequence of keys, or of (key, value) pairs when with_values. Takes seq's reference. */
-static int batch_load(CacheObject *self, batch *b, PyObject *seq, int with_values, const char *fname) {
+/* seq: a sequence of keys, or of (key, value) pairs when with_values. Takes seq's reference.
+ * Inlined: each caller gets a loop specialised for its with_values. */
+static inline __attribute__((always_inline)) int batch_load(CacheObject *self, batch *b, PyObject *seq, int with_values,
+                                                             const char *fname) {
     memset(b, 0, sizeof *b);
     b->seq = seq;
     b->n = PySequence_Fast_GET_SIZE(seq);
