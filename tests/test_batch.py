@@ -271,6 +271,9 @@ def test_get_many_of_thousands_of_keys_in_a_cache_over_1_mib(namespace, mode):
     want = {k: present[k] for k in asked if k in present}
     assert c.get_many(asked) == want
     assert want == {k: v for k in asked if (v := c.get(k)) is not None}
+    before = c.stats()["miss"]
+    assert c.get_many(["nope"] * 200_000) == {}  # a long list of one missing key
+    assert c.stats()["miss"] - before == 200_000
     c.close()
 
 
