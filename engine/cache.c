@@ -2437,24 +2437,27 @@ static int batch_key_check(const uwc_cache *c, uint64_t klen) {
 }
 
 #define BATCH_GROUP 8u
+/* Below this many bytes of table, records and values, a cache stays in the CPU caches of a
+ * process that uses it: prefetching would only add instructions (measured: ~30 a key). */
+#define BATCH_PREFETCH_MIN (1u << 20)
 
-/* Hash a group of keys (into hs) and prefetch what their lookups will read. Only hints: the
- * values read here are bounds-checked, never trusted (the lookup reads again, validated). */
-static void batch_prefetch(const uwc_cache *c, const uwc_key *keys, uint64_t m, uint32_t *hs) {
-    uint64_t slots[BATCH_GROUP];
+/* Prefetch what the lookups of a group of keys will read, in two rounds (the buckets, then
+ * the head records and their values), so that the cache misses of a group overlap instead
+ * of coming one after the other as with get(). Only hints: the values read here are
+ * bounds-checked, never trusted (the lookup reads again, validated). */
+static void batch_prefetch(const uwc_cache *c, const uint32_t *hs, const uint8_t *ok, uint64_t m) {
+    uint64_t bk[BATCH_GROUP];
     for (uint64_t j = 0; j < m; j++) {
-        hs[j] = keys[j].len && keys[j].len <= c->p.key_size ? uwc_hash(c, keys[j].key, keys[j].len) : 0;
-        __builtin_prefetch(&c->buckets[2 * bucket_of(c, hs[j])]);
+        bk[j] = bucket_of(c, hs[j]);
+        __builtin_prefetch(&c->buckets[2 * bk[j]]);
     }
     for (uint64_t j = 0; j < m; j++) {
-        uint64_t s = __atomic_load_n(&c->buckets[2 * bucket_of(c, hs[j])], __ATOMIC_RELAXED);
-        slots[j] = s < c->p.max_items ? s : 0;
-        if (slots[j]) __builtin_prefetch(SLOT(c, slots[j]));
-    }
-    for (uint64_t j = 0; j < m; j++) {
-        if (!slots[j]) continue;
-        uint64_t first = vrd(SLOT(c, slots[j]), F_FIRST);
-        if (first < c->p.blocks) __builtin_prefetch(c->data + first * c->p.block_size);
+        uint64_t s = __atomic_load_n(&c->buckets[2 * bk[j]], __ATOMIC_RELAXED);
+        if (!ok[j] || !s || s >= c->p.max_items) continue;
+        const uint8_t *r = SLOT(c, s);
+        __builtin_prefetch(r);
+        /* single-block caches keep a record's value in the block of the same index */
+        if (!is_bitmap(c)) __builtin_prefetch(c->data + s * c->p.block_size);
     }
 }
 
@@ -2465,52 +2468,72 @@ static void *batch_alloc_one(void *v, uint64_t size) {
     return b->fn(b->ctx, b->index, size);
 }
 
+/* this process's own counter slot: the same plain add as count(), once per batch */
+static void batch_count(uwc_counter_slot *counters, uint64_t hits, uint64_t misses) {
+    if (!counters) return;
+    if (counters->pid == SHARED_SLOT_PID) {
+        __atomic_fetch_add(&counters->hits, hits, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&counters->miss, misses, __ATOMIC_RELAXED);
+    } else {
+        __atomic_store_n(&counters->hits, __atomic_load_n(&counters->hits, __ATOMIC_RELAXED) + hits,
+                         __ATOMIC_RELAXED);
+        __atomic_store_n(&counters->miss, __atomic_load_n(&counters->miss, __ATOMIC_RELAXED) + misses,
+                         __ATOMIC_RELAXED);
+    }
+}
+
 int uwc_get_many(uwc_cache *c, const uwc_key *keys, uint64_t n, uint64_t now, uwc_alloc_at_fn alloc, void *ctx,
                  int *rcs, uwc_counter_slot *counters) {
     batch_alloc_ctx b = {alloc, ctx, 0};
+    uwc_alloc_fn one = alloc ? batch_alloc_one : NULL;
     if (!is_lru(c)) {
-        /* one optimistic pass per key; a key that keeps meeting writers (or an expired one in
-         * a lazy_expire cache, deleted under the lock) goes through uwc_get. Keys go in groups
-         * whose memory is prefetched in three rounds (bucket, record, value), so the cache
-         * misses of a group overlap instead of coming one after the other as with get(). */
+        /* One optimistic pass per key, in groups of BATCH_GROUP: hash the group's keys, then
+         * (in a cache too big to stay in the CPU caches) prefetch their memory, then look
+         * them up. A key that keeps meeting writers (or an expired one in a lazy_expire
+         * cache, deleted under the lock) goes through uwc_get, which counts it itself. */
         uint64_t hits = 0, misses = 0;
-        uint32_t hs[BATCH_GROUP];
-        for (uint64_t i = 0; i < n; i++) {
-            uint64_t j = i % BATCH_GROUP;
-            if (j == 0) batch_prefetch(c, keys + i, n - i < BATCH_GROUP ? n - i : BATCH_GROUP, hs);
-            b.index = i;
-            int rc = batch_key_check(c, keys[i].len);
-            if (rc == UWC_OK) {
+        int prefetch = c->size >= BATCH_PREFETCH_MIN;
+        for (uint64_t g = 0; g < n; g += BATCH_GROUP) {
+            uint64_t m = n - g < BATCH_GROUP ? n - g : BATCH_GROUP;
+            uint32_t hs[BATCH_GROUP];
+            uint8_t ok[BATCH_GROUP];
+            const uwc_key *k = keys + g;
+            for (uint64_t j = 0; j < m; j++) {
+                ok[j] = k[j].len && k[j].len <= c->p.key_size;
+                hs[j] = ok[j] ? key_hash(c, k[j].key, k[j].len) : 0;
+            }
+            if (prefetch) batch_prefetch(c, hs, ok, m);
+            for (uint64_t j = 0; j < m; j++) {
+                uint64_t i = g + j;
+                if (!ok[j]) {  /* an invalid key is a miss, as in uwc_get */
+                    rcs[i] = batch_key_check(c, k[j].len);
+                    misses++;
+                    continue;
+                }
+                b.index = i;
                 uint8_t *dst = NULL;
                 uint64_t dst_len = 0;
                 int lazy = 0;
-                rc = get_optimistic(c, keys[i].key, keys[i].len, hs[j], now,
-                                    alloc ? batch_alloc_one : NULL, &b, &dst, &dst_len, NULL, &lazy);
+                int rc = get_optimistic(c, k[j].key, k[j].len, hs[j], now, one, &b, &dst, &dst_len, NULL, &lazy);
                 if (rc == -1 || (rc == UWC_NOTFOUND && lazy && (c->p.options & UWC_OPT_LAZY))) {
-                    rc = uwc_get(c, keys[i].key, keys[i].len, now, alloc ? batch_alloc_one : NULL, &b, NULL,
-                                 counters);
+                    rc = uwc_get(c, k[j].key, k[j].len, now, one, &b, NULL, counters);
                     rcs[i] = rc;
-                    if (rc == UWC_ELOCK || rc == UWC_ENOMEM) return rc;
+                    if (rc == UWC_ELOCK || rc == UWC_ENOMEM) {
+                        batch_count(counters, hits, misses);
+                        return rc;
+                    }
                     continue;
                 }
-                if (rc == UWC_ENOMEM) return rc;
-            }
-            rcs[i] = rc;
-            if (rc == UWC_OK) hits++;
-            else misses++;  /* an invalid key is a miss, as in uwc_get */
-        }
-        if (counters) {
-            /* this process's own slot: the same plain add as count(), once per batch */
-            if (counters->pid == SHARED_SLOT_PID) {
-                __atomic_fetch_add(&counters->hits, hits, __ATOMIC_RELAXED);
-                __atomic_fetch_add(&counters->miss, misses, __ATOMIC_RELAXED);
-            } else {
-                __atomic_store_n(&counters->hits, __atomic_load_n(&counters->hits, __ATOMIC_RELAXED) + hits,
-                                 __ATOMIC_RELAXED);
-                __atomic_store_n(&counters->miss, __atomic_load_n(&counters->miss, __ATOMIC_RELAXED) + misses,
-                                 __ATOMIC_RELAXED);
+                rcs[i] = rc;
+                if (rc == UWC_ENOMEM) {
+                    batch_count(counters, hits, misses);
+                    return rc;
+                }
+                if (rc == UWC_OK) hits++;
+                else misses++;
             }
         }
+        batch_count(counters, hits, misses);
         return UWC_OK;
     }
     for (uint64_t start = 0; start < n; start += BATCH_CHUNK) {
@@ -2521,8 +2544,8 @@ int uwc_get_many(uwc_cache *c, const uwc_key *keys, uint64_t n, uint64_t now, uw
             rc = batch_key_check(c, keys[i].len);
             if (rc == UWC_OK) {
                 b.index = i;
-                rc = get_locked(c, keys[i].key, keys[i].len, uwc_hash(c, keys[i].key, keys[i].len), now,
-                                alloc ? batch_alloc_one : NULL, &b, NULL);
+                rc = get_locked(c, keys[i].key, keys[i].len, key_hash(c, keys[i].key, keys[i].len), now, one, &b,
+                                NULL);
             }
             rcs[i] = rc;
             if (rc == UWC_ENOMEM) {

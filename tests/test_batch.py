@@ -1,4 +1,7 @@
 """The batch API: get_many, set_many, delete_many and touch (issue 12.4)."""
+import os
+import random
+import signal
 import time
 
 import pytest
@@ -183,3 +186,120 @@ def test_batch_writes_fire_the_write_hook(cache):
         (_engine.OP_DELETE, b"a", b"", 0),
         (_engine.OP_SET, b"b", b"2", 0),
     ]
+
+
+# ---- get_many's fast paths (keys read in place, the caller's key objects reused, memory
+# prefetched in caches over 1 MiB): every kind of key and every path gives what get gives ----
+
+
+class _Str(str):
+    pass
+
+
+class _Bytes(bytes):
+    pass
+
+
+def test_get_many_keys_are_the_callers_own_objects(cache):
+    cache.set("a", b"1")
+    cache.set("ключ", b"non-ascii")  # not ASCII: read through its UTF-8, as get does
+    cache.set(b"b", b"2")
+    sub, bsub, plain = _Str("a"), _Bytes(b"b"), "".join(["ke", "y"])
+    cache.set(plain, b"3")
+    got = cache.get_many([sub, "ключ", bsub, plain])
+    assert got == {"a": b"1", "ключ": b"non-ascii", b"b": b"2", "key": b"3"}
+    keys = list(got)
+    assert keys[0] is sub and type(keys[0]) is _Str  # a str subclass stays what was given
+    assert keys[2] is bsub and type(keys[2]) is _Bytes
+    assert keys[3] is plain
+    assert got["ключ"] == cache.get("ключ")
+
+
+def test_get_many_duplicate_keys_give_one_entry_and_count_each_read(cache):
+    cache.set("a", b"1")
+    before = cache.stats()
+    got = cache.get_many(["a", "a", b"a", "x", "x"])
+    assert got == {"a": b"1", b"a": b"1"}
+    assert list(got) == ["a", b"a"]  # in the order first given
+    after = cache.stats()
+    # as five get() calls would count them
+    assert after["hits"] - before["hits"] == 3
+    assert after["miss"] - before["miss"] == 2
+
+
+def test_get_many_takes_any_iterable(cache):
+    cache.set_many({"a": b"1", "b": b"2"})
+    want = {"a": b"1", "b": b"2"}
+    assert cache.get_many(("a", "b", "c")) == want
+    assert cache.get_many(k for k in "abc") == want
+    assert cache.get_many({"a": 0, "b": 0, "c": 0}) == want  # a dict's keys
+    assert cache.get_many({"a", "b", "c"}) == want
+    assert cache.get_many(iter(["a", "b", "c"])) == want
+
+
+class _BadHash(str):
+    def __hash__(self):
+        raise RuntimeError("no hash")
+
+
+def test_get_many_errors_leave_no_partial_result_and_read_nothing(cache):
+    cache.set_many({"a": b"1", "b": b"2"})
+    before = cache.stats()
+    for bad, exc in ((5, TypeError), ("\ud800", UnicodeEncodeError), ("", uwcache.EmptyValue),
+                     ("x" * 33, uwcache.KeyTooLong)):
+        with pytest.raises(exc):
+            cache.get_many(["a"] * 60 + [bad] + ["b"] * 60)
+    after = cache.stats()
+    assert (after["hits"], after["miss"]) == (before["hits"], before["miss"])  # nothing was read
+    # a key whose hash fails only when the dict is built: the error, not a partial dict
+    with pytest.raises(RuntimeError, match="no hash"):
+        cache.get_many(["a", _BadHash("b")])
+    assert cache.get_many(["a", "b"]) == {"a": b"1", "b": b"2"}
+
+
+@pytest.mark.parametrize("mode", ["single-block", "bitmap"])
+def test_get_many_of_thousands_of_keys_in_a_cache_over_1_mib(namespace, mode):
+    # big enough for the engine's prefetching path; 5003 keys: not a multiple of its groups of 8
+    extra = dict(mode_bitmap=True, block_count=40000) if mode == "bitmap" else {}
+    c = uwcache.open_cache("huge", namespace=namespace, max_items=20000, block_size=64, key_size=64,
+                           hash_size=32768, **extra)
+    assert c.region_size >= 1 << 20
+    present = {f"key:{i}": f"value {i}".encode() * (1 + i % 5) for i in range(0, 10006, 2)}
+    assert c.set_many(present) == []
+    c._set_unreplicated("key:expired", b"v", PAST)
+    asked = [f"key:{i}" for i in range(5003)] + ["key:expired", "key:10004"]
+    want = {k: present[k] for k in asked if k in present}
+    assert c.get_many(asked) == want
+    assert want == {k: v for k in asked if (v := c.get(k)) is not None}
+    before = c.stats()["miss"]
+    assert c.get_many(["nope"] * 200_000) == {}  # a long list of one missing key
+    assert c.stats()["miss"] - before == 200_000
+    c.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("items", [20, 20000])  # under and over the prefetching threshold
+def test_get_many_never_returns_a_torn_value_while_writers_run(namespace, items):
+    c = uwcache.open_cache("race", namespace=namespace, max_items=items, block_size=512, key_size=32,
+                           hash_size=32 if items == 20 else 32768)
+    keys = [f"k{i}" for i in range(16)]
+    c.set_many({k: b"a" * 100 for k in keys})
+    writer = os.fork()
+    if writer == 0:
+        r = random.Random(1)
+        try:
+            while True:  # uniform values of changing letters and lengths
+                c.set(keys[r.randrange(16)], bytes([r.randrange(97, 123)]) * r.randrange(1, 500))
+        finally:
+            os._exit(0)
+    try:
+        end, rounds = time.time() + 1.5, 0
+        while time.time() < end:
+            for k, v in c.get_many(keys).items():
+                assert v == v[:1] * len(v), f"a torn value for {k}"
+            rounds += 1
+        assert rounds > 100
+    finally:
+        os.kill(writer, signal.SIGKILL)
+        os.waitpid(writer, 0)
+    c.close()

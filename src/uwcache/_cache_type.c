@@ -397,8 +397,8 @@ static void batch_free(batch *b) {
     Py_CLEAR(b->seq);
 }
 
-/* bytes/str/buffer -> pointer and length, valid until batch_free */
-static int batch_buf(batch *b, PyObject *o, uwc_key *out, const char *what) {
+/* bytes/str/buffer -> pointer and length, valid until batch_free: the general case. */
+static __attribute__((noinline)) int batch_buf_any(batch *b, PyObject *o, uwc_key *out, const char *what) {
     if (PyBytes_Check(o)) {
         out->key = (const uint8_t *)PyBytes_AS_STRING(o);
         out->len = (uint64_t)PyBytes_GET_SIZE(o);
@@ -430,8 +430,26 @@ static int batch_buf(batch *b, PyObject *o, uwc_key *out, const char *what) {
     return 0;
 }
 
-/* seq: a sequence of keys, or of (key, value) pairs when with_values. Takes seq's reference. */
-static int batch_load(CacheObject *self, batch *b, PyObject *seq, int with_values, const char *fname) {
+/* The usual entries, inline: an ASCII str is read in place (its characters are its UTF-8,
+ * no call into CPython), bytes too; anything else goes to batch_buf_any. */
+static inline __attribute__((always_inline)) int batch_buf(batch *b, PyObject *o, uwc_key *out, const char *what) {
+    if (PyUnicode_CheckExact(o) && PyUnicode_IS_COMPACT_ASCII(o)) {
+        out->key = (const uint8_t *)(((PyASCIIObject *)o) + 1);  /* PyUnicode_DATA of a compact ASCII str */
+        out->len = (uint64_t)PyUnicode_GET_LENGTH(o);
+        return 0;
+    }
+    if (PyBytes_CheckExact(o)) {
+        out->key = (const uint8_t *)PyBytes_AS_STRING(o);
+        out->len = (uint64_t)PyBytes_GET_SIZE(o);
+        return 0;
+    }
+    return batch_buf_any(b, o, out, what);
+}
+
+/* seq: a sequence of keys, or of (key, value) pairs when with_values. Takes seq's reference.
+ * Inlined: each caller gets a loop specialised for its with_values. */
+static inline __attribute__((always_inline)) int batch_load(CacheObject *self, batch *b, PyObject *seq, int with_values,
+                                                             const char *fname) {
     memset(b, 0, sizeof *b);
     b->seq = seq;
     b->n = PySequence_Fast_GET_SIZE(seq);
@@ -472,25 +490,16 @@ static int batch_load(CacheObject *self, batch *b, PyObject *seq, int with_value
     return 0;
 }
 
-/* The dictionary key for entry i: the caller's object when bytes/str, else a bytes copy. */
-static PyObject *batch_dict_key(PyObject *key, const uwc_key *k) {
-    if (PyBytes_CheckExact(key) || PyUnicode_CheckExact(key)) {
-        Py_INCREF(key);
-        return key;
-    }
-    return PyBytes_FromStringAndSize((const char *)k->key, (Py_ssize_t)k->len);
-}
+typedef struct { PyObject **objs; } many_ctx;
 
-typedef struct { PyObject **objs; uint64_t filled; } many_ctx;
-
+/* The engine's allocator for key `index`: a fresh bytes object, filled by the engine. It may
+ * be called again for the same key (a read retried after a writer): the old one goes. */
 static void *alloc_bytes_at(void *vctx, uint64_t index, uint64_t size) {
-    many_ctx *ctx = vctx;
-    /* entries are visited in order: clear the slots up to this one on first use */
-    while (ctx->filled <= index) ctx->objs[ctx->filled++] = NULL;
-    Py_CLEAR(ctx->objs[index]);
+    PyObject **slot = &((many_ctx *)vctx)->objs[index];
+    Py_CLEAR(*slot);
     if (size > PY_SSIZE_T_MAX) return NULL;
-    ctx->objs[index] = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)size);
-    return ctx->objs[index] ? PyBytes_AS_STRING(ctx->objs[index]) : NULL;
+    *slot = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)size);
+    return *slot ? PyBytes_AS_STRING(*slot) : NULL;
 }
 
 static PyObject *Cache_get_many(CacheObject *self, PyObject *keys) {
@@ -499,30 +508,36 @@ static PyObject *Cache_get_many(CacheObject *self, PyObject *keys) {
     if (!seq) return NULL;
     batch b;
     PyObject *result = NULL, **objs = NULL;
-    many_ctx ctx = {NULL, 0};
     if (batch_load(self, &b, seq, 0, "get_many")) goto done;
-    objs = PyMem_Malloc((size_t)(b.n ? b.n : 1) * sizeof(PyObject *));
+    objs = PyMem_Calloc((size_t)(b.n ? b.n : 1), sizeof(PyObject *));
     if (!objs) { PyErr_NoMemory(); goto done; }
-    ctx.objs = objs;
+    many_ctx ctx = {objs};
     int rc = uwc_get_many(&self->c, b.keys, (uint64_t)b.n, now_s(), alloc_bytes_at, &ctx, b.rcs, counters(self));
     if (rc) { raise_status(self, rc, 0, 0); goto done; }
     Py_ssize_t found = 0;
     for (Py_ssize_t i = 0; i < b.n; i++) found += b.rcs[i] == UWC_OK;
-    result = _PyDict_NewPresized(found);  /* no resizing while filling (CPython 3.9-3.13 export it) */
+    /* sized once for what was found: no resizing while filling. (PyDict_New and growing is
+     * ~80 instructions a key more; CPython 3.9-3.13 export _PyDict_NewPresized.) */
+    result = _PyDict_NewPresized(found);
     if (!result) goto done;
+    PyObject **items = PySequence_Fast_ITEMS(seq);
     for (Py_ssize_t i = 0; i < b.n; i++) {
         if (b.rcs[i] != UWC_OK) continue;
-        PyObject *k = batch_dict_key(PySequence_Fast_GET_ITEM(seq, i), &b.keys[i]);
-        if (!k || PyDict_SetItem(result, k, objs[i]) < 0) {
-            Py_XDECREF(k);
-            Py_CLEAR(result);
-            goto done;
+        /* the key as the caller gave it when it is bytes or str (subclasses too), else a
+         * bytes copy of its buffer (a bytearray or memoryview is not hashable, or not stable) */
+        PyObject *k = items[i];
+        if (PyUnicode_Check(k) || PyBytes_Check(k)) {
+            if (PyDict_SetItem(result, k, objs[i]) < 0) { Py_CLEAR(result); goto done; }
+            continue;
         }
-        Py_DECREF(k);
+        k = PyBytes_FromStringAndSize((const char *)b.keys[i].key, (Py_ssize_t)b.keys[i].len);
+        int err = !k || PyDict_SetItem(result, k, objs[i]) < 0;
+        Py_XDECREF(k);
+        if (err) { Py_CLEAR(result); goto done; }
     }
 done:
     if (objs) {
-        for (uint64_t i = 0; i < ctx.filled; i++) Py_XDECREF(objs[i]);
+        for (Py_ssize_t i = 0; i < b.n; i++) Py_XDECREF(objs[i]);
         PyMem_Free(objs);
     }
     batch_free(&b);
@@ -719,12 +734,10 @@ static PyObject *stats_dict(const uwc_stats *st) {
             memcpy(&x, at, sizeof x);
             v = PyLong_FromUnsignedLongLong(x);
         }
-        if (!v || PyDict_SetItemString(d, stats_fields[i].name, v) < 0) {
-            Py_XDECREF(v);
+        if (dict_put_new(d, stats_fields[i].name, v) < 0) {
             Py_DECREF(d);
             return NULL;
         }
-        Py_DECREF(v);
     }
     return d;
 }

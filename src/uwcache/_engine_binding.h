@@ -78,6 +78,14 @@ int do_write(CacheObject *self, PyObject *key, PyObject *value, uint64_t expires
 int do_delete(CacheObject *self, PyObject *key, int fire);
 PyObject *keybuf_to_list(uwc_keybuf *kb);
 
+/* d[name] = v for a new reference v (or NULL, an error already set), which it consumes:
+ * the one step of the loops that build a dict from a table (stats, region layout). */
+static inline int dict_put_new(PyObject *d, const char *name, PyObject *v) {
+    int rc = v ? PyDict_SetItemString(d, name, v) : -1;
+    Py_XDECREF(v);
+    return rc;
+}
+
 /* ---- argument helpers ---- */
 
 

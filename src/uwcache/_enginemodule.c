@@ -296,13 +296,10 @@ static PyObject *mod_region_layout(PyObject *m, PyObject *params) {
     for (int i = 0; i <= 6; i++) {
         unsigned long long v = i < 6 ? areas[i] : l.total - used;
         if (i < 6) used += v;
-        PyObject *o = PyLong_FromUnsignedLongLong(v);
-        if (!o || PyDict_SetItemString(d, i < 6 ? names[i] : "alignment", o) < 0) {
-            Py_XDECREF(o);
+        if (dict_put_new(d, i < 6 ? names[i] : "alignment", PyLong_FromUnsignedLongLong(v)) < 0) {
             Py_DECREF(d);
             return NULL;
         }
-        Py_DECREF(o);
     }
     return d;
 }
