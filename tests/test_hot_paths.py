@@ -37,6 +37,10 @@ def test_set_and_get_with_bytes_and_with_other_types_agree(small):
     assert small.get(b"k") == b"v4"
     assert small.get(b"absent") is None
     assert small.get(b"absent", b"dflt") == b"dflt" and small.get(b"absent", default=7) == 7
+    small.set("ascii", b"s1")  # an ASCII str key is its bytes, on the short path too
+    assert small.get(b"ascii") == b"s1" and small.get("ascii") == b"s1"
+    small.set("ключ", b"s2")  # not ASCII: the general path encodes it as UTF-8
+    assert small.get("ключ".encode()) == b"s2" and small.get("ключ") == b"s2"
     small.set(b"e", b"x", 1)  # positional expires takes the general path
     assert small.ttl(b"e") in (0, 1)
     small.set(key=b"kw", value=b"y")
