@@ -26,6 +26,10 @@ class Ops:
     delete: Callable[..., Any]
     close: Callable[[], None] = lambda: None
     info: Dict[str, Any] = field(default_factory=dict)
+    #: uWSGI-style functions called with the cache name as their last argument
+    #: (``get(k, cache)``, ``set(k, v, 0, cache)``, ``delete(k, cache)``): the timing loops
+    #: pass it, identically for every system that has one
+    cache_arg: Optional[str] = None
 
 
 @dataclass
@@ -106,11 +110,25 @@ def make_compat(env: Env, cache: str) -> Ops:
     return Ops("uwcache-compat", cu.cache_get, cu.cache_update, cu.cache_del)
 
 
+def make_compat_named(env: Env, cache: str) -> Ops:
+    import uwcache.uwsgi as cu
+
+    # the same cache as uwcache-compat, named in every call (issue 16: named compat get)
+    return Ops("uwcache-compat-named", cu.cache_get, cu.cache_update, cu.cache_del, cache_arg=cache)
+
+
 def make_uwsgi(env: Env, cache: str) -> Ops:
     import uwsgi
 
     # the cache is the first --cache2 of the instance, i.e. uWSGI's default cache
     return Ops("uwsgi", uwsgi.cache_get, uwsgi.cache_update, uwsgi.cache_del)
+
+
+def make_uwsgi_named(env: Env, cache: str) -> Ops:
+    import uwsgi
+
+    # the same cache, named in every call: the baseline of uwcache-compat-named
+    return Ops("uwsgi-named", uwsgi.cache_get, uwsgi.cache_update, uwsgi.cache_del, cache_arg=cache)
 
 
 # ---- in-process floors -----------------------------------------------------------------
@@ -184,7 +202,9 @@ FACTORIES: Dict[str, Callable[[Env, str], Ops]] = {
     "uwcache": make_uwcache,
     "uwcache-compat": make_compat,
     "uwcache-wyhash": make_uwcache_wyhash,
+    "uwcache-compat-named": make_compat_named,
     "uwsgi": make_uwsgi,
+    "uwsgi-named": make_uwsgi_named,
     "dict": make_dict,
     "cachetools": make_cachetools,
     "diskcache": make_diskcache,
@@ -199,7 +219,7 @@ def available(env: Env) -> List[str]:
     """The backends this process can run (uWSGI only inside uWSGI, servers only if started)."""
     out = []
     for name in ORDER:
-        if name == "uwsgi" and not uwsgi_available():
+        if name in ("uwsgi", "uwsgi-named") and not uwsgi_available():
             continue
         if name == "redis" and not env.redis_socket:
             continue

@@ -35,7 +35,8 @@ sys.path.insert(0, HERE)
 import workload as wl  # noqa: E402
 
 ALL_PHASES = ("latency", "throughput", "cores", "mules", "scaling", "iscale", "memory", "profile", "perf")
-LATENCY_SYSTEMS = ["uwcache", "uwcache-compat", "uwcache-wyhash", "uwsgi", "dict", "cachetools", "diskcache", "redis", "memcached"]
+LATENCY_SYSTEMS = ["uwcache", "uwcache-compat", "uwcache-compat-named", "uwcache-wyhash", "uwsgi", "uwsgi-named", "dict",
+                   "cachetools", "diskcache", "redis", "memcached"]
 
 SETTINGS = {
     # full: what RESULTS.md is made of; quick: the same phases with small counts (debugging)

@@ -16,7 +16,8 @@ from typing import Any, Dict, List, Optional, Tuple
 HERE = os.path.dirname(os.path.abspath(__file__))
 OPS = ("get_hit", "get_miss", "set", "delete")
 OP_LABEL = {"get_hit": "get (hit)", "get_miss": "get (miss)", "set": "set", "delete": "delete"}
-COLORS = {"uwcache": "#1f77b4", "uwcache-compat": "#6baed6", "uwcache-wyhash": "#08519c", "uwsgi": "#d62728", "uwsgi-mules": "#ff9896",
+COLORS = {"uwcache": "#1f77b4", "uwcache-compat": "#6baed6", "uwcache-wyhash": "#08519c",
+          "uwcache-compat-named": "#9ecae1", "uwsgi-named": "#ff7f0e", "uwsgi": "#d62728", "uwsgi-mules": "#ff9896",
           "dict": "#7f7f7f", "cachetools": "#bcbd22", "diskcache": "#9467bd", "redis": "#8c564b",
           "memcached": "#2ca02c"}
 
@@ -114,6 +115,29 @@ def targets(data: Dict[str, Any]) -> List[Dict[str, Any]]:
             add(f"get ≥ 30x faster than diskcache, {vs} B", d / a, "≥ 30x", d / a >= 30, f"{ns(a)} vs {ns(d)}")
         if a and r:
             add(f"get ≥ 100x faster than redis-py, {vs} B", r / a, "≥ 100x", r / a >= 100, f"{ns(a)} vs {ns(r)}")
+    # issue 16 (single-operation speed), 100-byte values
+    for op, goal in (("get_hit", 0.33), ("get_miss", 0.28), ("set", 0.30)):
+        a, b = med(100, "uwcache", op), med(100, "uwsgi", op)
+        if a and b:
+            add(f"issue 16: native {OP_LABEL[op]} ≤ {goal:.2f}x uWSGI, 100 B", a / b, f"≤ {goal:.2f}x",
+                a <= goal * b, f"{ns(a)} vs {ns(b)}")
+    a, n = med(100, "uwcache-compat-named", "get_hit"), med(100, "uwcache", "get_hit")
+    b, b0 = med(100, "uwsgi-named", "get_hit"), med(100, "uwsgi", "get_hit")
+    if a and (b or b0):
+        base = b or b0
+        other = f"; {a / b0:.2f}x uWSGI's unnamed call ({ns(b0)})" if b and b0 else ""
+        add("issue 16: named compat get (hit) ≤ 0.40x uWSGI's named call, 100 B", a / base, "≤ 0.40x",
+            a <= 0.40 * base, f"{ns(a)} vs {ns(base)}{other}")
+    if a and n:
+        add("issue 16: named compat get (hit) within 1.15x of the native get, 100 B", a / n, "≤ 1.15x",
+            a <= 1.15 * n, f"{ns(a)} vs {ns(n)}")
+    for res in data.get("scaling", []):
+        if res.get("items") == 1000000 and res.get("hash_size") == 1000000:
+            u, w = res["results"].get("uwcache"), res["results"].get("uwsgi")
+            if u and w:
+                a, b = u["get_hit"]["median"], w["get_hit"]["median"]
+                add("issue 16: get at 1M items (random keys) ≤ 0.50x uWSGI", a / b, "≤ 0.50x", a <= 0.5 * b,
+                    f"{ns(a)} vs {ns(b)}")
     tp = throughput_median(data)
     cpu = throughput_median(data, "ops_per_cpu_s")
     ctl = control_ratio(data)
@@ -483,7 +507,8 @@ def write_report(data: Dict[str, Any], out: str) -> str:
              "`uwsgi --pyrun` process** (uWSGI's cache can only be called there), so they share conditions. "
              "`set` = create-or-overwrite (`Cache.set`, `cache_update`, Redis/memcached `SET`); `delete` "
              "deletes an existing key. Redis and memcached are local servers on unix sockets, diskcache lives "
-             "on /dev/shm. uWSGI and the compat functions are called without a cache name (default cache).\n")
+             "on /dev/shm. uWSGI and the compat functions are called without a cache name (default cache), "
+             "except in the `-named` rows.\n")
 
     # targets
     tg = targets(data)
@@ -508,8 +533,12 @@ def write_report(data: Dict[str, Any], out: str) -> str:
                 row = [f"`{s}`"]
                 for op in OPS:
                     row.append(f"{ns(r[op]['median'])} / {ns(r[op]['p90'])} / {ns(r[op]['p99'])}")
-                if u:
-                    row.append(" · ".join(ratio(r[op]["median"] / u[op]["median"]) for op in OPS))
+                # named calls (cache name as last argument) divide by uWSGI's named call
+                base = res.get("uwsgi-named", u) if s.endswith("-named") else u
+                if base:
+                    row.append(" · ".join(ratio(r[op]["median"] / base[op]["median"]) for op in OPS))
+                elif u:
+                    row.append("")
                 rows.append(row)
             hdr = ["system"] + [f"{OP_LABEL[o]} med / p90 / p99" for o in OPS]
             if u:
@@ -519,6 +548,10 @@ def write_report(data: Dict[str, Any], out: str) -> str:
             n_slow = min((r["get_hit"]["n"] for r in res.values()), default=0)
             L.append(f"\n{n_fast} batches of 1000 ops per op for the in-process systems, {n_slow} for the "
                      "slower ones.\n")
+            if any(name.endswith("-named") for name in res):
+                L.append("The `-named` rows call uWSGI's functions with the cache name as last argument "
+                         "(`cache_get(key, name)`, `cache_update(key, value, 0, name)`, `cache_del(key, name)`), "
+                         "in `uwcache.uwsgi` and in uWSGI alike; their ratios are to `uwsgi-named`.\n")
             p = os.path.join(out, "plots", f"latency_{vs}.png")
             if p in made:
                 L.append(f"![latency {vs}]({rel(p)})\n")

@@ -51,17 +51,63 @@ def t_delete(delete: Callable, keys: Sequence[bytes]) -> int:
     return perf_ns() - t0
 
 
+# the same loops for uWSGI-style calls that name their cache (Ops.cache_arg): used alike by
+# uwcache-compat-named and uwsgi-named, so the extra argument costs both sides the same
+
+def t_get_named(get: Callable, keys: Sequence[bytes], cache: str) -> int:
+    t0 = perf_ns()
+    for k in keys:
+        get(k, cache)
+    return perf_ns() - t0
+
+
+def t_set_named(set_: Callable, keys: Sequence[bytes], value: bytes, cache: str) -> int:
+    t0 = perf_ns()
+    for k in keys:
+        set_(k, value, 0, cache)
+    return perf_ns() - t0
+
+
+def t_delete_named(delete: Callable, keys: Sequence[bytes], cache: str) -> int:
+    t0 = perf_ns()
+    for k in keys:
+        delete(k, cache)
+    return perf_ns() - t0
+
+
+def time_get(ops: bk.Ops, keys: Sequence[bytes]) -> int:
+    return t_get(ops.get, keys) if ops.cache_arg is None else t_get_named(ops.get, keys, ops.cache_arg)
+
+
+def time_set(ops: bk.Ops, keys: Sequence[bytes], value: bytes) -> int:
+    if ops.cache_arg is None:
+        return t_set(ops.set, keys, value)
+    return t_set_named(ops.set, keys, value, ops.cache_arg)
+
+
+def time_delete(ops: bk.Ops, keys: Sequence[bytes]) -> int:
+    return t_delete(ops.delete, keys) if ops.cache_arg is None else t_delete_named(ops.delete, keys, ops.cache_arg)
+
+
+def op_get(ops: bk.Ops, k: bytes) -> Any:
+    return ops.get(k) if ops.cache_arg is None else ops.get(k, ops.cache_arg)
+
+
 def fill(ops: bk.Ops, keys: Sequence[bytes], value: bytes) -> None:
+    if ops.cache_arg is not None:
+        for k in keys:
+            ops.set(k, value, 0, ops.cache_arg)
+        return
     for k in keys:
         ops.set(k, value)
 
 
 def verify(ops: bk.Ops, keys: Sequence[bytes], miss: Sequence[bytes], value: bytes) -> None:
     """Make sure we time real hits, real misses and writes that happened."""
-    bad = [k for k in keys if ops.get(k) != value]
+    bad = [k for k in keys if op_get(ops, k) != value]
     if bad:
         raise RuntimeError(f"{ops.name}: {len(bad)} of {len(keys)} keys not readable after set (full cache?)")
-    if any(ops.get(k) is not None for k in miss[:50]):
+    if any(op_get(ops, k) is not None for k in miss[:50]):
         raise RuntimeError(f"{ops.name}: a miss key returned a value")
 
 
@@ -93,7 +139,7 @@ def phase_latency(job: Dict[str, Any], env: bk.Env) -> Dict[str, Any]:
     miss = wl.shuffled(wl.make_keys(prefix="m"), 2)
     value = wl.make_value(vs)
     names = [b for b in job["backends"] if b in bk.available(env)]
-    if {"uwcache", "uwcache-compat", "uwcache-wyhash"} & set(names):
+    if {"uwcache", "uwcache-compat", "uwcache-compat-named", "uwcache-wyhash"} & set(names):
         bk.uwcache_node(env, [(name, wl.MAX_ITEMS, wl.block_size_for(vs), 65536)], wyhash="uwcache-wyhash" in names)
     systems: Dict[str, bk.Ops] = {}
     batches: Dict[str, int] = {}
@@ -102,10 +148,10 @@ def phase_latency(job: Dict[str, Any], env: bk.Env) -> Dict[str, Any]:
         fill(ops, keys, value)
         verify(ops, keys, miss, value)
         # warm-up, and decide how many batches per round this system can afford
-        t_get(ops.get, keys)
-        t_get(ops.get, miss)
-        t_set(ops.set, keys, value)
-        per_op = t_get(ops.get, keys) / len(keys)
+        time_get(ops, keys)
+        time_get(ops, miss)
+        time_set(ops, keys, value)
+        per_op = time_get(ops, keys) / len(keys)
         batches[b] = job["fast_batches"] if per_op < 2000 else 1
         systems[b] = ops
 
@@ -120,10 +166,10 @@ def phase_latency(job: Dict[str, Any], env: bk.Env) -> Dict[str, Any]:
                 ops = systems[b]
                 s = samples[b]
                 for _ in range(batches[b]):
-                    s["get_hit"].append(t_get(ops.get, keys) / len(keys))
-                    s["get_miss"].append(t_get(ops.get, miss) / len(miss))
-                    s["set"].append(t_set(ops.set, keys, value) / len(keys))
-                    s["delete"].append(t_delete(ops.delete, keys) / len(keys))
+                    s["get_hit"].append(time_get(ops, keys) / len(keys))
+                    s["get_miss"].append(time_get(ops, miss) / len(miss))
+                    s["set"].append(time_set(ops, keys, value) / len(keys))
+                    s["delete"].append(time_delete(ops, keys) / len(keys))
                     fill(ops, keys, value)  # untimed: put back what delete removed
     finally:
         gc.enable()
@@ -227,7 +273,7 @@ def phase_throughput(job: Dict[str, Any], env: bk.Env) -> Dict[str, Any]:
     keys = wl.make_keys()
     value = wl.make_value(vs)
     names = [b for b in job["backends"] if b in bk.available(env)]
-    if {"uwcache", "uwcache-compat", "uwcache-wyhash"} & set(names):
+    if {"uwcache", "uwcache-compat", "uwcache-compat-named", "uwcache-wyhash"} & set(names):
         bk.uwcache_node(env, [(name, wl.MAX_ITEMS, wl.block_size_for(vs), 65536)], wyhash="uwcache-wyhash" in names)
     makers: Dict[str, Callable[[], bk.Ops]] = {}
     closers = []

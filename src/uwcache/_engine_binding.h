@@ -117,6 +117,23 @@ static inline void sbuf_release(sbuf *b) {
     if (b->has_view) PyBuffer_Release(&b->view);
 }
 
+/* A key for the short paths of Cache.get/set, without an sbuf: exact bytes, or an exact
+ * str that is compact ASCII (its UTF-8 is its data, as sbuf_get would return). 0: take the
+ * general path. */
+static inline int fast_key(PyObject *o, const char **p, Py_ssize_t *n) {
+    if (PyBytes_CheckExact(o)) {
+        *p = PyBytes_AS_STRING(o);
+        *n = PyBytes_GET_SIZE(o);
+        return 1;
+    }
+    if (PyUnicode_CheckExact(o) && PyUnicode_IS_COMPACT_ASCII(o)) {
+        *p = (const char *)PyUnicode_DATA(o);
+        *n = PyUnicode_GET_LENGTH(o);
+        return 1;
+    }
+    return 0;
+}
+
 
 static inline int check_open(CacheObject *self) {
     if (!self->open || self->broken) {

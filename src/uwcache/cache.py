@@ -31,7 +31,7 @@ import stat
 import struct
 import time
 import urllib.parse
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from . import _engine, _fs
 from .options import CacheOptions, cache_options, resolve_namespace
@@ -420,13 +420,14 @@ class Cache(_engine.CacheBase):
     namespace: str
     path: str
     _fd: int
-    _map: mmap.mmap
+    _map: Union[mmap.mmap, _HugeRegion]
 
-    def __init__(self, region: mmap.mmap, options: CacheOptions, params: EngineParams, mode: int, *, fd: int,
-                 namespace: str, path: str) -> None:
+    def __init__(self, region: Union[mmap.mmap, _HugeRegion], options: CacheOptions, params: EngineParams,
+                 mode: int, *, fd: int, namespace: str, path: str) -> None:
         """Map ``region`` (opened on ``fd``) in ``mode``: ``_engine.MODE_CREATE``, ``MODE_ATTACH`` or
         ``MODE_RECOVER``. Use :func:`open_cache`, :func:`attach` or a :class:`~uwcache.Node`."""
-        super().__init__(region, options.name, params, mode, on_full=_log_full)
+        buffer = region.view if isinstance(region, _HugeRegion) else region
+        super().__init__(buffer, options.name, params, mode, on_full=_log_full)
         self.options = options
         self.namespace = namespace
         self.path = path
@@ -725,8 +726,17 @@ def _open_locked(fd: int, path: str, ns: str, options: CacheOptions, params: Eng
                 raise
             if persistent:
                 log.info("creating a new cache store file: %s", path)
-        region = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        cache = Cache(region, options, params, mode, fd=fd, namespace=ns, path=path)
+        # the creator (or recoverer) collapses the region onto 2 MiB pages; an attacher maps
+        # it aligned and its page faults then map those pages 2 MiB at a time
+        region = _map_region(fd, size, persistent, collapse=mode != _engine.MODE_ATTACH)
+        try:
+            cache = Cache(region, options, params, mode, fd=fd, namespace=ns, path=path)
+        except BaseException:
+            try:
+                region.close()
+            except BufferError:
+                pass  # still exported by the half-made Cache: unmapped when it is collected
+            raise
         if mode == _engine.MODE_RECOVER:
             dropped = cache._recovered_dropped
             if persistent:
@@ -737,6 +747,47 @@ def _open_locked(fd: int, path: str, ns: str, options: CacheOptions, params: Eng
         return cache, mode
     finally:
         _opener_unlock(fd)
+
+
+# Memory-only regions from this size up are mapped on 2 MiB pages where the kernel agrees
+# (issue 16): a get in a large cache touches a table entry, a record and a value block at
+# random, and with 4 KiB pages each of them is also a TLB miss.
+HUGE_PAGE = 2 << 20
+HUGE_MIN_REGION = 8 << 20
+
+
+class _HugeRegion:
+    """A region file mapped at a 2 MiB-aligned address inside an anonymous reservation and
+    collapsed onto 2 MiB pages (``_engine.map_huge``); ``view`` is the region's buffer."""
+
+    __slots__ = ("_reservation", "_offset", "_size", "view", "collapsed")
+
+    def __init__(self, fd: int, size: int, collapse: bool = True) -> None:
+        self._reservation = mmap.mmap(-1, size + HUGE_PAGE, flags=mmap.MAP_PRIVATE)
+        try:
+            self._offset, self.collapsed = _engine.map_huge(self._reservation, fd, size, collapse)
+        except BaseException:
+            self._reservation.close()
+            raise
+        self._size = size
+        self.view = memoryview(self._reservation)[self._offset:self._offset + size]
+
+    def close(self) -> None:
+        self.view.release()
+        self._reservation.close()
+
+    def flush(self) -> None:
+        self._reservation.flush(self._offset, self._size)
+
+
+def _map_region(fd: int, size: int, persistent: bool, *, collapse: bool = True) -> Union[mmap.mmap, _HugeRegion]:
+    """Map a region file: on 2 MiB pages when it is a large memory-only region, else plainly."""
+    if not persistent and size >= HUGE_MIN_REGION:
+        try:
+            return _HugeRegion(fd, size, collapse)
+        except OSError as exc:
+            log.debug("mapping %d bytes 2 MiB-aligned failed (%s): using a plain mapping", size, exc)
+    return mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
 
 
 class _Damaged(str):
