@@ -1,0 +1,97 @@
+"""Multi-process write scaling with CPU time per operation.
+
+The workload is bench/mp_scale.py's (a cache of 2000 items, block 128, key_size 64; 1000 hot
+keys; 100-byte values; N forked processes), and besides the aggregate ops/s it reports the CPU
+time (user + sys of the children, from os.wait4) per operation. Cache-line contention shows up
+as more CPU per op at 2 processes than at 1, whatever CPU other users of the machine leave us.
+
+usage: python mp_cpu.py PROCS READS SECS REPEATS   e.g. 1,2,4,8 0 1.5 3
+Prints one JSON line per run: {"procs": N, "reads": R, "ops_s": ..., "cpu_ns_op": ..., "load": ...}
+and the medians per process count at the end (line starting with MEDIAN).
+Run it with PYTHONPATH pointing at the uwcache build under test (benchmarks/scaling_ab.sh).
+"""
+import json
+import os
+import random
+import statistics
+import sys
+import time
+
+KEYS = ["key:%08d:abcdefgh" % i for i in range(1000)]
+
+
+def worker(get, put, reads, secs, wfd, start_at):
+    rnd = random.Random(os.getpid())
+    ops = [(rnd.random() * 100 < reads, rnd.choice(KEYS)) for _ in range(4096)]
+    val = b"v" * 100
+    while time.time() < start_at:
+        pass
+    n = 0
+    end = start_at + secs
+    while time.time() < end:
+        for is_get, k in ops:
+            if is_get:
+                get(k)
+            else:
+                put(k, val)
+        n += len(ops)
+    os.write(wfd, b"%d\n" % n)
+    os._exit(0)
+
+
+def run(nproc, get, put, reads, secs):
+    r, w = os.pipe()
+    start_at = time.time() + 0.2 + 0.02 * nproc
+    pids = []
+    for _ in range(nproc):
+        pid = os.fork()
+        if pid == 0:
+            os.close(r)
+            worker(get, put, reads, secs, w, start_at)
+        pids.append(pid)
+    os.close(w)
+    cpu = 0.0
+    for p in pids:
+        _, _, ru = os.wait4(p, 0)
+        cpu += ru.ru_utime + ru.ru_stime
+    total = sum(int(x) for x in os.read(r, 1 << 20).split())
+    os.close(r)
+    # the busy wait before start_at is CPU too: take it out (each child spins until start_at)
+    return total / secs, cpu, total
+
+
+def main():
+    procs = [int(x) for x in sys.argv[1].split(",")]
+    reads = int(sys.argv[2])
+    secs = float(sys.argv[3])
+    repeats = int(sys.argv[4]) if len(sys.argv) > 4 else 3
+    import uwcache
+
+    caching = uwcache.Caching()
+    caching.add_cache("tp", max_items=2000, block_size=128, key_size=64)
+    node = caching.start()
+    c = node.cache("tp")
+    for k in KEYS:
+        c.set(k, b"v" * 100)
+    res = {n: [] for n in procs}
+    for _ in range(repeats):
+        for n in procs:
+            t0 = time.time()
+            ops_s, cpu, total = run(n, c.get, c.set, reads, secs)
+            wall = time.time() - t0
+            # CPU spent in the pre-start busy wait: about (start_at - fork) per child, which we
+            # do not know exactly; subtract nothing but report the whole-run CPU share too
+            load = os.getloadavg()[0]
+            row = {"procs": n, "reads": reads, "ops_s": round(ops_s), "cpu_ns_op": round(cpu * 1e9 / max(total, 1), 1),
+                   "cpu_share": round(cpu / wall, 2), "load": load}
+            res[n].append(row)
+            print(json.dumps(row), flush=True)
+    med = {n: {"ops_s": statistics.median(r["ops_s"] for r in rows),
+               "cpu_ns_op": statistics.median(r["cpu_ns_op"] for r in rows)} for n, rows in res.items()}
+    base = med[procs[0]]["ops_s"]
+    print("MEDIAN " + json.dumps({n: dict(m, x=round(m["ops_s"] / base, 2)) for n, m in med.items()}), flush=True)
+    node.close()
+
+
+if __name__ == "__main__":
+    main()
