@@ -2,7 +2,7 @@
 
 The workload is bench/mp_scale.py's (a cache of 2000 items, block 128, key_size 64; 1000 hot
 keys; 100-byte values; N forked processes), and besides the aggregate ops/s it reports the CPU
-time (user + sys of the children, from os.wait4) per operation. Cache-line contention shows up
+time (user + sys of each child over its measured loop, from getrusage) per operation. Cache-line contention shows up
 as more CPU per op at 2 processes than at 1, whatever CPU other users of the machine leave us.
 
 usage: python mp_cpu.py PROCS READS SECS REPEATS   e.g. 1,2,4,8 0 1.5 3
@@ -13,6 +13,7 @@ Run it with PYTHONPATH pointing at the uwcache build under test (benchmarks/scal
 import json
 import os
 import random
+import resource
 import statistics
 import sys
 import time
@@ -28,6 +29,7 @@ def worker(get, put, reads, secs, wfd, start_at):
         pass
     n = 0
     end = start_at + secs
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
     while time.time() < end:
         for is_get, k in ops:
             if is_get:
@@ -35,7 +37,9 @@ def worker(get, put, reads, secs, wfd, start_at):
             else:
                 put(k, val)
         n += len(ops)
-    os.write(wfd, b"%d\n" % n)
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    os.write(wfd, b"%d %.6f\n" % (n, cpu))
     os._exit(0)
 
 
@@ -50,13 +54,12 @@ def run(nproc, get, put, reads, secs):
             worker(get, put, reads, secs, w, start_at)
         pids.append(pid)
     os.close(w)
-    cpu = 0.0
     for p in pids:
-        _, _, ru = os.wait4(p, 0)
-        cpu += ru.ru_utime + ru.ru_stime
-    total = sum(int(x) for x in os.read(r, 1 << 20).split())
+        os.waitpid(p, 0)
+    lines = [x.split() for x in os.read(r, 1 << 20).decode().splitlines()]
     os.close(r)
-    # the busy wait before start_at is CPU too: take it out (each child spins until start_at)
+    total = sum(int(n) for n, _ in lines)
+    cpu = sum(float(c) for _, c in lines)  # measured loop only, not the busy wait before the start
     return total / secs, cpu, total
 
 
@@ -76,14 +79,10 @@ def main():
     res = {n: [] for n in procs}
     for _ in range(repeats):
         for n in procs:
-            t0 = time.time()
             ops_s, cpu, total = run(n, c.get, c.set, reads, secs)
-            wall = time.time() - t0
-            # CPU spent in the pre-start busy wait: about (start_at - fork) per child, which we
-            # do not know exactly; subtract nothing but report the whole-run CPU share too
             load = os.getloadavg()[0]
             row = {"procs": n, "reads": reads, "ops_s": round(ops_s), "cpu_ns_op": round(cpu * 1e9 / max(total, 1), 1),
-                   "cpu_share": round(cpu / wall, 2), "load": load}
+                   "cpu_share": round(cpu / secs, 2), "load": load}
             res[n].append(row)
             print(json.dumps(row), flush=True)
     med = {n: {"ops_s": statistics.median(r["ops_s"] for r in rows),

@@ -410,16 +410,6 @@ static inline void add_bytes(uwc_counter_slot *cs, uwc_header *h, int64_t d) {
                            __ATOMIC_RELAXED);
 }
 
-/* Fetch a cache line for writing (exclusive), without waiting for it. */
-static inline void prefetch_w(const void *p) {
-#if defined(__x86_64__)
-    /* PREFETCHW: every x86-64 since 2014 (Broadwell, all AMD); a no-op hint on older Intel */
-    __asm__ __volatile__("prefetchw %0" : : "m"(*(const char *)p));
-#else
-    __builtin_prefetch(p, 1, 3);
-#endif
-}
-
 static inline void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
@@ -1089,15 +1079,6 @@ static int set_locked(uwc_cache *c, uwc_write *w, uint32_t h) {
 static int set_fast(uwc_cache *c, uwc_write *w, uint32_t h) {
     uint64_t b = bucket_of(c, h);
     unsigned stripe = stripe_of_bucket(b);
-    uwc_seq_stripe *st = &c->h->seqs[stripe];
-    /* Fetch the value's block for writing before taking the stripe: when another core wrote
-     * them last, the transfer of its lines overlaps the stripe line's (the lock's atomic
-     * waits for that one) instead of following it (when the unlock drains our stores). The
-     * slot is the bucket's head, read without the lock: only a hint, never followed (a
-     * prefetch does not fault, whatever the address). */
-    const uint8_t *blk = c->data + (uint64_t)__atomic_load_n(&c->buckets[2 * b], __ATOMIC_RELAXED) * c->p.block_size;
-    prefetch_w(blk);
-    if (w->value_len > 64) prefetch_w(blk + 64);  /* the copy's stores stream any further lines */
     int lr = stripe_alone_take(c, stripe);
     if (__builtin_expect(lr != 0, 0)) {
         /* a holder died in this stripe: leave it (odd, dirty) to the header mutex path,
@@ -1106,14 +1087,14 @@ static int set_fast(uwc_cache *c, uwc_write *w, uint32_t h) {
         return -1;
     }
     /* clean and unheld means even: make it odd */
-    uint64_t seq = __atomic_load_n(&st->v, __ATOMIC_RELAXED) | 1;
-    __atomic_store_n(&st->v, seq, __ATOMIC_RELAXED);
+    uint64_t *seqp = &c->h->seqs[stripe].v;
+    __atomic_store_n(seqp, __atomic_load_n(seqp, __ATOMIC_RELAXED) | 1, __ATOMIC_RELAXED);
     __atomic_thread_fence(__ATOMIC_RELEASE);
     uint64_t s = lookup_locked(c, w->key, w->key_len, h);  /* the chain is stable under the stripe */
     uint8_t *r = s ? SLOT(c, s) : NULL;
     uint64_t old_exp = r ? rd(r, F_EXPIRES) : 0;
     if (!r || expired(old_exp, w->now)) {
-        __atomic_store_n(&st->v, seq + 1, __ATOMIC_RELEASE);
+        __atomic_store_n(seqp, __atomic_load_n(seqp, __ATOMIC_RELAXED) + 1, __ATOMIC_RELEASE);
         stripe_alone_unlock(c, stripe);
         return -1;
     }
@@ -1132,12 +1113,12 @@ static int set_fast(uwc_cache *c, uwc_write *w, uint32_t h) {
             memcpy(&operand, w->value, 8);
             res = math_apply(w->flags, cur, operand);
             /* named while the value is copied: if we die here, repair drops the record */
-            st->writing = (uint32_t)s;
+            c->h->seqs[stripe].writing = (uint32_t)s;
             __atomic_thread_fence(__ATOMIC_RELEASE);
             copy_value(block, &res, 8, w->flags);
             if (old_len != 8) wr(r, F_VALSIZE, 8);
             __atomic_thread_fence(__ATOMIC_RELEASE);
-            st->writing = 0;
+            c->h->seqs[stripe].writing = 0;
             add_bytes(w->counters, c->h, (int64_t)(8 - old_len));
             w->math_result = res;
             w->expires_abs = old_exp;  /* math keeps the expiry (FIXEXPIRE) */
@@ -1145,7 +1126,7 @@ static int set_fast(uwc_cache *c, uwc_write *w, uint32_t h) {
     } else {
         uint64_t exp = w->expires;
         if (exp && !(w->flags & UWC_F_ABSEXPIRE)) exp += w->now;
-        st->writing = (uint32_t)s;
+        c->h->seqs[stripe].writing = (uint32_t)s;
         __atomic_thread_fence(__ATOMIC_RELEASE);
         copy_value(block, w->value, w->value_len, w->flags);
         if (old_len != w->value_len) wr(r, F_VALSIZE, w->value_len);
@@ -1156,10 +1137,10 @@ static int set_fast(uwc_cache *c, uwc_write *w, uint32_t h) {
             w->expires_abs = old_exp;
         }
         __atomic_thread_fence(__ATOMIC_RELEASE);
-        st->writing = 0;
+        c->h->seqs[stripe].writing = 0;
         add_bytes(w->counters, c->h, (int64_t)(w->value_len - old_len));
     }
-    __atomic_store_n(&st->v, seq + 1, __ATOMIC_RELEASE);
+    __atomic_store_n(seqp, __atomic_load_n(seqp, __ATOMIC_RELAXED) + 1, __ATOMIC_RELEASE);
     stripe_alone_unlock(c, stripe);
     if (rc == UWC_OK && w->expires_abs) {
         /* lower the sweeper's next scan without the mutex */
