@@ -70,7 +70,8 @@ def main():
     repeats = int(sys.argv[4]) if len(sys.argv) > 4 else 3
     import uwcache
 
-    caching = uwcache.Caching()
+    # a namespace of its own: another benchmark of the same geometry must not share the region
+    caching = uwcache.Caching("mpcpu%d" % os.getpid())
     caching.add_cache("tp", max_items=2000, block_size=128, key_size=64)
     node = caching.start()
     c = node.cache("tp")
