@@ -71,7 +71,8 @@ def main():
     import uwcache
 
     # a namespace of its own: another benchmark of the same geometry must not share the region
-    caching = uwcache.Caching("mpcpu%d" % os.getpid())
+    ns = "mpcpu%d" % os.getpid()
+    caching = uwcache.Caching(ns)
     caching.add_cache("tp", max_items=2000, block_size=128, key_size=64)
     node = caching.start()
     c = node.cache("tp")
@@ -91,6 +92,13 @@ def main():
     base = med[procs[0]]["ops_s"]
     print("MEDIAN " + json.dumps({n: dict(m, x=round(m["ops_s"] / base, 2)) for n, m in med.items()}), flush=True)
     node.close()
+    from uwcache.cache import destroy
+
+    destroy("tp", namespace=ns)
+    try:
+        os.rmdir(os.path.join(os.environ.get("UWCACHE_SHM_DIR", "/dev/shm"), "uwcache-" + ns))
+    except OSError:
+        pass
 
 
 if __name__ == "__main__":
