@@ -63,7 +63,7 @@ static inline uint64_t bucket_of(const uwc_cache *c, uint64_t h) {
 }
 static inline unsigned stripe_of_bucket(uint64_t bucket) { return (unsigned)(bucket % UWC_SEQ_STRIPES); }
 
-#define LOCK_SPINS 512           /* pauses before sleeping in the kernel (some 10-30 us: longer than
+#define LOCK_SPINS 128           /* pauses before sleeping in the kernel (some 2-10 us: far longer than
                                   * any critical section, far shorter than a time slice) */
 #define OWNER_DIED_BIT 0x40000000 /* FUTEX_OWNER_DIED in a robust lock word */
 #define WAITERS_BIT ((int)0x80000000u) /* FUTEX_WAITERS */
@@ -248,39 +248,50 @@ static int mutex_take(pthread_mutex_t *m) {
     return pthread_mutex_lock(m);
 }
 
+/* A stripe taken from a dead holder (EOWNERDEAD, now ours): the slot its overwrite was
+ * copying a value into, if any, may hold a torn value. Flag that record UWC_REC_WRITING, the
+ * mark repair (stripe_fix, rebuild) drops records by. A slot out of range is foreign bytes:
+ * no write of ours named it. */
+static void stripe_adopt(uwc_cache *c, uwc_seq_stripe *st) {
+    uint64_t s = st->writing;
+    if (!s) return;
+    if (s < c->p.max_items) {
+        uint8_t *r = SLOT(c, s);
+        wr(r, F_FLAGS, rd(r, F_FLAGS) | UWC_REC_WRITING);
+    }
+    st->writing = 0;
+}
+
 /* Take stripe i's mutex. Returns 0 when it is clean, 1 when a holder died inside it (now
  * or earlier: dirty), -1 on a lock error. A holder that died is counted once. */
-static __attribute__((noinline)) int stripe_mutex_take_slow(uwc_cache *c, unsigned i) {
+static __attribute__((noinline)) int stripe_take_slow(uwc_cache *c, unsigned i) {
     uwc_seq_stripe *st = &c->h->seqs[i];
     int r = mutex_take(&st->m);
     if (__builtin_expect(r != 0, 0)) {
         if (r != EOWNERDEAD) return -1;
         __atomic_store_n(&st->dirty, 1, __ATOMIC_RELAXED);
+        stripe_adopt(c, st);
         __atomic_add_fetch(&c->h->stripe_takeovers, 1, __ATOMIC_RELAXED);
         pthread_mutex_consistent(&st->m);
     }
     return __atomic_load_n(&st->dirty, __ATOMIC_RELAXED) ? 1 : 0;
 }
 
-static inline int stripe_mutex_take(uwc_cache *c, unsigned i) {
+/* The uncontended case inline. `alone`: a lone stripe hold (no other lock taken or let go
+ * until its release with stripe_alone_unlock), covered by list_op_pending without linking
+ * the mutex into the robust list; otherwise (the header mutex holder's stripes) linked, and
+ * released by stripe_release. */
+static inline __attribute__((always_inline)) int stripe_take(uwc_cache *c, unsigned i, int alone) {
 #ifdef UWC_FAST_ROBUST
     uwc_seq_stripe *st = &c->h->seqs[i];
-    if (__builtin_expect(tls_lock.tid != 0, 1) && fast_trylock(&st->m) == 0)
+    if (__builtin_expect(tls_lock.tid != 0, 1) && (alone ? pend_trylock(&st->m) : fast_trylock(&st->m)) == 0)
         return __atomic_load_n(&st->dirty, __ATOMIC_RELAXED) ? 1 : 0;
+#else
+    (void)alone;
 #endif
-    return stripe_mutex_take_slow(c, i);
+    return stripe_take_slow(c, i);
 }
-
-/* The same for a lone stripe hold (no other lock taken or let go until its release):
- * released with stripe_alone_unlock. */
-static inline int stripe_alone_take(uwc_cache *c, unsigned i) {
-#ifdef UWC_FAST_ROBUST
-    uwc_seq_stripe *st = &c->h->seqs[i];
-    if (__builtin_expect(tls_lock.tid != 0, 1) && pend_trylock(&st->m) == 0)
-        return __atomic_load_n(&st->dirty, __ATOMIC_RELAXED) ? 1 : 0;
-#endif
-    return stripe_mutex_take_slow(c, i);
-}
+static inline int stripe_alone_take(uwc_cache *c, unsigned i) { return stripe_take(c, i, 1); }
 
 static inline void stripe_alone_unlock(uwc_cache *c, unsigned i) {
 #ifdef UWC_FAST_ROBUST
@@ -309,7 +320,7 @@ static void stripe_fix(uwc_cache *c, unsigned i);
 static inline void touch_stripe(uwc_cache *c, unsigned i) {
     uint64_t bit = 1ull << (i & 63);
     if (c->odd_mask[i >> 6] & bit) return;
-    int r = stripe_mutex_take(c, i);
+    int r = stripe_take(c, i, 0);
     if (__builtin_expect(r < 0, 0)) {
         /* a mutex the pthread calls refuse (foreign bytes): not ours to release; go on under
          * the header mutex alone and have the structure rebuilt */
@@ -344,6 +355,7 @@ static int init_mutex(pthread_mutex_t *m);
 static void normalize_stripes(uwc_cache *c) {
     for (unsigned i = 0; i < UWC_SEQ_STRIPES; i++) {
         uwc_seq_stripe *st = &c->h->seqs[i];
+        stripe_adopt(c, st);  /* a value copy that never finished: its record is dropped */
         if (st->v & 1) st->v++;
         st->dirty = 0;
         init_mutex(&st->m);
@@ -361,7 +373,8 @@ static inline int seq_read_retry(const uwc_cache *c, uint64_t bucket, uint64_t s
 
 /* ---- test hook: a value copy that dies halfway ---- */
 
-/* Copy a value into shared memory. The caller has flagged the record (UWC_REC_WRITING). */
+/* Copy a value into shared memory. The caller has flagged the record (UWC_REC_WRITING) or
+ * named its slot in the stripe (uwc_seq_stripe.writing). */
 static inline void copy_value(uint8_t *dst, const void *src, uint64_t n, uint32_t wflags) {
     if (__builtin_expect(wflags & UWC_F_DEBUG_CRASH_COPY, 0)) {
         memcpy(dst, src, n / 2);
@@ -1114,7 +1127,15 @@ static int set_locked(uwc_cache *c, uwc_write *w, uint32_t h) {
 
 /* Overwrite of an existing, live key in a single-block cache without LRU: nothing but the
  * item's record and block change, so the key's stripe is the only lock needed. Returns -1
- * when the write needs the mutex (absent or expired key). */
+ * when the write needs the mutex (absent or expired key).
+ *
+ * Shared cache lines: the stripe's (lock word, counter and `writing`, all on one line), the
+ * value's block, and the record's only when its size or expiry changes. While the value is
+ * copied the stripe names the slot (stripe->writing) instead of the record carrying a flag,
+ * so an overwrite of the same size and expiry leaves the record's lines clean in the other
+ * cores' caches: with several processes writing, each write moves one line fewer between
+ * cores, and two of the neighbouring records' (records are 88 + key_size bytes and share
+ * lines). */
 static int set_fast(uwc_cache *c, uwc_write *w, uint32_t h) {
     uint64_t b = bucket_of(c, h);
     unsigned stripe = stripe_of_bucket(b);
@@ -1127,21 +1148,20 @@ static int set_fast(uwc_cache *c, uwc_write *w, uint32_t h) {
     }
     /* clean and unheld means even: make it odd */
     uint64_t *seqp = &c->h->seqs[stripe].v;
-    uint64_t seq = __atomic_load_n(seqp, __ATOMIC_RELAXED) | 1;
-    __atomic_store_n(seqp, seq, __ATOMIC_RELAXED);
+    __atomic_store_n(seqp, __atomic_load_n(seqp, __ATOMIC_RELAXED) | 1, __ATOMIC_RELAXED);
     __atomic_thread_fence(__ATOMIC_RELEASE);
     uint64_t s = lookup_locked(c, w->key, w->key_len, h);  /* the chain is stable under the stripe */
     uint8_t *r = s ? SLOT(c, s) : NULL;
     uint64_t old_exp = r ? rd(r, F_EXPIRES) : 0;
     if (!r || expired(old_exp, w->now)) {
-        __atomic_store_n(seqp, seq + 1, __ATOMIC_RELEASE);
+        __atomic_store_n(seqp, __atomic_load_n(seqp, __ATOMIC_RELAXED) + 1, __ATOMIC_RELEASE);
         stripe_alone_unlock(c, stripe);
         return -1;
     }
     /* (a damaged F_FIRST does not matter here: we write the slot's own block) */
     int rc = UWC_OK;
     uint8_t *block = c->data + s * c->p.block_size;
-    uint64_t old_len = rd(r, F_VALSIZE), fl = rd(r, F_FLAGS);
+    uint64_t old_len = rd(r, F_VALSIZE);
     if (!(w->flags & UWC_F_UPDATE)) {
         rc = UWC_EXISTS;
     } else if (w->flags & UWC_F_MATH) {
@@ -1152,12 +1172,13 @@ static int set_fast(uwc_cache *c, uwc_write *w, uint32_t h) {
             memcpy(&cur, block, 8);  /* the first 8 bytes of the block, as uWSGI */
             memcpy(&operand, w->value, 8);
             res = math_apply(w->flags, cur, operand);
-            wr(r, F_FLAGS, fl | UWC_REC_WRITING);
+            /* named while the value is copied: if we die here, repair drops the record */
+            c->h->seqs[stripe].writing = (uint32_t)s;
             __atomic_thread_fence(__ATOMIC_RELEASE);
             copy_value(block, &res, 8, w->flags);
             if (old_len != 8) wr(r, F_VALSIZE, 8);
             __atomic_thread_fence(__ATOMIC_RELEASE);
-            wr(r, F_FLAGS, fl);
+            c->h->seqs[stripe].writing = 0;
             add_bytes(w->counters, c->h, (int64_t)(8 - old_len));
             w->math_result = res;
             w->expires_abs = old_exp;  /* math keeps the expiry (FIXEXPIRE) */
@@ -1165,8 +1186,7 @@ static int set_fast(uwc_cache *c, uwc_write *w, uint32_t h) {
     } else {
         uint64_t exp = w->expires;
         if (exp && !(w->flags & UWC_F_ABSEXPIRE)) exp += w->now;
-        /* flagged while the value is copied: if we die here, repair drops the record */
-        wr(r, F_FLAGS, fl | UWC_REC_WRITING);
+        c->h->seqs[stripe].writing = (uint32_t)s;
         __atomic_thread_fence(__ATOMIC_RELEASE);
         copy_value(block, w->value, w->value_len, w->flags);
         if (old_len != w->value_len) wr(r, F_VALSIZE, w->value_len);
@@ -1177,10 +1197,10 @@ static int set_fast(uwc_cache *c, uwc_write *w, uint32_t h) {
             w->expires_abs = old_exp;
         }
         __atomic_thread_fence(__ATOMIC_RELEASE);
-        wr(r, F_FLAGS, fl);
+        c->h->seqs[stripe].writing = 0;
         add_bytes(w->counters, c->h, (int64_t)(w->value_len - old_len));
     }
-    __atomic_store_n(seqp, seq + 1, __ATOMIC_RELEASE);
+    __atomic_store_n(seqp, __atomic_load_n(seqp, __ATOMIC_RELAXED) + 1, __ATOMIC_RELEASE);
     stripe_alone_unlock(c, stripe);
     if (rc == UWC_OK && w->expires_abs) {
         /* lower the sweeper's next scan without the mutex */
@@ -1190,7 +1210,9 @@ static int set_fast(uwc_cache *c, uwc_write *w, uint32_t h) {
                                             __ATOMIC_RELAXED)) {
         }
     }
-    if ((rc == UWC_OK || rc == UWC_EXISTS) && (c->p.options & UWC_OPT_LASTMOD))
+    /* stored only when the second changes: one header line, read by all, written rarely */
+    if ((rc == UWC_OK || rc == UWC_EXISTS) && (c->p.options & UWC_OPT_LASTMOD) &&
+        __atomic_load_n(&c->h->last_modified_at, __ATOMIC_RELAXED) != w->now)
         __atomic_store_n(&c->h->last_modified_at, w->now, __ATOMIC_RELAXED);
     return rc;
 }

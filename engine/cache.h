@@ -24,9 +24,11 @@
 #include <pthread.h>
 
 #define UWC_MAGIC "UWCACHE"          /* 8 bytes with the NUL */
-#define UWC_FORMAT_VERSION 5u  /* 2: 32-bit hash table and free stack; 3: near-cache state at the
+#define UWC_FORMAT_VERSION 6u  /* 2: 32-bit hash table and free stack; 3: near-cache state at the
                                   * header end; 4: a hash tag beside each chain head; 5: a robust
-                                  * mutex per stripe, lazy free stack, byte/block counters */
+                                  * mutex per stripe, lazy free stack, byte/block counters;
+                                  * 6: a stripe names the slot its overwrite is copying into
+                                  * (uwc_seq_stripe.writing), instead of flagging the record */
 #define UWC_HEADER_SIZE 32768u
 #define UWC_ITEM_HEADER 88u
 /* A hash-table bucket: the chain head's slot, then its tag (UWC_TAG_*), 4 bytes each. */
@@ -116,11 +118,16 @@ typedef struct uwc_counter_slot {
 } uwc_counter_slot;
 
 /* One stripe of hash buckets: its sequence counter and its robust mutex on one cache
- * line, so a write only disturbs the readers and writers of the buckets it touches. */
+ * line, so a write only disturbs the readers and writers of the buckets it touches.
+ * A stripe-only overwrite names the slot whose value it copies in `writing` (format 6) rather
+ * than flagging the record: the line is the writer's own already, and the record's lines stay
+ * clean (shared, read-only) in every other core's cache. */
 typedef struct uwc_seq_stripe {
     _Alignas(64) uint64_t v;   /* odd while a writer holds the stripe (or one died in it) */
     uint32_t dirty;            /* a holder died inside: repair before anything trusts it */
-    uint32_t pad0;
+    uint32_t writing;          /* slot whose value is being copied (0: none); a holder that
+                                * takes the stripe from a dead one flags that record
+                                * UWC_REC_WRITING, so repair drops it */
     pthread_mutex_t m;         /* robust, process-shared: the kernel frees it if we die */
 } uwc_seq_stripe;
 

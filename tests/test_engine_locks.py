@@ -200,6 +200,34 @@ def test_writer_killed_mid_copy_never_leaves_a_torn_value(namespace):
     cache.close()
 
 
+def test_a_store_whose_writer_died_mid_copy_reopens_cold_without_the_torn_value(namespace, tmp_path):
+    # format 6: a stripe-only overwrite names the slot it copies into in its stripe, not in the
+    # record. Its writer is killed halfway and every process goes before anyone takes that
+    # stripe: reopened cold, the half-written item is dropped and the others are kept
+    store = tmp_path / "torn.store"
+    opts = _options(namespace, block_size=4096, store=str(store))
+    cache = uwcache.open_cache("torncold", **opts)
+    cache.set("k", b"A" * 4000)
+    cache.set("other", b"keep")
+    pid = os.fork()
+    if pid == 0:
+        cache._debug_crash_mid_write(b"k", b"B" * 4000)
+        os._exit(3)
+    status = _wait(pid, 20)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    cache.close()  # the last user: the store is cold now
+
+    def check():
+        again = uwcache.open_cache("torncold", **opts)
+        ok = again.get("k") is None and again.get("other") == b"keep" and again.check() is None
+        again.set("k", b"C" * 10)
+        ok = ok and again.get("k") == b"C" * 10
+        again.close()
+        return 0 if ok else 1
+
+    assert _in_child(check, timeout=20) == 0
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["single-block", "bitmap"])
 def test_overwriters_killed_at_random_never_tear_values(namespace, mode):

@@ -154,8 +154,9 @@ def test_format_version_has_near_state():
 
 
 def test_a_near_fill_overwritten_by_a_writer_that_dies_mid_copy_is_never_served_torn(cache):
-    # format 5 (robust stripes): the dead writer leaves the record flagged UWC_REC_WRITING and
-    # its stripe odd; a near read must give the old value, the new one or nothing, never a mix
+    # format 5+ (robust stripes): the dead writer's record is flagged UWC_REC_WRITING (format 6:
+    # when its stripe is taken over) and its stripe stays odd; a near read must give the old
+    # value, the new one or nothing, never a mix
     import signal
 
     old, new = b"A" * 200, b"B" * 200
