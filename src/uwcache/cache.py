@@ -561,6 +561,8 @@ def _reserve(fd: int, path: str, name: str, size: int, reclaimed: int, store: bo
     if problem is not None:
         raise SharedMemoryFull(problem)
     os.ftruncate(fd, 0)
+    if not store and size >= HUGE_MIN_REGION:
+        _seed_huge_pages(fd, size)
     try:
         os.posix_fallocate(fd, 0, size)
     except OSError as exc:
@@ -778,6 +780,23 @@ class _HugeRegion:
 
     def flush(self) -> None:
         self._reservation.flush(self._offset, self._size)
+
+
+def _seed_huge_pages(fd: int, size: int) -> None:
+    """Put a new, empty region file on 2 MiB pages before its memory is reserved.
+
+    The kernel collapses a range whose 4 KiB pages all exist by copying them into a new huge
+    page (about 1 s per GiB); a range holding a single page is collapsed as cheaply as it is
+    zeroed. So one byte is written per 2 MiB, the file collapsed, and only then reserved
+    (posix_fallocate keeps the huge pages and fills whatever the kernel left on small ones).
+    Any refusal leaves the file on 4 KiB pages, as before."""
+    try:
+        os.ftruncate(fd, size)
+        for offset in range(0, size - HUGE_PAGE + 1, HUGE_PAGE):
+            os.pwrite(fd, b"\0", offset)
+        _HugeRegion(fd, size, True).close()
+    except OSError as exc:
+        log.debug("seeding %d bytes on 2 MiB pages failed (%s): 4 KiB pages", size, exc)
 
 
 def _map_region(fd: int, size: int, persistent: bool, *, collapse: bool = True) -> Union[mmap.mmap, _HugeRegion]:
