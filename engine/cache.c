@@ -878,6 +878,18 @@ static void set_bytes_total(uwc_cache *c, uint64_t total) {
     c->h->bytes_used = total - deltas;
 }
 
+/* The shared structure of an empty cache, once every record is cleared and every slot is
+ * free: no chains, no LRU list, no blocks held, nothing to sweep, no bytes stored. */
+static void empty_structure(uwc_cache *c) {
+    memset(c->buckets, 0, UWC_BUCKET_BYTES * c->p.hash_size);
+    if (is_bitmap(c)) bm_reset(c);
+    c->h->lru_head = c->h->lru_tail = 0;
+    c->h->n_items = 0;
+    c->h->next_scan = 0;
+    c->h->blocks_used = 0;
+    set_bytes_total(c, 0);
+}
+
 /* Delete every item. Like uWSGI, each freed slot is pushed in ascending order on top of
  * the slots that were already free, so later inserts land where uWSGI's would. */
 static void clear_locked(uwc_cache *c) {
@@ -890,13 +902,7 @@ static void clear_locked(uwc_cache *c) {
         wr(r, F_LRU_PREV, 0); wr(r, F_LRU_NEXT, 0); wr(r, F_FLAGS, 0);
         stack_push(c, s);
     }
-    memset(c->buckets, 0, UWC_BUCKET_BYTES * c->p.hash_size);
-    if (is_bitmap(c)) bm_reset(c);
-    c->h->lru_head = c->h->lru_tail = 0;
-    c->h->n_items = 0;
-    c->h->next_scan = 0;
-    c->h->blocks_used = 0;
-    set_bytes_total(c, 0);
+    empty_structure(c);
 }
 
 /* The "cache full" handler (uwsgi-behaviour.md §2.15). `protect` is a slot that must not be evicted
@@ -1730,14 +1736,8 @@ static void rebuild(uwc_cache *c, uint64_t now, uint64_t *dropped, int cold) {
         /* without scratch memory the only safe state is an empty cache */
         free(live); free(seen);
         for (uint64_t s = 1; s < n; s++) zero_item(c, s);
-        memset(c->buckets, 0, UWC_BUCKET_BYTES * c->p.hash_size);
         stack_reset(c);
-        if (is_bitmap(c)) bm_reset(c);
-        c->h->lru_head = c->h->lru_tail = 0;
-        c->h->n_items = 0;
-        c->h->next_scan = 0;
-        c->h->blocks_used = 0;
-        set_bytes_total(c, 0);
+        empty_structure(c);
         *dropped = 0;
         return;
     }

@@ -235,17 +235,21 @@ def _probe_unused(dir_fd: int, file_name: str) -> Optional[int]:
     return fd
 
 
+def _existing_namespace(namespace: Optional[str]) -> Tuple[str, str, Optional[int]]:
+    """(the namespace, its directory, a descriptor of it or None where it does not exist)."""
+    ns = resolve_namespace(namespace)
+    return ns, os.path.join(shm_dir(), "uwcache-" + ns), _namespace_fd(ns, create=False)
+
+
 def generations(name: str, namespace: Optional[str] = None) -> List[Dict[str, Any]]:
     """The memory-only regions of one cache: ``{"path", "current", "in_use"}`` each, current first.
 
     A deploy that changes a cache's options makes a new generation; an old one is freed by the
     first open or close after its last user has gone.
     """
-    ns = resolve_namespace(namespace)
-    fd = _namespace_fd(ns, create=False)
+    _ns, ns_path, fd = _existing_namespace(namespace)
     if fd is None:
         return []
-    ns_path = os.path.join(shm_dir(), "uwcache-" + ns)
     try:
         entry = _read_entry(fd, ns_path, name)
         current = entry[1] if entry is not None and entry[0] == "region" else None
@@ -266,11 +270,9 @@ def generations(name: str, namespace: Optional[str] = None) -> List[Dict[str, An
 
 def current_path(name: str, namespace: Optional[str] = None) -> Optional[str]:
     """The path of the region (or store file) that the name entry of ``name`` points at."""
-    ns = resolve_namespace(namespace)
-    fd = _namespace_fd(ns, create=False)
+    _ns, ns_path, fd = _existing_namespace(namespace)
     if fd is None:
         return None
-    ns_path = os.path.join(shm_dir(), "uwcache-" + ns)
     try:
         entry = _read_entry(fd, ns_path, name)
     finally:
@@ -286,11 +288,9 @@ def collect_generations(name: str, namespace: Optional[str] = None, *, keep: Opt
     Returns the paths freed. Safe against concurrent openers: a region is removed only while
     this process holds its opener lock and its exclusive flock.
     """
-    ns = resolve_namespace(namespace)
-    fd = _namespace_fd(ns, create=False)
+    _ns, ns_path, fd = _existing_namespace(namespace)
     if fd is None:
         return []
-    ns_path = os.path.join(shm_dir(), "uwcache-" + ns)
     freed = []
     try:
         entry = _read_entry(fd, ns_path, name)
