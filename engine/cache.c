@@ -2569,7 +2569,7 @@ int uwc_get_many(uwc_cache *c, const uwc_key *keys, uint64_t n, uint64_t now, uw
             const uwc_key *k = keys + g;
             for (uint64_t j = 0; j < m; j++) {
                 ok[j] = k[j].len && k[j].len <= c->p.key_size;
-                hs[j] = ok[j] ? key_hash(c, k[j].key, k[j].len) : 0;
+                hs[j] = ok[j] ? key_hash_hot(c, k[j].key, k[j].len) : 0;
             }
             if (prefetch) batch_prefetch(c, hs, ok, m);
             for (uint64_t j = 0; j < m; j++) {
