@@ -782,8 +782,14 @@ static void chain_unlink(uwc_cache *c, uint64_t s) {
     retag(c, b);
 }
 
+/* Lower the earliest known expiry to `expires` (0: nothing). Atomic, because a stripe-only
+ * overwrite (set_fast) lowers it without the mutex while a mutex holder may be lowering it. */
 static inline void lower_next_scan(uwc_cache *c, uint64_t expires) {
-    if (expires && (c->h->next_scan == 0 || c->h->next_scan > expires)) c->h->next_scan = expires;
+    if (!expires) return;
+    uint64_t cur = __atomic_load_n(&c->h->next_scan, __ATOMIC_RELAXED);
+    while ((cur == 0 || cur > expires) &&
+           !__atomic_compare_exchange_n(&c->h->next_scan, &cur, expires, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+    }
 }
 
 /* Free a live slot. Caller holds the lock. */
@@ -951,6 +957,10 @@ static int full_handler(uwc_cache *c, uint64_t now, uint64_t protect, uwc_write 
 static int reclaim_expired(uwc_cache *c, uint64_t now) {
     if (!c->h->next_scan || c->h->next_scan > now) return 0;
     uint64_t slots = c->p.max_items - 1, scanned = 0, freed = 0, min_left = 0;
+    uint64_t due = c->h->next_scan;
+    /* cleared first, so that an overwrite lowering it during the scan (set_fast, without the
+     * mutex) is kept: the end only ever lowers it again */
+    __atomic_store_n(&c->h->next_scan, 0, __ATOMIC_RELAXED);
     uint64_t from = c->reclaim_cursor;
     if (from < 1 || from >= c->p.max_items) from = 1;
     while (scanned < slots && !freed) {
@@ -962,10 +972,8 @@ static int reclaim_expired(uwc_cache *c, uint64_t now) {
         from = to >= c->p.max_items ? 1 : to;
     }
     c->reclaim_cursor = from;
-    if (scanned >= slots) {  /* all the way round: min_left is the earliest expiry left */
-        c->h->next_scan = 0;
-        lower_next_scan(c, min_left);
-    }
+    /* all the way round, min_left is the earliest expiry left; otherwise more may be due */
+    lower_next_scan(c, scanned >= slots ? min_left : due);
     return freed > 0;
 }
 
@@ -1028,7 +1036,9 @@ static int set_locked(uwc_cache *c, uwc_write *w, uint32_t h) {
         if (is_bitmap(c)) {
             need = blocks_for(c, vlen);
             first = bm_alloc(c, need);
-            if (first < 0 && reclaim_expired(c, now)) first = bm_alloc(c, need);
+            /* a window's worth of freed items may not hold a long enough run: go on (a
+             * round that frees nothing returns 0) before anything live is evicted */
+            while (first < 0 && reclaim_expired(c, now)) first = bm_alloc(c, need);
             /* LRU caches evict until the run fits (uWSGI gives up after one eviction) */
             while (first < 0 && full_handler(c, now, 0, w) && is_lru(c)) first = bm_alloc(c, need);
             if (first < 0) return UWC_FULL;
@@ -1098,7 +1108,7 @@ static int set_locked(uwc_cache *c, uwc_write *w, uint32_t h) {
         } else {
             /* uWSGI allocates the new run while the old one is still held */
             int64_t f = bm_alloc(c, need);
-            if (f < 0 && reclaim_expired(c, now)) f = bm_alloc(c, need);
+            while (f < 0 && reclaim_expired(c, now)) f = bm_alloc(c, need);
             while (f < 0 && full_handler(c, now, s, w) && is_lru(c)) f = bm_alloc(c, need);
             if (f < 0 || !rd(r, F_KEYSIZE)) {
                 if (f >= 0) bm_mark(c, (uint64_t)f, need, 0);
@@ -1208,14 +1218,7 @@ static int set_fast(uwc_cache *c, uwc_write *w, uint32_t h) {
     }
     __atomic_store_n(seqp, __atomic_load_n(seqp, __ATOMIC_RELAXED) + 1, __ATOMIC_RELEASE);
     stripe_alone_unlock(c, stripe);
-    if (rc == UWC_OK && w->expires_abs) {
-        /* lower the sweeper's next scan without the mutex */
-        uint64_t cur = __atomic_load_n(&c->h->next_scan, __ATOMIC_RELAXED);
-        while ((cur == 0 || cur > w->expires_abs) &&
-               !__atomic_compare_exchange_n(&c->h->next_scan, &cur, w->expires_abs, 1, __ATOMIC_RELAXED,
-                                            __ATOMIC_RELAXED)) {
-        }
-    }
+    if (rc == UWC_OK) lower_next_scan(c, w->expires_abs);  /* without the mutex: atomically */
     /* stored only when the second changes: one header line, read by all, written rarely */
     if ((rc == UWC_OK || rc == UWC_EXISTS) && (c->p.options & UWC_OPT_LASTMOD) &&
         __atomic_load_n(&c->h->last_modified_at, __ATOMIC_RELAXED) != w->now)

@@ -263,6 +263,9 @@ typedef struct uwc_keybuf {
     uint64_t len, cap, count;
 } uwc_keybuf;
 
+/* Gives the buffer a value is copied into. It may be called with a stripe held through the
+ * thread's list_op_pending alone (not linked into its robust list), so it must not take or
+ * let go of any robust mutex, nor re-enter the engine; it may allocate. */
 typedef void *(*uwc_alloc_fn)(void *ctx, uint64_t size);
 
 /* hash.c */

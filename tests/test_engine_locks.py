@@ -424,6 +424,24 @@ def test_a_full_write_finds_expired_items_anywhere(namespace):
     cache.close()
 
 
+def test_a_full_bitmap_write_reclaims_until_its_run_fits(namespace):
+    # the first window's expired items (every other block) leave no run of 4 blocks; the
+    # write must go on reclaiming (a run sits in the middle, more than a window from either
+    # end of the slots) before it says the cache is full
+    n = 20_000
+    cache = uwcache.open_cache("reclaim3", **_options(namespace, max_items=n + 1, mode_bitmap=True, block_size=8,
+                                                      block_count=n + 1, key_size=12, hash_size=1 << 15))
+    for i in range(n):
+        expired = 9500 <= i < 10500 or i % 2 == 1
+        cache._set_unreplicated(f"k{i}", b"v", 1 if expired else 0)
+    cache._set_unreplicated("last", b"v", 0)  # every slot and block taken
+    cache.set("wide", b"w" * 32)  # 4 blocks
+    assert cache.get("wide") == b"w" * 32
+    assert all(cache.get(f"k{i}") == b"v" for i in range(0, n, 2) if not 9500 <= i < 10500)  # no live loss
+    assert cache.check() is None
+    cache.close()
+
+
 def _fuzz_child(namespace, mode, seed):
     extra = {"single-block": {}, "bitmap": dict(mode_bitmap=True, block_size=16, block_count=3000),
              "lru": dict(full_purge_lru=True)}[mode]

@@ -200,8 +200,10 @@ static PyObject *compat_write(const char *fname, const char *op, uint32_t flags,
     if (!c) Py_RETURN_NONE;
     uwc_write w = compat_write_args(c, key, kl, val, vl, expires, flags);
     int rc = uwc_set(&c->c, &w);
+    Py_INCREF(c);  /* the registry's reference: a full hook may unregister and close the cache */
     fire_full(c, w.events);
     if (rc == UWC_OK) fire_write(c, OP_SET, key, kl, val, vl, w.expires_abs);
+    Py_DECREF(c);
     RET_TRUE_OR_NONE(rc == UWC_OK);
 }
 
