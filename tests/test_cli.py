@@ -533,7 +533,12 @@ def test_run_takes_the_replication_secret_from_an_owner_only_file(namespace, tmp
     secret.chmod(0o644)
     done = subprocess.run([sys.executable, "-m", "uwcache", "run", "--namespace", namespace, "--cache2",
                            "name=s,items=10", "--secret-file", str(secret)], capture_output=True, timeout=30)
-    assert done.returncode != 0 and b"readable by nobody else" in done.stderr and b"chmod 600" in done.stderr
+    assert done.returncode != 0 and b"other users could read" in done.stderr and b"chmod 600" in done.stderr
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo, 0o600)  # refused at once, not waited on
+    done = subprocess.run([sys.executable, "-m", "uwcache", "run", "--namespace", namespace, "--cache2",
+                           "name=s,items=10", "--secret-file", str(fifo)], capture_output=True, timeout=30)
+    assert done.returncode != 0 and b"not a regular file" in done.stderr
     secret.chmod(0o600)
     path = os.path.join(str(tmp_path), "server.sock")
     with RunningNode(namespace, "--cache2", "name=s,items=10,nodes=127.0.0.1:9", "--server", path,
@@ -565,7 +570,7 @@ def test_get_int_prints_a_counter(namespace):
         cache.close()
 
 
-def test_get_decode_reads_what_the_framework_backends_wrote(namespace):
+def test_get_decode_reads_what_the_framework_backends_wrote(namespace, tmp_path):
     from uwcache.contrib.cachelib import UWCache
 
     pickled = UWCache("objs", namespace=namespace, max_items=10, block_size=512)
@@ -591,7 +596,11 @@ def test_get_decode_reads_what_the_framework_backends_wrote(namespace):
         assert done.returncode == 1 and b"signature does not verify" in done.stderr
         signed = UWCache("objs", namespace=namespace, secret="s3", max_items=10, block_size=512)
         signed.set("with-secret", [1])
-        done = uwcache_cmd(namespace, "get", "objs", "with-secret", "--decode", "pickle", "--secret", "s3")
+        secret_file = tmp_path / "secret"
+        secret_file.write_text("s3\n")
+        secret_file.chmod(0o600)
+        done = uwcache_cmd(namespace, "get", "objs", "with-secret", "--decode", "pickle", "--secret-file",
+                           str(secret_file))
         assert done.returncode == 0 and done.stdout == b"[1]\n", done.stderr
         done = uwcache_cmd(namespace, "get", "objs", "user", "--decode", "yaml")
         assert done.returncode == 2  # usage error: only pickle and json

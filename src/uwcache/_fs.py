@@ -174,11 +174,12 @@ def open_private(dir_fd: int, name: str, flags: int, *, path: str, what: str = "
     return fd
 
 
-def open_private_path(path: str, flags: int, *, what: str = "file", mode: int = 0o600) -> int:
+def open_private_path(path: str, flags: int, *, what: str = "file", mode: int = 0o600,
+                      exact_mode: bool = False) -> int:
     """:func:`open_private` for an absolute or relative path: its directory is checked first."""
     parent, name = os.path.split(os.path.abspath(path))
     dir_fd = open_dir(parent, f"the directory of {what}")
     try:
-        return open_private(dir_fd, name, flags, path=path, what=what, mode=mode)
+        return open_private(dir_fd, name, flags, path=path, what=what, mode=mode, exact_mode=exact_mode)
     finally:
         os.close(dir_fd)

@@ -16,7 +16,6 @@ import fcntl
 import json
 import logging
 import os
-import stat
 import pprint
 import runpy
 import signal
@@ -25,7 +24,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from . import __version__
+from . import __version__, _fs
 from .cache import Cache, _human, attach, list_caches, namespace_dir, region_path, shm_dir
 from .config import Caching
 from .errors import CacheError, CLIError, ConfigError, NotAnInteger, OptionError, UnknownCache
@@ -204,29 +203,26 @@ def caching_from_python(path: str, namespace: Optional[str]) -> Caching:
     return caching
 
 
-def read_secret_file(path: str) -> str:
-    """The replication secret kept in `path`: its text without the final line break. The file
-    must belong to this user and be readable by nobody else, as ssh insists for its keys."""
+def read_secret_file(path: str, option: str = "--secret-file") -> str:
+    """The secret kept in `path`: its text without the final line break. The file must be a
+    regular file of this user that nobody else can read (uwcache._fs, as for store files)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        # O_NONBLOCK: a FIFO at that path is refused as "not a regular file" instead of hanging
+        fd = _fs.open_private_path(path, os.O_RDONLY | os.O_NONBLOCK, what="the secret file", exact_mode=True)
+    except CacheError as exc:
+        raise CLIError(f"{option}: {exc}; chmod 600 {path}" if "mode" in str(exc) else f"{option}: {exc}") from None
     except OSError as exc:
-        raise CLIError(f"--secret-file {path!r}: {exc.strerror or exc}") from None
+        raise CLIError(f"{option} {path!r}: {exc.strerror or exc}") from None
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise CLIError(f"--secret-file {path!r} is not a regular file")
-        if st.st_uid != os.geteuid() or st.st_mode & 0o077:
-            raise CLIError(f"--secret-file {path!r} must belong to this user and be readable by nobody else "
-                           f"(it is mode {stat.S_IMODE(st.st_mode):04o}): chmod 600 {path}")
         data = os.read(fd, 65537)
     finally:
         os.close(fd)
     try:
         secret = data.decode("utf-8").rstrip("\r\n")
     except UnicodeDecodeError:
-        raise CLIError(f"--secret-file {path!r} is not UTF-8 text") from None
+        raise CLIError(f"{option} {path!r} is not UTF-8 text") from None
     if not secret or len(data) > 65536:
-        raise CLIError(f"--secret-file {path!r} must hold one non-empty line of at most 64 KiB")
+        raise CLIError(f"{option} {path!r} must hold one non-empty line of at most 64 KiB")
     return secret
 
 
@@ -524,7 +520,7 @@ def _decode_value(value: bytes, how: str, namespace: str, secret: Optional[str])
                        "print it raw without --decode") from None
     if obj is MISS:
         raise CLIError("the value's signature does not verify: it was signed with another key (pass the "
-                       "backend's secret with --secret), or it is forged; it was not unpickled")
+                       "backend's secret with --secret-file), or it is forged; it was not unpickled")
     if how == "json":
         return json.dumps(obj, ensure_ascii=False, default=repr)
     return pprint.pformat(obj)
@@ -545,7 +541,8 @@ def cmd_get(args: argparse.Namespace) -> int:
             if value is None:
                 shown = None
             elif args.decode:
-                shown = (_decode_value(value, args.decode, namespace, args.secret) + "\n").encode()
+                secret = read_secret_file(args.secret_file) if args.secret_file is not None else None
+                shown = (_decode_value(value, args.decode, namespace, secret) + "\n").encode()
             else:
                 shown = value + (b"\n" if args.newline else b"")
     if shown is None:
@@ -780,8 +777,9 @@ def build_parser() -> argparse.ArgumentParser:
     shown.add_argument("--decode", choices=("pickle", "json"),
                        help="decode a value written by the framework backends or memoize and print it "
                             "(pickled values are unpickled only when their signature verifies)")
-    get.add_argument("--secret", metavar="TEXT",
-                     help="with --decode: the secret the backends sign with (default: the namespace's key file)")
+    get.add_argument("--secret-file", metavar="FILE",
+                     help="with --decode: a file (one line, mode 600) holding the secret the backends sign with "
+                          "(default: the namespace's key file)")
     get.set_defaults(func=cmd_get)
 
     set_ = sub.add_parser("set", parents=[common], help="store a value", description="Create or overwrite a key.")
