@@ -185,3 +185,14 @@ def test_a_full_cache_is_a_miss_logged_once(namespace, caplog):
     full = [r for r in caplog.records if "not cached" in r.getMessage() or "not added" in r.getMessage()]
     assert len(full) == 2, [r.getMessage() for r in full]  # one per backend, not one per refused write
     assert "(3 similar messages suppressed)" not in caplog.text  # the count comes with the next record
+
+
+def test_cachelib_get_many_reads_a_value_of_another_serializer_as_a_miss(namespace):
+    # a JSON reader meets a pickled value: get and get_many give None (logged), never raise
+    pickling = CachelibCache("ser", namespace=namespace, **GEOMETRY)
+    reading = CachelibCache("ser", namespace=namespace, serializer="json", **GEOMETRY)
+    pickling.set("pickled", {1, 2})
+    reading.set("doc", {"a": 1})
+    assert reading.get("pickled") is None
+    assert reading.get_many("pickled", "doc") == [None, {"a": 1}]
+    assert reading.has("pickled") is False and reading.has("doc") is True

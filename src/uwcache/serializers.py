@@ -273,13 +273,16 @@ class Codec:
         return data  # not written by a framework layer: the raw bytes
 
     def readable(self, data: bytes) -> bool:
-        """Whether :meth:`decode` would give a value (not :data:`MISS`), found without
-        deserializing it: False only for a signed kind whose HMAC does not verify."""
+        """Whether :meth:`decode` would give a value, found without deserializing it: False
+        for a signed kind whose HMAC does not verify (a :data:`MISS`) and for one this reader's
+        serializer refuses (``decode`` raises :class:`SerializerMismatch`)."""
         if len(data) == COUNTER_SIZE:
             return True
         tag = data[0]
-        if tag == TAG_PICKLE or tag == TAG_CUSTOM:
-            return self._verified(data) is not None
+        if tag == TAG_PICKLE:
+            return self._accept_pickle and self._verified(data) is not None
+        if tag == TAG_CUSTOM:
+            return self.serializer.tag == TAG_CUSTOM and self._verified(data) is not None
         return True
 
     def _verified(self, data: bytes) -> Optional[bytes]:

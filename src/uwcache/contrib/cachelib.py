@@ -155,11 +155,11 @@ class UWCache(BaseCache):
         made = [self._key(key) for key in keys]
         try:
             found = self.cache.get_many(made)
+            return [self._decode(found.get(k)) for k in made]
         except (CacheError, OSError):
-            # a key too long reads as None and the others normally; a failing cache reads as
-            # misses, logged once: both through get(), key by key
+            # a key too long reads as None and the others normally; a failing cache, or a value
+            # of another serializer, reads as a miss, logged once: all through get(), key by key
             return [self.get(key) for key in keys]
-        return [self._decode(found.get(k)) for k in made]
 
     def get_dict(self, *keys: str) -> Dict[str, Any]:
         return dict(zip(keys, self.get_many(*keys)))
