@@ -1,6 +1,6 @@
 """Multi-process write scaling with CPU time per operation.
 
-The workload is bench/mp_scale.py's (a cache of 2000 items, block 128, key_size 64; 1000 hot
+The workload is benchmarks/mp_scale.py's (a cache of 2000 items, block 128, key_size 64; 1000 hot
 keys; 100-byte values; N forked processes), and besides the aggregate ops/s it reports the CPU
 time (user + sys of each child over its measured loop, from getrusage) per operation. Cache-line contention shows up
 as more CPU per op at 2 processes than at 1, whatever CPU other users of the machine leave us.

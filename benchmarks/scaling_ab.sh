@@ -1,22 +1,21 @@
 #!/usr/bin/env bash
 # A/B of multi-process write scaling: a baseline ref against this checkout.
-# usage: benchmarks/scaling_ab.sh [BASE_REF] [ROUNDS] [PROCS] [READS] [SECS]
-#   BASE_REF  a git ref of this repository to compare against (default: main)
+# usage: benchmarks/scaling_ab.sh BASE_REF [ROUNDS] [PROCS] [READS] [SECS]
+#   BASE_REF  a git ref of this repository to compare against (required: e.g. HEAD~1)
 #   ROUNDS    base/candidate alternations (default 5)
 #   PROCS     process counts (default 1,2,4,8); READS: percent gets (default 0); SECS per run (1.5)
 # 1. Engine level, steady under load: benchmarks/c/ab_epochs.c loads both engine builds into
 #    the same processes and alternates them every ~2 ms, so whatever else runs falls on both
 #    alike; run in both orders (the second build of a pair has a small handicap), for each
 #    process count. cand/base > 1 means the candidate does more operations.
-# 2. Python level (bench/mp_scale.py's workload through uwcache.Cache): base and candidate
+# 2. Python level (benchmarks/mp_scale.py's workload through uwcache.Cache): base and candidate
 #    runs of benchmarks/mp_cpu.py alternate; medians of ops/s, the scaling against one process
 #    and the CPU time per operation (each child's user+sys over its measured loop / ops), with
 #    the load average of each run. On a shared machine trust part 1 and the CPU per op.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-base_ref="${1:-main}"; rounds="${2:-5}"; procs="${3:-1,2,4,8}"; reads="${4:-0}"; secs="${5:-1.5}"
-py="${PYTHON:-/work/venv/bin/python}"
-[ -x "$py" ] || py=python3
+base_ref="${1:?usage: benchmarks/scaling_ab.sh BASE_REF [ROUNDS] [PROCS] [READS] [SECS]}"; rounds="${2:-5}"; procs="${3:-1,2,4,8}"; reads="${4:-0}"; secs="${5:-1.5}"
+py="${PYTHON:-python3}"
 cc="${CC:-cc}"
 # as root, nice -20 keeps other users of a shared machine from cutting the runs up (the
 # processes under test must run at the same time for cache-line traffic to show)

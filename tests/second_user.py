@@ -1,7 +1,8 @@
 """A throw-away second Unix user for the tests that check what another user can reach.
 
 Both pieces need root (useradd, setuid). Where that is refused, the fixture skips with a
-printed reason: the only skip the suite allows (see tests/README or the preamble)."""
+printed reason (pytest -rs lists it), as do the PID-namespace tests where
+unshare is refused; nothing else in the suite skips."""
 from __future__ import annotations
 
 import os
