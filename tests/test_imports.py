@@ -75,3 +75,17 @@ def test_attach_path_does_not_import_logging():
     # logging (with traceback, string, threading...) is a third of the attach path's import time
     loaded = _run("import json, sys, uwcache\nuwcache.attach\nprint(json.dumps('logging' in sys.modules))")
     assert loaded is False
+
+
+def test_memoize_and_near_can_be_patched_like_any_attribute(monkeypatch):
+    # the package keeps the functions when their submodules load, but a test's patch wins
+    import uwcache.memoize  # noqa: F401  (binds the submodule: the function stays)
+    import uwcache.near  # noqa: F401
+
+    original = uwcache.memoize
+    assert callable(original) and callable(uwcache.near)
+    monkeypatch.setattr(uwcache, "memoize", "patched")
+    monkeypatch.setattr(uwcache, "near", "patched too")
+    assert (uwcache.memoize, uwcache.near) == ("patched", "patched too")
+    monkeypatch.undo()
+    assert uwcache.memoize is original and callable(uwcache.near)

@@ -33,6 +33,8 @@ from .errors import (
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (type checkers read it as True)
 if TYPE_CHECKING:  # type checkers see the real names; at run time they are imported lazily
+    from typing import Callable as _Callable
+
     from .cache import Cache, attach, import_uwsgi_store, list_caches, open_cache
     from .config import Caching
     from .options import CacheOptions, PreloadFile, PreloadItem
@@ -78,32 +80,47 @@ def __getattr__(name: str) -> object:
     return value
 
 
+def _function_over_submodule(attr: str, load: "_Callable[[], object]", doc: str) -> property:
+    """A package attribute that is a function although a submodule has its name: the import
+    system binds the submodule on the package once it is loaded, and that one assignment is
+    ignored; any other (a test's monkeypatch, mock.patch) replaces the function as usual."""
+    override = "_override_" + attr
+
+    def get(self: _types.ModuleType) -> object:
+        value = self.__dict__.get(override)
+        return load() if value is None else value
+
+    def set_(self: _types.ModuleType, value: object) -> None:
+        if isinstance(value, _types.ModuleType) and value.__name__ == f"{__name__}.{attr}":
+            return
+        self.__dict__[override] = value
+
+    def delete(self: _types.ModuleType) -> None:  # back to the function (mock.patch's undo)
+        self.__dict__.pop(override, None)
+
+    return property(get, set_, delete, doc=doc)
+
+
+def _load_memoize() -> object:
+    from .memoize import memoize as decorator
+
+    return decorator
+
+
+def _load_near() -> object:
+    from .near import near as function
+
+    return function
+
+
 class _Package(_types.ModuleType):
-    """``uwcache.memoize`` is the decorator, though a submodule has the same name: the
-    import system binds a submodule on its package once it is loaded, and this setter
-    keeps the decorator in place."""
+    """``uwcache.memoize`` is the decorator and ``uwcache.near`` the near-tier function, though
+    submodules have the same names."""
 
-    @property
-    def memoize(self) -> object:
-        from .memoize import memoize as decorator
-
-        return decorator
-
-    @memoize.setter
-    def memoize(self, value: object) -> None:
-        pass
-
-    @property
-    def near(self) -> object:
-        """The near tier (L1 in front of Redis) of a cache: ``uwcache.near(name)``, see
-        :func:`uwcache.near.near`. Like ``memoize``, the function wins over the submodule."""
-        from .near import near as function
-
-        return function
-
-    @near.setter
-    def near(self, value: object) -> None:
-        pass
+    memoize = _function_over_submodule("memoize", _load_memoize, "The memoize decorator (uwcache.memoize.memoize).")
+    near = _function_over_submodule(
+        "near", _load_near,
+        "The near tier (L1 in front of Redis) of a cache: ``uwcache.near(name)``, see :func:`uwcache.near.near`.")
 
 
 _sys.modules[__name__].__class__ = _Package
