@@ -14,7 +14,10 @@
  * stripe's mutex. Robust mutexes are released by the kernel when their holder dies (even
  * an unreaped zombie, even in another PID namespace): the next locker gets EOWNERDEAD and
  * repairs what the dead holder covered (the whole structure for the header mutex, the
- * half-written record for a stripe). Waiters spin briefly, then sleep in the kernel.
+ * half-written record for a stripe). A waiter for the header mutex spins briefly, then
+ * sleeps on its futex; a waiter for a stripe spins, yields, then polls with short sleeps,
+ * so that no stripe's lock word ever has the futex waiters bit and a stripe-only hold is
+ * let go with a plain store rather than a locked exchange (format 7).
  */
 #ifndef UWCACHE_ENGINE_CACHE_H
 #define UWCACHE_ENGINE_CACHE_H
@@ -24,11 +27,13 @@
 #include <pthread.h>
 
 #define UWC_MAGIC "UWCACHE"          /* 8 bytes with the NUL */
-#define UWC_FORMAT_VERSION 6u  /* 2: 32-bit hash table and free stack; 3: near-cache state at the
+#define UWC_FORMAT_VERSION 7u  /* 2: 32-bit hash table and free stack; 3: near-cache state at the
                                   * header end; 4: a hash tag beside each chain head; 5: a robust
                                   * mutex per stripe, lazy free stack, byte/block counters;
                                   * 6: a stripe names the slot its overwrite is copying into
-                                  * (uwc_seq_stripe.writing), instead of flagging the record */
+                                  * (uwc_seq_stripe.writing), instead of flagging the record;
+                                  * 7: no stripe waiter sleeps on the stripe's futex, so a
+                                  * stripe-only hold is let go with a plain store */
 #define UWC_HEADER_SIZE 32768u
 #define UWC_ITEM_HEADER 88u
 /* A hash-table bucket: the chain head's slot, then its tag (UWC_TAG_*), 4 bytes each. */
@@ -296,6 +301,10 @@ int uwc_create(uwc_cache *c, void *mem, uint64_t size, const uwc_params *p, cons
 int uwc_attach(uwc_cache *c, void *mem, uint64_t size, const uwc_params *expect, const char **why);
 int uwc_recover(uwc_cache *c, uint64_t now, uint64_t *dropped);
 int uwc_header_peek(const void *mem, uint64_t size, uwc_params *out, char *name_out, const char **why);
+/* The format version a cold region of an older format can be opened as after a rewrite of
+ * its version field (formats 5 and 6 differ from 7 only in how live processes lock, which a
+ * cold open starts afresh), or 0 when it cannot be. */
+uint32_t uwc_cold_upgrade_to(const void *mem, uint64_t size);
 
 /* operations */
 uint32_t uwc_hash(const uwc_cache *c, const uint8_t *key, uint64_t len);

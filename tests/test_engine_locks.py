@@ -182,6 +182,42 @@ def test_live_holder_is_waited_for_asleep_and_never_stolen(namespace):
     cache.close()
 
 
+def test_stripe_waiters_never_set_the_futex_waiters_bit(namespace):
+    # format 7: a stripe waiter polls instead of sleeping on the futex, so a lone stripe hold
+    # can be let go with a plain store; a waiters bit on a stripe would be a lost wake-up
+    from uwcache.cache import current_path
+
+    cache = uwcache.open_cache("waiters", **_options(namespace))
+    cache.set("k", b"v1")
+    r, w = os.pipe()
+    holder = os.fork()
+    if holder == 0:
+        os.write(w, b"x")
+        cache._debug_hold_lock(1200, True)
+        os._exit(0)
+    os.read(r, 1)
+    time.sleep(0.1)
+    waiters = []
+    for _ in range(3):
+        pid = os.fork()
+        if pid == 0:
+            cache.set("k", b"v2")  # waits for the key's stripe, held by the holder
+            os._exit(0)
+        waiters.append(pid)
+    time.sleep(0.6)
+    with open(current_path("waiters", namespace), "rb") as f:
+        header = f.read(32768)
+    words = [int.from_bytes(header[i:i + 4], "little") for i in range(0, len(header), 4)]
+    held = sum(1 for x in words if x == holder)
+    with_waiters_bit = [hex(x) for x in words if x == holder | 0x80000000]
+    for pid in [holder] + waiters:
+        assert os.WEXITSTATUS(_wait(pid, 20)) == 0
+    assert held >= 128, "the holder's thread id is not in every stripe's lock word"
+    assert with_waiters_bit == [], "a waiter slept on a stripe's futex"
+    assert cache.get("k") == b"v2"
+    cache.close()
+
+
 def test_writer_killed_mid_copy_never_leaves_a_torn_value(namespace):
     # deterministic: the copy stops halfway and the writer dies, many times over
     cache = uwcache.open_cache("torn", **_options(namespace, block_size=4096))

@@ -109,6 +109,36 @@ def test_corrupt_store_files_get_a_clear_error(namespace, tmp_path, damage, mess
     fresh.close()
 
 
+@pytest.mark.parametrize("older", [5, 6])
+def test_a_store_of_an_older_compatible_format_keeps_its_items(namespace, tmp_path, older):
+    # formats 5 and 6 differ from the current one only in how live processes lock: a store
+    # kept across an upgrade of uwcache is opened (cold) and rewritten in place, not refused
+    store = tmp_path / "old.store"
+    c = _store_cache(namespace, store)
+    c.set("a", b"alpha")
+    c.set("b", b"beta", expires=1000)
+    c.close()
+    data = store.read_bytes()
+    assert struct.unpack_from("<I", data, 8)[0] == uwcache._engine.FORMAT_VERSION
+    store.write_bytes(data[:8] + struct.pack("<I", older) + data[12:])
+    again = _store_cache(namespace, store)
+    assert again.get("a") == b"alpha" and again.get("b") == b"beta"
+    assert again.check() is None
+    again.close()
+    assert struct.unpack_from("<I", store.read_bytes(), 8)[0] == uwcache._engine.FORMAT_VERSION
+
+
+def test_a_store_of_an_older_incompatible_format_is_refused(namespace, tmp_path):
+    store = tmp_path / "old4.store"
+    c = _store_cache(namespace, store)
+    c.set("a", b"alpha")
+    c.close()
+    data = store.read_bytes()
+    store.write_bytes(data[:8] + struct.pack("<I", 4) + data[12:])
+    with pytest.raises(uwcache.RegionMismatch, match="format version"):
+        _store_cache(namespace, store)
+
+
 def test_damaged_items_are_dropped_on_load(namespace, tmp_path):
     store = tmp_path / "items.store"
     c = _store_cache(namespace, store)

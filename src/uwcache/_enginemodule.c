@@ -372,6 +372,15 @@ static PyObject *mod_region_problem(PyObject *m, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static PyObject *mod_cold_upgrade_to(PyObject *m, PyObject *args) {
+    /* cold_upgrade_to(header_bytes) -> the version to write over an older format's, or 0 */
+    Py_buffer view;
+    if (!PyArg_ParseTuple(args, "y*:cold_upgrade_to", &view)) return NULL;
+    uint32_t to = uwc_cold_upgrade_to(view.buf, (uint64_t)view.len);
+    PyBuffer_Release(&view);
+    return PyLong_FromUnsignedLong(to);
+}
+
 static PyObject *mod_peek_header(PyObject *m, PyObject *args) {
     /* peek_header(buffer, file_size=len(buffer)): the buffer may hold just the header */
     Py_buffer view;
@@ -467,6 +476,8 @@ static PyMethodDef module_methods[] = {
      "image_size(max_items, key_size, block_size, blocks) -> bytes of a uWSGI raw image (dump, store body)"},
     {"region_problem", mod_region_problem, METH_VARARGS,
      "region_problem(header, file_size, params) -> why an existing region cannot be used with params, or None"},
+    {"cold_upgrade_to", mod_cold_upgrade_to, METH_VARARGS,
+     "cold_upgrade_to(header) -> the format an unused older region can be rewritten to, or 0"},
     {"peek_header", mod_peek_header, METH_VARARGS, "peek_header(buffer) -> dict of the region's stored parameters"},
     {"hash", mod_hash, METH_VARARGS, "hash(key, algo='djb33x') -> uWSGI's 32-bit hash of key"},
     {"map_huge", mod_map_huge, METH_VARARGS,

@@ -844,6 +844,8 @@ def _choose_mode(fd: int, path: str, options: CacheOptions, params: EngineParams
         if attach_only:
             raise UnknownCache(f"cache {options.name!r} has an empty region at {path}")
         return _engine.MODE_CREATE
+    if cold:
+        _upgrade_cold_format(fd, path, file_size)
     problem = _region_problem(fd, path, options, params, size, file_size)
     if problem is None:
         return _engine.MODE_RECOVER if cold else _engine.MODE_ATTACH
@@ -863,6 +865,17 @@ def _choose_mode(fd: int, path: str, options: CacheOptions, params: EngineParams
     else:
         log.info("recreating the memory region of cache %r: %s", options.name, problem)
     return _engine.MODE_CREATE
+
+
+def _upgrade_cold_format(fd: int, path: str, file_size: int) -> None:
+    """Rewrite the format version of an unused region of an older, compatible format (a store
+    kept across an upgrade of uwcache), so that its items are recovered instead of refused."""
+    header = os.pread(fd, min(file_size, _engine.HEADER_SIZE), 0)
+    to = _engine.cold_upgrade_to(header)
+    if to:
+        old = struct.unpack_from("=I", header, 8)[0]
+        os.pwrite(fd, struct.pack("=I", to), 8)  # the version field, after the 8-byte magic
+        log.info("%s: format %d upgraded to %d in place (nobody had it open)", path, old, to)
 
 
 def _region_problem(fd: int, path: str, options: CacheOptions, params: EngineParams, size: int,
