@@ -578,6 +578,8 @@ static inline __attribute__((always_inline)) uint32_t key_hash_hot(const uwc_cac
 
 uint32_t uwc_hash(const uwc_cache *c, const uint8_t *key, uint64_t len) { return key_hash(c, key, len); }
 
+uint64_t uwc_full_events(const uwc_cache *c) { return __atomic_load_n(&c->h->full, __ATOMIC_RELAXED); }
+
 uint64_t uwc_n_items(const uwc_cache *c) {
     uint64_t n = __atomic_load_n(&c->h->n_items, __ATOMIC_RELAXED);
     if (__builtin_expect(n >= c->p.max_items, 0)) {  /* damaged: the next locker rebuilds */

@@ -322,6 +322,7 @@ int uwc_repair(uwc_cache *c, uint64_t now, uint64_t *dropped);
 int uwc_sweeper_claim(uwc_cache *c, int32_t pid, uint64_t now, uint64_t lease);
 void uwc_sweeper_release(uwc_cache *c, int32_t pid);
 uint64_t uwc_n_items(const uwc_cache *c);
+uint64_t uwc_full_events(const uwc_cache *c);  /* the `full` counter alone: no scan */
 
 /* batch operations (cache.c, last section): per-entry status in rcs[], n entries */
 typedef struct uwc_key { const uint8_t *key; uint64_t len; } uwc_key;

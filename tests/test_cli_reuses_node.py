@@ -49,3 +49,22 @@ def test_node_stats_errors_name_the_address_and_the_reader_is_closed(namespace, 
         assert not reader._attached  # closing the node closed the reader and its attachments
     finally:
         other.close()
+
+
+def test_full_watch_reports_full_events_of_other_writers(namespace, caplog) -> None:
+    # the watch reads the `full` counter alone (stats() would scan every record for expired
+    # items each second) and logs the events another writer caused since its last check
+    cache = uwcache.open_cache("fw", namespace=namespace, max_items=3, block_size=16, full_silent=True)
+    watch = node_module.FullWatch({"fw": uwcache.open_cache("fw", namespace=namespace, max_items=3, block_size=16)})
+    for i in range(4):
+        try:
+            cache.set(f"k{i}", b"v")  # the slots run out: a full event each time it fails
+        except uwcache.CacheFull:
+            pass
+    assert cache._full_events() == cache.stats()["full"] >= 1
+    with caplog.at_level(logging.WARNING, logger="uwcache"):
+        watch.check()
+        watch.check()  # nothing new: nothing logged
+    lines = [r.getMessage() for r in caplog.records if "FULL" in r.getMessage()]
+    assert len(lines) == 1 and 'cache "fw" is FULL' in lines[0], lines
+    cache.close()

@@ -791,6 +791,12 @@ static PyObject *Cache_stats_raw(CacheObject *self, PyObject *unused) {
     return stats_dict(&st);
 }
 
+/* stats()["full"] without what stats() counts by scanning (a monitor's once-a-second poll) */
+static PyObject *Cache_full_events(CacheObject *self, PyObject *unused) {
+    if (check_open(self)) return NULL;
+    return PyLong_FromUnsignedLongLong(uwc_full_events(&self->c));
+}
+
 /* A copy of the block bitmap (bitmap mode; b"" otherwise), one bit per block, most
  * significant bit first, set = used; read without the lock (a monitor's snapshot). */
 static PyObject *Cache_block_bitmap(CacheObject *self, PyObject *unused) {
@@ -1400,6 +1406,7 @@ static PyMethodDef Cache_methods[] = {
     {"_delete_unreplicated", (PyCFunction)Cache_delete_unreplicated, METH_O, NULL},
     {"_get_with_expiry", (PyCFunction)Cache_get_with_expiry, METH_O, NULL},
     {"_stats_raw", (PyCFunction)Cache_stats_raw, METH_NOARGS, NULL},
+    {"_full_events", (PyCFunction)Cache_full_events, METH_NOARGS, NULL},
     {"_check", (PyCFunction)Cache_check, METH_NOARGS, NULL},
     {"_block_bitmap", (PyCFunction)Cache_block_bitmap, METH_NOARGS, NULL},
     {"_repair", (PyCFunction)Cache_repair, METH_NOARGS, NULL},

@@ -442,14 +442,15 @@ class FullWatch:
 
     def __init__(self, caches: Dict[str, Cache]) -> None:
         self._caches = {n: c for n, c in caches.items() if not c.options.full_silent}
-        self._last = {n: c.stats()["full"] for n, c in self._caches.items()}
+        # the counter alone: stats() also counts expired items by scanning every record
+        self._last = {n: c._full_events() for n, c in self._caches.items()}
         self._when = time.monotonic()
 
     def check(self) -> None:
         now = time.monotonic()
         for name, cache in self._caches.items():
             try:
-                full = cache.stats()["full"]
+                full = cache._full_events()
             except CacheError:
                 continue
             delta = full - self._last[name]
