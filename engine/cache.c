@@ -183,22 +183,23 @@ static inline void pend_unlock(pthread_mutex_t *m) {
 
 /* Lock and unlock a private robust mutex with glibc and with ours, crosswise, and check the
  * thread's robust list after each step. */
-static void fast_selftest(void) {
-    pthread_atfork(NULL, NULL, fast_after_fork);
-    if (!fast_thread_init()) return;
+static int fast_selftest_passes(void) {
     struct uwc_robust_head *h = tls_lock.head;
     pthread_mutex_t m;
     pthread_mutexattr_t a;
     if (h->futex_offset != (long)offsetof(pthread_mutex_t, __data.__lock) - (long)offsetof(pthread_mutex_t, __data.__list.__next))
-        return;
-    if (pthread_mutexattr_init(&a)) return;
+        return 0;
+    if (pthread_mutexattr_init(&a)) return 0;
     int bad = pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED) ||
               pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST) || pthread_mutex_init(&m, &a);
     pthread_mutexattr_destroy(&a);
-    if (bad) return;
+    if (bad) return 0;
     void *before = h->list;
     int ok = 1;
-    if (pthread_mutex_lock(&m)) return;
+    if (pthread_mutex_lock(&m)) {
+        pthread_mutex_destroy(&m);
+        return 0;
+    }
     ok &= h->list == LINK_OF(&m) && m.__data.__list.__next == before && m.__data.__list.__prev == (void *)h &&
           AS_LIST(before)->__prev == LINK_OF(&m) && (m.__data.__lock & TID_MASK) == tls_lock.tid;
     fast_unlock(&m);  /* ours after glibc's */
@@ -211,8 +212,15 @@ static void fast_selftest(void) {
         ok = 0;
     }
     pthread_mutex_destroy(&m);
-    fast_robust = ok;
-    if (!ok) tls_lock.tid = 0;  /* a thread id in tls_lock means "fast path on" */
+    return ok;
+}
+
+static void fast_selftest(void) {
+    pthread_atfork(NULL, NULL, fast_after_fork);
+    if (!fast_thread_init()) return;
+    fast_robust = fast_selftest_passes();
+    /* a thread id in tls_lock means "fast path on": every refusal above must clear it */
+    if (!fast_robust) tls_lock.tid = 0;
 }
 
 static inline int mutex_trylock(pthread_mutex_t *m) {

@@ -128,6 +128,23 @@ def test_a_store_of_an_older_compatible_format_keeps_its_items(namespace, tmp_pa
     assert struct.unpack_from("<I", store.read_bytes(), 8)[0] == uwcache._engine.FORMAT_VERSION
 
 
+def test_an_older_store_opened_with_other_options_keeps_its_format(namespace, tmp_path):
+    # the version is rewritten only once the store is known to fit: a refused open leaves the
+    # file as the older release wrote it, so that release can still use it
+    store = tmp_path / "old6.store"
+    c = _store_cache(namespace, store)
+    c.set("a", b"alpha")
+    c.close()
+    data = store.read_bytes()
+    store.write_bytes(data[:8] + struct.pack("<I", 6) + data[12:])
+    with pytest.raises(uwcache.RegionMismatch, match="max_items"):
+        _store_cache(namespace, store, max_items=16)
+    assert struct.unpack_from("<I", store.read_bytes(), 8)[0] == 6
+    again = _store_cache(namespace, store)  # the right options: upgraded and recovered
+    assert again.get("a") == b"alpha"
+    again.close()
+
+
 def test_a_store_of_an_older_incompatible_format_is_refused(namespace, tmp_path):
     store = tmp_path / "old4.store"
     c = _store_cache(namespace, store)

@@ -844,10 +844,15 @@ def _choose_mode(fd: int, path: str, options: CacheOptions, params: EngineParams
         if attach_only:
             raise UnknownCache(f"cache {options.name!r} has an empty region at {path}")
         return _engine.MODE_CREATE
-    if cold:
-        _upgrade_cold_format(fd, path, file_size)
-    problem = _region_problem(fd, path, options, params, size, file_size)
+    header = os.pread(fd, min(file_size, _engine.HEADER_SIZE), 0)
+    upgrade_to = _engine.cold_upgrade_to(header) if cold else 0
+    if upgrade_to:  # judged as the upgraded header; the file changes only if it will be used
+        upgrade_from = struct.unpack_from("=I", header, 8)[0]
+        header = header[:8] + struct.pack("=I", upgrade_to) + header[12:]
+    problem = _region_problem(fd, header, options, params, size, file_size)
     if problem is None:
+        if upgrade_to:
+            _upgrade_cold_format(fd, path, upgrade_from, upgrade_to)
         return _engine.MODE_RECOVER if cold else _engine.MODE_ATTACH
     error = CorruptStore if isinstance(problem, _Damaged) else RegionMismatch
     if not cold:
@@ -867,23 +872,19 @@ def _choose_mode(fd: int, path: str, options: CacheOptions, params: EngineParams
     return _engine.MODE_CREATE
 
 
-def _upgrade_cold_format(fd: int, path: str, file_size: int) -> None:
+def _upgrade_cold_format(fd: int, path: str, old: int, to: int) -> None:
     """Rewrite the format version of an unused region of an older, compatible format (a store
-    kept across an upgrade of uwcache), so that its items are recovered instead of refused."""
-    header = os.pread(fd, min(file_size, _engine.HEADER_SIZE), 0)
-    to = _engine.cold_upgrade_to(header)
-    if to:
-        old = struct.unpack_from("=I", header, 8)[0]
-        os.pwrite(fd, struct.pack("=I", to), 8)  # the version field, after the 8-byte magic
-        log.info("%s: format %d upgraded to %d in place (nobody had it open)", path, old, to)
+    kept across an upgrade of uwcache), so that its items are recovered instead of refused.
+    Called only once the region, judged as upgraded, is known to fit the configuration."""
+    os.pwrite(fd, struct.pack("=I", to), 8)  # the version field, after the 8-byte magic
+    log.info("%s: format %d upgraded to %d in place (nobody had it open)", path, old, to)
 
 
-def _region_problem(fd: int, path: str, options: CacheOptions, params: EngineParams, size: int,
+def _region_problem(fd: int, header: bytes, options: CacheOptions, params: EngineParams, size: int,
                     file_size: int) -> Optional[str]:
-    """Why the existing region cannot be used with params (the engine compares), or None."""
-    head_len = min(file_size, _engine.HEADER_SIZE)
+    """Why the existing region (its header given) cannot be used with params, or None."""
     try:
-        return _engine.region_problem(os.pread(fd, head_len, 0), file_size, params)
+        return _engine.region_problem(header, file_size, params)
     except CorruptStore as exc:
         hint = ""
         if file_size % 8 == 0 and os.pread(fd, 8, 0) != b"UWCACHE\0":
