@@ -109,37 +109,42 @@ def test_corrupt_store_files_get_a_clear_error(namespace, tmp_path, damage, mess
     fresh.close()
 
 
+def _store_of_version(namespace, store, version, items):
+    """A store with ``items``, its format version field then set to ``version``."""
+    c = _store_cache(namespace, store)
+    for key, value in items.items():
+        c.set(key, value, expires=1000 if key == "b" else 0)
+    c.close()
+    data = store.read_bytes()
+    assert _version_of(store) == uwcache._engine.FORMAT_VERSION
+    store.write_bytes(data[:8] + struct.pack("<I", version) + data[12:])
+
+
+def _version_of(store):
+    return struct.unpack_from("<I", store.read_bytes(), 8)[0]
+
+
 @pytest.mark.parametrize("older", [5, 6])
 def test_a_store_of_an_older_compatible_format_keeps_its_items(namespace, tmp_path, older):
     # formats 5 and 6 differ from the current one only in how live processes lock: a store
     # kept across an upgrade of uwcache is opened (cold) and rewritten in place, not refused
     store = tmp_path / "old.store"
-    c = _store_cache(namespace, store)
-    c.set("a", b"alpha")
-    c.set("b", b"beta", expires=1000)
-    c.close()
-    data = store.read_bytes()
-    assert struct.unpack_from("<I", data, 8)[0] == uwcache._engine.FORMAT_VERSION
-    store.write_bytes(data[:8] + struct.pack("<I", older) + data[12:])
+    _store_of_version(namespace, store, older, {"a": b"alpha", "b": b"beta"})
     again = _store_cache(namespace, store)
     assert again.get("a") == b"alpha" and again.get("b") == b"beta"
     assert again.check() is None
     again.close()
-    assert struct.unpack_from("<I", store.read_bytes(), 8)[0] == uwcache._engine.FORMAT_VERSION
+    assert _version_of(store) == uwcache._engine.FORMAT_VERSION
 
 
 def test_an_older_store_opened_with_other_options_keeps_its_format(namespace, tmp_path):
     # the version is rewritten only once the store is known to fit: a refused open leaves the
     # file as the older release wrote it, so that release can still use it
     store = tmp_path / "old6.store"
-    c = _store_cache(namespace, store)
-    c.set("a", b"alpha")
-    c.close()
-    data = store.read_bytes()
-    store.write_bytes(data[:8] + struct.pack("<I", 6) + data[12:])
+    _store_of_version(namespace, store, 6, {"a": b"alpha"})
     with pytest.raises(uwcache.RegionMismatch, match="max_items"):
         _store_cache(namespace, store, max_items=16)
-    assert struct.unpack_from("<I", store.read_bytes(), 8)[0] == 6
+    assert _version_of(store) == 6
     again = _store_cache(namespace, store)  # the right options: upgraded and recovered
     assert again.get("a") == b"alpha"
     again.close()
@@ -147,13 +152,10 @@ def test_an_older_store_opened_with_other_options_keeps_its_format(namespace, tm
 
 def test_a_store_of_an_older_incompatible_format_is_refused(namespace, tmp_path):
     store = tmp_path / "old4.store"
-    c = _store_cache(namespace, store)
-    c.set("a", b"alpha")
-    c.close()
-    data = store.read_bytes()
-    store.write_bytes(data[:8] + struct.pack("<I", 4) + data[12:])
+    _store_of_version(namespace, store, 4, {"a": b"alpha"})
     with pytest.raises(uwcache.RegionMismatch, match="format version"):
         _store_cache(namespace, store)
+    assert _version_of(store) == 4
 
 
 def test_damaged_items_are_dropped_on_load(namespace, tmp_path):
