@@ -590,15 +590,20 @@ static PyObject *Cache_get_many(CacheObject *self, PyObject *keys) {
         if (b.rcs[i] != UWC_OK) continue;
         /* the key as the caller gave it when it is bytes or str (subclasses too), else a
          * bytes copy of its buffer (a bytearray or memoryview is not hashable, or not stable) */
-        PyObject *k = items[i];
-        if (PyUnicode_Check(k) || PyBytes_Check(k)) {
-            if (PyDict_SetItem(result, k, objs[i]) < 0) { Py_CLEAR(result); goto done; }
-            continue;
+        PyObject *k = items[i], *v = objs[i];
+        int err;
+        if (PyUnicode_CheckExact(k) && ((PyASCIIObject *)k)->hash != -1) {
+            err = _PyDict_SetItem_KnownHash(result, k, v, ((PyASCIIObject *)k)->hash) < 0;
+        } else if (PyUnicode_Check(k) || PyBytes_Check(k)) {
+            err = PyDict_SetItem(result, k, v) < 0;
+        } else {
+            k = PyBytes_FromStringAndSize((const char *)b.keys[i].key, (Py_ssize_t)b.keys[i].len);
+            err = !k || PyDict_SetItem(result, k, v) < 0;
+            Py_XDECREF(k);
         }
-        k = PyBytes_FromStringAndSize((const char *)b.keys[i].key, (Py_ssize_t)b.keys[i].len);
-        int err = !k || PyDict_SetItem(result, k, objs[i]) < 0;
-        Py_XDECREF(k);
         if (err) { Py_CLEAR(result); goto done; }
+        objs[i] = NULL;  /* the dict holds it now */
+        Py_DECREF(v);
     }
 done:
     if (objs) {
