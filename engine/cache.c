@@ -2642,17 +2642,25 @@ static inline __attribute__((always_inline)) int batch_read(const batch_view *v,
     return rc;
 }
 
-/* The hashes of a group's keys (an invalid key, length 0 here: never used). A full group
- * in a djb33x cache: eight at once (uwc_djb33x_x8). */
-static inline __attribute__((always_inline)) void batch_hash(const uwc_cache *c, const uwc_key *k, const uint64_t *kl,
-                                                             uint64_t m, uint32_t *hs) {
+/* A group's key lengths (0 for an invalid key: empty or longer than key_size) and hashes
+ * (an invalid key's: never used). A full group in a djb33x cache: eight at once
+ * (uwc_djb33x_x8), its loops unrolled for the constant BATCH_GROUP. */
+static inline __attribute__((always_inline)) void batch_hash(const uwc_cache *c, const uwc_key *k, uint64_t m,
+                                                             uint64_t *kl, uint32_t *hs) {
+    const uint64_t key_size = c->p.key_size;
     if (m == BATCH_GROUP && c->p.hash_algo == UWC_HASH_DJB33X) {
         const uint8_t *kp[BATCH_GROUP];
-        for (uint64_t j = 0; j < BATCH_GROUP; j++) kp[j] = k[j].key;
+        for (uint64_t j = 0; j < BATCH_GROUP; j++) {
+            kp[j] = k[j].key;
+            kl[j] = k[j].len <= key_size ? k[j].len : 0;
+        }
         uwc_djb33x_x8(kp, kl, hs);
         return;
     }
-    for (uint64_t j = 0; j < m; j++) hs[j] = kl[j] ? key_hash_hot(c, k[j].key, kl[j]) : 0;
+    for (uint64_t j = 0; j < m; j++) {
+        kl[j] = k[j].len <= key_size ? k[j].len : 0;
+        hs[j] = kl[j] ? key_hash_hot(c, k[j].key, kl[j]) : 0;
+    }
 }
 
 /* get_many outside LRU mode: no lock, nothing written to shared memory, one optimistic read
@@ -2671,7 +2679,6 @@ static inline __attribute__((always_inline)) int get_many_optimistic(uwc_cache *
         .max_item_size = c->max_item_size, .hash_mask = c->hash_mask, .hash_size = c->p.hash_size,
         .bitmap = is_bitmap(c), .prefetch = c->size >= BATCH_PREFETCH_MIN,
     };
-    const uint64_t key_size = c->p.key_size;
     const int lazy_delete = (c->p.options & UWC_OPT_LAZY) != 0;
     uint64_t hits = 0, misses = 0;
     for (uint64_t g = 0; g < n; g += BATCH_GROUP) {
@@ -2679,8 +2686,7 @@ static inline __attribute__((always_inline)) int get_many_optimistic(uwc_cache *
         uint32_t hs[BATCH_GROUP];
         uint64_t kl[BATCH_GROUP];  /* a valid key's length, 0 for an invalid key */
         const uwc_key *k = keys + g;
-        for (uint64_t j = 0; j < m; j++) kl[j] = k[j].len <= key_size ? k[j].len : 0;
-        batch_hash(c, k, kl, m, hs);
+        batch_hash(c, k, m, kl, hs);
         if (v.prefetch) {
             uint8_t ok[BATCH_GROUP];
             for (uint64_t j = 0; j < m; j++) ok[j] = kl[j] != 0;

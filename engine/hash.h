@@ -45,13 +45,16 @@ typedef uint32_t uwc_v4su __attribute__((vector_size(16)));
 static inline int32_t uwc_ld32(const uint8_t *p) { int32_t v; memcpy(&v, p, 4); return v; }
 #endif
 
-static inline void uwc_djb33x_x8(const uint8_t *const k[8], const uint64_t len[8], uint32_t out[8]) {
+static inline __attribute__((always_inline)) void uwc_djb33x_x8(const uint8_t *const k[8], const uint64_t len[8],
+                                                                 uint32_t out[8]) {
     uint64_t i = 0;
     uint32_t h[8];
 #ifdef UWC_DJB33X_X8
-    uint64_t m = len[0];
-    for (int t = 1; t < 8; t++)
+    uint64_t m = len[0], most = len[0];
+    for (int t = 1; t < 8; t++) {
         if (len[t] < m) m = len[t];
+        if (len[t] > most) most = len[t];
+    }
     uwc_v4su a = {5381, 5381, 5381, 5381}, b = a;
     for (; i + 4 <= m; i += 4) {
         uwc_v4si x = {uwc_ld32(k[0] + i), uwc_ld32(k[1] + i), uwc_ld32(k[2] + i), uwc_ld32(k[3] + i)};
@@ -64,6 +67,11 @@ static inline void uwc_djb33x_x8(const uint8_t *const k[8], const uint64_t len[8
         b = ((b << 5) + b) ^ (uwc_v4su)((uwc_v4si)((uwc_v4su)y << 8) >> 24);
         a = ((a << 5) + a) ^ (uwc_v4su)(x >> 24);
         b = ((b << 5) + b) ^ (uwc_v4su)(y >> 24);
+    }
+    if (i == most) {  /* keys of one length, a multiple of 4: no tails */
+        memcpy(out, &a, 16);
+        memcpy(out + 4, &b, 16);
+        return;
     }
     memcpy(h, &a, 16);
     memcpy(h + 4, &b, 16);

@@ -542,12 +542,15 @@ static inline __attribute__((always_inline)) int batch_load(CacheObject *self, b
     return 0;
 }
 
-typedef struct { PyObject **objs; } many_ctx;
+typedef struct { PyObject **objs; Py_ssize_t allocs; } many_ctx;
 
 /* The engine's allocator for key `index`: a fresh bytes object, filled by the engine. It may
- * be called again for the same key (a read retried after a writer): the old one goes. */
+ * be called again for the same key (a read retried after a writer): the old one goes.
+ * `allocs` counts the calls: at least the number of keys found, the size of the result. */
 static void *alloc_bytes_at(void *vctx, uint64_t index, uint64_t size) {
-    PyObject **slot = &((many_ctx *)vctx)->objs[index];
+    many_ctx *ctx = vctx;
+    PyObject **slot = &ctx->objs[index];
+    ctx->allocs++;
     Py_CLEAR(*slot);
     if (size > PY_SSIZE_T_MAX) return NULL;
     *slot = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)size);
@@ -571,26 +574,29 @@ static PyObject *Cache_get_many(CacheObject *self, PyObject *keys) {
         objs = stack_objs;
         memset(objs, 0, (size_t)b.n * sizeof(PyObject *));
     }
-    many_ctx ctx = {objs};
+    many_ctx ctx = {objs, 0};
     int rc = uwc_get_many(&self->c, b.keys, (uint64_t)b.n, now_s(), alloc_bytes_at, &ctx, b.rcs, counters(self));
     if (rc) { raise_status(self, rc, 0, 0); goto done; }
-    Py_ssize_t found = 0;
-    for (Py_ssize_t i = 0; i < b.n; i++) found += b.rcs[i] == UWC_OK;
-    /* sized once for what was found: no resizing while filling. (PyDict_New and growing is
-     * ~80 instructions a key more; CPython 3.9-3.13 export _PyDict_NewPresized.) */
-    result = _PyDict_NewPresized(found);
+    /* sized once for the values read (the keys found, plus any read twice): no resizing
+     * while filling. (PyDict_New and growing is ~80 instructions a key more; CPython
+     * 3.9-3.13 export _PyDict_NewPresized.) */
+    result = _PyDict_NewPresized(ctx.allocs);
     if (!result) goto done;
     /* Tracked by the GC from the start: each insert into an untracked dict asks whether the
      * key or the value is a GC object (two calls of PyObject_IS_GC, out of line, per key:
      * ~5 ns a key of get_many's ~60, issue 12.4). A dict of str/bytes only is untracked
      * again by the collector's next pass over it, as any dict that held a container once. */
-    if (found && !PyObject_GC_IsTracked(result)) PyObject_GC_Track(result);
+    if (ctx.allocs && !PyObject_GC_IsTracked(result)) PyObject_GC_Track(result);
     PyObject **items = PySequence_Fast_ITEMS(seq);
     for (Py_ssize_t i = 0; i < b.n; i++) {
-        if (b.rcs[i] != UWC_OK) continue;
+        PyObject *v = objs[i];
+        if (b.rcs[i] != UWC_OK) {
+            if (v) { objs[i] = NULL; Py_DECREF(v); }  /* read, then found gone on a retry */
+            continue;
+        }
         /* the key as the caller gave it when it is bytes or str (subclasses too), else a
          * bytes copy of its buffer (a bytearray or memoryview is not hashable, or not stable) */
-        PyObject *k = items[i], *v = objs[i];
+        PyObject *k = items[i];
         int err;
         if (PyUnicode_CheckExact(k) && ((PyASCIIObject *)k)->hash != -1) {
             err = _PyDict_SetItem_KnownHash(result, k, v, ((PyASCIIObject *)k)->hash) < 0;
@@ -605,6 +611,10 @@ static PyObject *Cache_get_many(CacheObject *self, PyObject *keys) {
         objs[i] = NULL;  /* the dict holds it now */
         Py_DECREF(v);
     }
+    /* every objs[i] is NULL now */
+    if (objs != stack_objs) PyMem_Free(objs);
+    batch_free(&b);
+    return result;
 done:
     if (objs) {
         for (Py_ssize_t i = 0; i < b.n; i++) Py_XDECREF(objs[i]);
