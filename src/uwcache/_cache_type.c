@@ -598,9 +598,12 @@ static PyObject *Cache_get_many(CacheObject *self, PyObject *keys) {
          * bytes copy of its buffer (a bytearray or memoryview is not hashable, or not stable) */
         PyObject *k = items[i];
         int err;
+#if PY_VERSION_HEX < 0x030D0000  /* 3.13's headers no longer declare it */
         if (PyUnicode_CheckExact(k) && ((PyASCIIObject *)k)->hash != -1) {
             err = _PyDict_SetItem_KnownHash(result, k, v, ((PyASCIIObject *)k)->hash) < 0;
-        } else if (PyUnicode_Check(k) || PyBytes_Check(k)) {
+        } else
+#endif
+        if (PyUnicode_Check(k) || PyBytes_Check(k)) {
             err = PyDict_SetItem(result, k, v) < 0;
         } else {
             k = PyBytes_FromStringAndSize((const char *)b.keys[i].key, (Py_ssize_t)b.keys[i].len);
