@@ -257,6 +257,30 @@ def test_get_many_errors_leave_no_partial_result_and_read_nothing(cache):
     assert cache.get_many(["a", "b"]) == {"a": b"1", "b": b"2"}
 
 
+def test_get_many_in_a_lazy_expire_cache_deletes_the_expired_keys_it_meets(namespace):
+    # get_many reads without the lock; an expired key it meets in a lazy_expire cache goes
+    # through get's locked path, which deletes it (as get does); the keys around it, in the
+    # same groups of eight, are read as usual and each read counted once
+    c = uwcache.open_cache("lazy", namespace=namespace, max_items=60, block_size=64, key_size=32,
+                           hash_size=64, lazy_expire=True)
+    live = {f"live{i}": b"v%d" % i for i in range(30)}
+    assert c.set_many(live) == []
+    dead = [f"dead{i}" for i in range(6)]
+    for k in dead:
+        c._set_unreplicated(k, b"x", PAST)
+    asked = list(live)
+    for i, k in enumerate(dead):
+        asked.insert(i * 5 + 3, k)
+    before = c.stats()
+    assert before["items"] == 36
+    assert c.get_many(asked) == live
+    after = c.stats()
+    assert after["items"] == 30  # the expired ones are gone
+    assert sorted(c.keys()) == sorted(k.encode() for k in live)
+    assert (after["hits"] - before["hits"], after["miss"] - before["miss"]) == (30, 6)
+    c.close()
+
+
 @pytest.mark.parametrize("hash_algo", ["djb33x", "murmur2"])
 @pytest.mark.parametrize("mode", ["single-block", "bitmap"])
 def test_get_many_finds_keys_of_every_length_and_byte(namespace, hash_algo, mode):
