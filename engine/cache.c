@@ -2608,60 +2608,185 @@ static void batch_count(uwc_counter_slot *counters, uint64_t hits, uint64_t miss
     }
 }
 
-int uwc_get_many(uwc_cache *c, const uwc_key *keys, uint64_t n, uint64_t now, uwc_alloc_at_fn alloc, void *ctx,
-                 int *rcs, uwc_counter_slot *counters) {
-    batch_alloc_ctx b = {alloc, ctx, 0};
-    uwc_alloc_fn one = alloc ? batch_alloc_one : NULL;
-    if (!is_lru(c)) {
-        /* One optimistic pass per key, in groups of BATCH_GROUP: hash the group's keys, then
-         * (in a cache too big to stay in the CPU caches) prefetch their memory, then look
-         * them up. A key that keeps meeting writers (or an expired one in a lazy_expire
-         * cache, deleted under the lock) goes through uwc_get, which counts it itself. */
-        uint64_t hits = 0, misses = 0;
-        int prefetch = c->size >= BATCH_PREFETCH_MIN;
-        for (uint64_t g = 0; g < n; g += BATCH_GROUP) {
-            uint64_t m = n - g < BATCH_GROUP ? n - g : BATCH_GROUP;
-            uint32_t hs[BATCH_GROUP];
-            uint8_t ok[BATCH_GROUP];
-            const uwc_key *k = keys + g;
-            for (uint64_t j = 0; j < m; j++) {
-                ok[j] = k[j].len && k[j].len <= c->p.key_size;
-                hs[j] = ok[j] ? key_hash_hot(c, k[j].key, k[j].len) : 0;
+/* What the optimistic reads of get_many use of the handle, copied into locals once per
+ * batch: read through *c, the fields would be loaded again after every call of the
+ * allocator (the compiler must assume that a call it cannot see into changes *c). The
+ * handle's geometry is process-local and fixed. */
+typedef struct {
+    const uint8_t *items, *data;
+    const uint32_t *buckets;
+    uwc_seq_stripe *seqs;
+    uint64_t rec_size, block_size, blocks, data_bytes, max_items, max_item_size, hash_mask, hash_size;
+    int bitmap, prefetch;
+} batch_view;
+
+#define BATCH_TORN (-1)  /* the read met a writer, or a damaged chain: read again through uwc_get */
+#define BATCH_LAZY (-2)  /* present but expired */
+
+/* Keys of 8 to 16 bytes (the usual batch keys) compared in two overlapping 8-byte loads;
+ * others through key_eq. */
+static inline __attribute__((always_inline)) int batch_key_eq(const uint8_t *a, const uint8_t *b, uint64_t n) {
+    if (n >= 8 && n <= 16) {
+        uint64_t x0, y0, x1, y1;
+        memcpy(&x0, a, 8);
+        memcpy(&y0, b, 8);
+        memcpy(&x1, a + n - 8, 8);
+        memcpy(&y1, b + n - 8, 8);
+        return ((x0 ^ y0) | (x1 ^ y1)) == 0;
+    }
+    return key_eq(a, b, n);
+}
+
+/* One optimistic read for get_many: get_optimistic's protocol, unchanged (the stripe's
+ * counter read before; the chain walked with every field loaded once and bounds-checked;
+ * the value copied; the counter read again: a change, or an odd counter, means torn), with
+ * the batch's view and its allocator called directly (no adapter). Returns UWC_OK,
+ * UWC_NOTFOUND, UWC_ENOMEM, BATCH_TORN or BATCH_LAZY. */
+static inline __attribute__((always_inline)) int batch_read(const batch_view *v, const uint8_t *key, uint64_t klen,
+                                                            uint32_t h, uint64_t now, uwc_alloc_at_fn alloc,
+                                                            void *ctx, uint64_t index) {
+    uint64_t bucket = v->hash_mask ? (h & v->hash_mask) : h % v->hash_size;
+    const uint64_t *seqp = &v->seqs[stripe_of_bucket(bucket)].v;
+    uint64_t seq = __atomic_load_n(seqp, __ATOMIC_ACQUIRE);
+    if (seq & 1) return BATCH_TORN;
+    const volatile uint32_t *e = &v->buckets[2 * bucket];
+    uint64_t s = e[0], steps = 0;
+    uint32_t tag = e[1];
+    __asm__ __volatile__("" ::: "memory");
+    if (s && ((tag ^ h) & UWC_TAG_HASH) && !(tag & UWC_TAG_MORE)) s = 0;  /* one item, not ours */
+    int rc = UWC_NOTFOUND;
+    while (s) {
+        if (s >= v->max_items || ++steps > v->max_items) return BATCH_TORN;
+        const uint8_t *r = v->items + s * v->rec_size;
+        if (v->prefetch) {  /* a big cache: as get_optimistic, overlap the key's and value's misses */
+            __builtin_prefetch(r + F_KEY);
+            if (alloc && !v->bitmap) {
+                const uint8_t *blk = v->data + s * v->block_size;
+                __builtin_prefetch(blk);
+                if (v->block_size > 64) __builtin_prefetch(blk + 64);
             }
-            if (prefetch) batch_prefetch(c, hs, ok, m);
-            for (uint64_t j = 0; j < m; j++) {
-                uint64_t i = g + j;
-                if (!ok[j]) {  /* an invalid key is a miss, as in uwc_get */
-                    rcs[i] = batch_key_check(c, k[j].len);
-                    misses++;
-                    continue;
-                }
-                b.index = i;
-                uint8_t *dst = NULL;
-                uint64_t dst_len = 0;
-                int lazy = 0;
-                int rc = get_optimistic(c, k[j].key, k[j].len, hs[j], now, one, &b, &dst, &dst_len, NULL, &lazy);
-                if (rc == -1 || (rc == UWC_NOTFOUND && lazy && (c->p.options & UWC_OPT_LAZY))) {
-                    rc = uwc_get(c, k[j].key, k[j].len, now, one, &b, NULL, counters);
-                    rcs[i] = rc;
-                    if (rc == UWC_ELOCK || rc == UWC_ENOMEM) {
-                        batch_count(counters, hits, misses);
-                        return rc;
-                    }
-                    continue;
-                }
+        }
+        if (vrd(r, F_HASH) == h && vrd(r, F_KEYSIZE) == klen) {
+            uint64_t vs = vrd(r, F_VALSIZE), first = vrd(r, F_FIRST), ex = vrd(r, F_EXPIRES);
+            /* vs - 1 wraps for 0: one test for 1 <= vs <= max_item_size */
+            if (vs - 1 >= v->max_item_size || first >= v->blocks || first * v->block_size + vs > v->data_bytes)
+                return BATCH_TORN;
+            if (v->prefetch && alloc && v->bitmap)
+                __builtin_prefetch(v->data + first * v->block_size);  /* the value, while the key compares */
+            if (!batch_key_eq(r + F_KEY, key, klen)) {
+                s = vrd(r, F_NEXT);
+                continue;
+            }
+            if (expired(ex, now)) {
+                rc = BATCH_LAZY;
+                break;
+            }
+            if (alloc) {
+                uint8_t *dst = alloc(ctx, index, vs);
+                if (!dst) return UWC_ENOMEM;
+                memcpy(dst, v->data + first * v->block_size, vs);
+            }
+            rc = UWC_OK;
+            break;
+        }
+        s = vrd(r, F_NEXT);
+    }
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    if (__atomic_load_n(seqp, __ATOMIC_RELAXED) != seq) return BATCH_TORN;
+    return rc;
+}
+
+/* A group's key lengths (0 for an invalid key: empty or longer than key_size) and hashes
+ * (an invalid key's: never used). A full group in a djb33x cache: eight at once
+ * (uwc_djb33x_x8), its loops unrolled for the constant BATCH_GROUP. */
+static inline __attribute__((always_inline)) void batch_hash(const uwc_cache *c, const uwc_key *k, uint64_t m,
+                                                             uint64_t *kl, uint32_t *hs) {
+    const uint64_t key_size = c->p.key_size;
+    if (m == BATCH_GROUP && c->p.hash_algo == UWC_HASH_DJB33X) {
+        const uint8_t *kp[BATCH_GROUP];
+        for (uint64_t j = 0; j < BATCH_GROUP; j++) {
+            kp[j] = k[j].key;
+            kl[j] = k[j].len <= key_size ? k[j].len : 0;
+        }
+        uwc_djb33x_x8(kp, kl, hs);
+        return;
+    }
+    for (uint64_t j = 0; j < m; j++) {
+        kl[j] = k[j].len <= key_size ? k[j].len : 0;
+        hs[j] = kl[j] ? key_hash_hot(c, k[j].key, kl[j]) : 0;
+    }
+}
+
+/* get_many outside LRU mode: no lock, nothing written to shared memory, one optimistic read
+ * per key, in groups of BATCH_GROUP: hash the group's keys, then (in a cache too big to stay
+ * in the CPU caches) prefetch their memory, then read them. A key that met a writer (or an
+ * expired one in a lazy_expire cache, deleted under the lock) goes through uwc_get, which
+ * retries, takes the locks if it must, and counts the key itself. Inlined twice: with an
+ * allocator and without. */
+static inline __attribute__((always_inline)) int get_many_optimistic(uwc_cache *c, const uwc_key *keys, uint64_t n,
+                                                                     uint64_t now, uwc_alloc_at_fn alloc, void *ctx,
+                                                                     int *rcs, uwc_counter_slot *counters) {
+    const batch_view v = {
+        .items = c->items, .data = c->data, .buckets = c->buckets, .seqs = c->h->seqs,
+        .rec_size = c->rec_size, .block_size = c->p.block_size, .blocks = c->p.blocks,
+        .data_bytes = c->p.block_size * c->p.blocks, .max_items = c->p.max_items,
+        .max_item_size = c->max_item_size, .hash_mask = c->hash_mask, .hash_size = c->p.hash_size,
+        .bitmap = is_bitmap(c), .prefetch = c->size >= BATCH_PREFETCH_MIN,
+    };
+    const int lazy_delete = (c->p.options & UWC_OPT_LAZY) != 0;
+    uint64_t hits = 0, misses = 0;
+    for (uint64_t g = 0; g < n; g += BATCH_GROUP) {
+        uint64_t m = n - g < BATCH_GROUP ? n - g : BATCH_GROUP;
+        uint32_t hs[BATCH_GROUP];
+        uint64_t kl[BATCH_GROUP];  /* a valid key's length, 0 for an invalid key */
+        const uwc_key *k = keys + g;
+        batch_hash(c, k, m, kl, hs);
+        if (v.prefetch) {
+            uint8_t ok[BATCH_GROUP];
+            for (uint64_t j = 0; j < m; j++) ok[j] = kl[j] != 0;
+            batch_prefetch(c, hs, ok, m);
+        }
+        for (uint64_t j = 0; j < m; j++) {
+            uint64_t i = g + j;
+            if (!kl[j]) {  /* an invalid key is a miss, as in uwc_get */
+                rcs[i] = batch_key_check(c, k[j].len);
+                misses++;
+                continue;
+            }
+            int rc = batch_read(&v, k[j].key, kl[j], hs[j], now, alloc, ctx, i);
+            if (rc == BATCH_LAZY) rc = lazy_delete ? BATCH_TORN : UWC_NOTFOUND;
+            if (__builtin_expect(rc == BATCH_TORN, 0)) {
+                batch_alloc_ctx b = {alloc, ctx, i};
+                rc = uwc_get(c, k[j].key, k[j].len, now, alloc ? batch_alloc_one : NULL, &b, NULL, counters);
                 rcs[i] = rc;
-                if (rc == UWC_ENOMEM) {
+                if (rc == UWC_ELOCK || rc == UWC_ENOMEM) {
                     batch_count(counters, hits, misses);
                     return rc;
                 }
-                if (rc == UWC_OK) hits++;
-                else misses++;
+                continue;
             }
+            rcs[i] = rc;
+            if (__builtin_expect(rc == UWC_ENOMEM, 0)) {
+                batch_count(counters, hits, misses);
+                return rc;
+            }
+            hits += rc == UWC_OK;
+            misses += rc != UWC_OK;
         }
-        batch_count(counters, hits, misses);
-        return UWC_OK;
     }
+    batch_count(counters, hits, misses);
+    return UWC_OK;
+}
+
+int uwc_get_many(uwc_cache *c, const uwc_key *keys, uint64_t n, uint64_t now, uwc_alloc_at_fn alloc, void *ctx,
+                 int *rcs, uwc_counter_slot *counters) {
+    if (!is_lru(c)) {
+        if (alloc) return get_many_optimistic(c, keys, n, now, alloc, ctx, rcs, counters);
+        return get_many_optimistic(c, keys, n, now, NULL, NULL, rcs, counters);
+    }
+    /* LRU: a read moves the item, so every key of a chunk is read under one lock */
+    batch_alloc_ctx b = {alloc, ctx, 0};
+    uwc_alloc_fn one = alloc ? batch_alloc_one : NULL;
     for (uint64_t start = 0; start < n; start += BATCH_CHUNK) {
         uint64_t end = n - start > BATCH_CHUNK ? start + BATCH_CHUNK : n;
         int rc = uwc_lock(c);

@@ -257,6 +257,55 @@ def test_get_many_errors_leave_no_partial_result_and_read_nothing(cache):
     assert cache.get_many(["a", "b"]) == {"a": b"1", "b": b"2"}
 
 
+def test_get_many_in_a_lazy_expire_cache_deletes_the_expired_keys_it_meets(namespace):
+    # get_many reads without the lock; an expired key it meets in a lazy_expire cache goes
+    # through get's locked path, which deletes it (as get does); the keys around it, in the
+    # same groups of eight, are read as usual and each read counted once
+    c = uwcache.open_cache("lazy", namespace=namespace, max_items=60, block_size=64, key_size=32,
+                           hash_size=64, lazy_expire=True)
+    live = {f"live{i}": b"v%d" % i for i in range(30)}
+    assert c.set_many(live) == []
+    dead = [f"dead{i}" for i in range(6)]
+    for k in dead:
+        c._set_unreplicated(k, b"x", PAST)
+    asked = list(live)
+    for i, k in enumerate(dead):
+        asked.insert(i * 5 + 3, k)
+    before = c.stats()
+    assert before["items"] == 36
+    assert c.get_many(asked) == live
+    after = c.stats()
+    assert after["items"] == 30  # the expired ones are gone
+    assert sorted(c.keys()) == sorted(k.encode() for k in live)
+    assert (after["hits"] - before["hits"], after["miss"] - before["miss"]) == (30, 6)
+    c.close()
+
+
+@pytest.mark.parametrize("hash_algo", ["djb33x", "murmur2"])
+@pytest.mark.parametrize("mode", ["single-block", "bitmap"])
+def test_get_many_finds_keys_of_every_length_and_byte(namespace, hash_algo, mode):
+    # get_many hashes each full group of eight keys at once (djb33x: side by side in vector
+    # lanes, over the shortest key's length, then each key's tail alone); it must land every
+    # key where set() put it: lengths 1..64 mixed within a group, bytes >= 0x80 (djb33x
+    # sign-extends them, as uWSGI), groups of equal lengths, and a last group of 3
+    r = random.Random(20261130)
+    extra = dict(mode_bitmap=True, block_count=2000) if mode == "bitmap" else {}
+    c = uwcache.open_cache("lengths", namespace=namespace, max_items=1200, block_size=64, key_size=64,
+                           hash_size=65536, hash_algo=hash_algo, **extra)
+    keys = [bytes(r.randrange(256) for _ in range(1 + i % 64)) for i in range(400)]
+    keys += [bytes(r.randrange(128, 256) for _ in range(n)) for n in (4, 7, 8, 12, 16, 17, 31, 64) for _ in range(8)]
+    keys += [f"key:{i:08d}".encode() for i in range(83)]  # 83: the last group is not full
+    keys = list(dict.fromkeys(keys))
+    values = {k: bytes([r.randrange(256)]) * r.randrange(1, 60) for k in keys}
+    assert c.set_many(values) == []
+    shuffled = keys[:]
+    r.shuffle(shuffled)
+    for asked in (keys, shuffled, [b"absent"] + keys[:7], keys[:8] + [b"x" * 64, b"x" * 65][:1]):
+        want = {k: values[k] for k in asked if k in values}
+        assert c.get_many(asked) == want
+    c.close()
+
+
 @pytest.mark.parametrize("mode", ["single-block", "bitmap"])
 def test_get_many_of_thousands_of_keys_in_a_cache_over_1_mib(namespace, mode):
     # big enough for the engine's prefetching path; 5003 keys: not a multiple of its groups of 8
