@@ -2054,7 +2054,7 @@ int uwc_header_peek(const void *mem, uint64_t size, uwc_params *out, char *name_
     else if (h->header_size != UWC_HEADER_SIZE) w = "the region's header size differs";
     else if (uwc_params_check(&h->params, NULL)) w = "the region's header holds invalid parameters";
     else {
-        uint64_t need;
+        uint64_t need = 0;  /* params passed the check above, so the size is computed */
         uwc_region_size(&h->params, &need);
         if (need != h->total_size || size < need) w = "the region is truncated or its size does not match its header";
     }
