@@ -242,7 +242,7 @@ typedef struct uwc_write {
     uint64_t value_len;
     uint64_t expires;      /* relative seconds unless UWC_F_ABSEXPIRE; 0 = never */
     uint32_t flags;
-    uint64_t now;
+    uint64_t now;          /* seconds; 0: uwc_set reads the clock only if it needs it */
     uwc_counter_slot *counters;  /* where to count the write (per process), may be NULL */
     /* outputs */
     int64_t math_result;
@@ -308,6 +308,7 @@ uint32_t uwc_cold_upgrade_to(const void *mem, uint64_t size);
 
 /* operations */
 uint32_t uwc_hash(const uwc_cache *c, const uint8_t *key, uint64_t len);
+/* now 0: the clock is read only if the item found has an expiry (or a slow path runs) */
 int uwc_get(uwc_cache *c, const uint8_t *key, uint64_t klen, uint64_t now,
             uwc_alloc_fn alloc, void *ctx, uint64_t *expires_out, uwc_counter_slot *counters);
 int uwc_exists(uwc_cache *c, const uint8_t *key, uint64_t klen, uint64_t now, uint64_t *expires_out);

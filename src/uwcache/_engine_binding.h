@@ -190,7 +190,8 @@ static inline void *alloc_bytes(void *vctx, uint64_t size) {
 /* returns new ref to bytes, or NULL with *rc set (UWC_NOTFOUND without exception) */
 static inline PyObject *do_get(CacheObject *self, const char *k, Py_ssize_t kl, int *rc, uint64_t *expires) {
     alloc_ctx ctx = {NULL};
-    *rc = uwc_get(&self->c, (const uint8_t *)k, (uint64_t)kl, now_s(), alloc_bytes, &ctx, expires, counters(self));
+    /* now 0: the engine reads the clock only for an item that has an expiry */
+    *rc = uwc_get(&self->c, (const uint8_t *)k, (uint64_t)kl, 0, alloc_bytes, &ctx, expires, counters(self));
     if (*rc != UWC_OK) {
         Py_CLEAR(ctx.obj);
         return NULL;
