@@ -254,7 +254,8 @@ typedef struct uwc_stats {
     uint64_t items, hits, miss, full, last_modified_at;
     uint64_t evictions, expired_freed, repairs, writes, next_scan;
     uint64_t blocks_used, bytes_used;  /* counters kept by every write */
-    uint64_t expired_pending;          /* counted without the lock: approximate under writes */
+    uint64_t expired_pending;          /* counted without the lock: approximate under writes; past
+                                        * 65536 slots, estimated from an even sample of them */
     uint64_t largest_free_run;   /* bitmap mode: longest run of free blocks (read without the lock) */
     uint64_t odd_stripes;
     uint64_t stripe_takeovers;

@@ -616,3 +616,27 @@ def test_threads_and_processes_increment_to_the_exact_total(namespace, mode):
     assert int.from_bytes(cache.get("n"), "little") == 3 * 4 * 2000
     assert cache.check() is None
     cache.close()
+
+
+@pytest.mark.slow
+def test_expired_pending_is_exact_when_small_and_sampled_when_large(namespace):
+    # stats() counts expired-but-unswept items without the lock: every slot in a cache of up
+    # to 65536 items, an even sample of 65536 slots beyond (bounded cost at a million items)
+    small = uwcache.open_cache("pend-small", namespace=namespace, max_items=101, block_size=16, key_size=16)
+    large = uwcache.open_cache("pend-large", namespace=namespace, max_items=200_001, block_size=16, key_size=16,
+                               hash_size=262144)
+    small.set_many({f"t{i}": b"v" for i in range(30)}, expires=1)
+    small.set_many({f"f{i}": b"v" for i in range(20)})
+    keys = [f"k{i:06d}" for i in range(150_000)]
+    large.set_many({k: b"v" for k in keys[::3]})  # 50,000 that never expire
+    large.set_many({k: b"v" for i, k in enumerate(keys) if i % 3}, expires=1)  # 100,000 that do
+    assert small.stats()["expired_pending"] == 0 and large.stats()["expired_pending"] == 0
+    deadline = time.time() + 5
+    while small.get("t0") is not None and time.time() < deadline:
+        time.sleep(0.1)
+    assert small.stats()["expired_pending"] == 30
+    estimate = large.stats()["expired_pending"]
+    assert 95_000 <= estimate <= 105_000, estimate
+    assert large.stats()["items"] == 150_000  # nothing swept: only counted
+    small.close()
+    large.close()
