@@ -428,11 +428,12 @@ static inline void copy_value(uint8_t *dst, const void *src, uint64_t n, uint32_
 
 #define SHARED_SLOT_PID (-1)  /* the overflow slot every process past the first 159 shares */
 
-static inline void bump(uwc_counter_slot *cs, uint64_t *p) {
+static inline void bump_by(uwc_counter_slot *cs, uint64_t *p, uint64_t n) {
     /* only this process writes its own slot: a plain read-modify-write is enough there */
-    if (__builtin_expect(cs->pid == SHARED_SLOT_PID, 0)) __atomic_fetch_add(p, 1, __ATOMIC_RELAXED);
-    else __atomic_store_n(p, __atomic_load_n(p, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
+    if (__builtin_expect(cs->pid == SHARED_SLOT_PID, 0)) __atomic_fetch_add(p, n, __ATOMIC_RELAXED);
+    else __atomic_store_n(p, __atomic_load_n(p, __ATOMIC_RELAXED) + n, __ATOMIC_RELAXED);
 }
+static inline void bump(uwc_counter_slot *cs, uint64_t *p) { bump_by(cs, p, 1); }
 
 static inline void count(uwc_counter_slot *cs, int hit) {
     if (cs) bump(cs, hit ? &cs->hits : &cs->miss);
@@ -741,6 +742,14 @@ static inline int rec_value_ok(const uwc_cache *c, uint64_t s, const uint8_t *r)
  * memcmp's order. */
 static inline __attribute__((always_inline)) int key_eq(const uint8_t *a, const uint8_t *b, uint64_t n) {
     if (n > 64) return memcmp(a, b, n) == 0;  /* long keys: libc's vector compare */
+    if (n >= 8 && n <= 16) {  /* the usual keys: two overlapping loads, no branch between them */
+        uint64_t x0, y0, x1, y1;
+        memcpy(&x0, a, 8);
+        memcpy(&y0, b, 8);
+        memcpy(&x1, a + n - 8, 8);
+        memcpy(&y1, b + n - 8, 8);
+        return ((x0 ^ y0) | (x1 ^ y1)) == 0;
+    }
     if (n >= 8) {
         uint64_t x, y, i = 0;
         for (; i + 8 < n; i += 8) {
@@ -2615,18 +2624,11 @@ static void *batch_alloc_one(void *v, uint64_t size) {
     return b->fn(b->ctx, b->index, size);
 }
 
-/* this process's own counter slot: the same plain add as count(), once per batch */
+/* count()'s adds, once per batch */
 static void batch_count(uwc_counter_slot *counters, uint64_t hits, uint64_t misses) {
     if (!counters) return;
-    if (counters->pid == SHARED_SLOT_PID) {
-        __atomic_fetch_add(&counters->hits, hits, __ATOMIC_RELAXED);
-        __atomic_fetch_add(&counters->miss, misses, __ATOMIC_RELAXED);
-    } else {
-        __atomic_store_n(&counters->hits, __atomic_load_n(&counters->hits, __ATOMIC_RELAXED) + hits,
-                         __ATOMIC_RELAXED);
-        __atomic_store_n(&counters->miss, __atomic_load_n(&counters->miss, __ATOMIC_RELAXED) + misses,
-                         __ATOMIC_RELAXED);
-    }
+    bump_by(counters, &counters->hits, hits);
+    bump_by(counters, &counters->miss, misses);
 }
 
 /* What the optimistic reads of get_many use of the handle, copied into locals once per
@@ -2643,20 +2645,6 @@ typedef struct {
 
 #define BATCH_TORN (-1)  /* the read met a writer, or a damaged chain: read again through uwc_get */
 #define BATCH_LAZY (-2)  /* present but expired */
-
-/* Keys of 8 to 16 bytes (the usual batch keys) compared in two overlapping 8-byte loads;
- * others through key_eq. */
-static inline __attribute__((always_inline)) int batch_key_eq(const uint8_t *a, const uint8_t *b, uint64_t n) {
-    if (n >= 8 && n <= 16) {
-        uint64_t x0, y0, x1, y1;
-        memcpy(&x0, a, 8);
-        memcpy(&y0, b, 8);
-        memcpy(&x1, a + n - 8, 8);
-        memcpy(&y1, b + n - 8, 8);
-        return ((x0 ^ y0) | (x1 ^ y1)) == 0;
-    }
-    return key_eq(a, b, n);
-}
 
 /* One optimistic read for get_many: get_optimistic's protocol, unchanged (the stripe's
  * counter read before; the chain walked with every field loaded once and bounds-checked;
@@ -2694,7 +2682,7 @@ static inline __attribute__((always_inline)) int batch_read(const batch_view *v,
                 return BATCH_TORN;
             if (v->prefetch && alloc && v->bitmap)
                 __builtin_prefetch(v->data + first * v->block_size);  /* the value, while the key compares */
-            if (!batch_key_eq(r + F_KEY, key, klen)) {
+            if (!key_eq(r + F_KEY, key, klen)) {
                 s = vrd(r, F_NEXT);
                 continue;
             }
