@@ -224,3 +224,32 @@ def test_keys_with_the_same_hash_and_length_are_told_apart_at_every_length_and_p
             assert c.delete(k1) and c.get(k1) is None and c.get(k2) == b"two%d" % i
     finally:
         c.close()
+
+
+def test_values_read_are_ordinary_bytes_objects(small):
+    """get and get_many build their bytes objects themselves (issue 12.4): each must be a
+    bytes like any other: its own object, one reference, hashable, NUL-terminated (int()
+    parses up to the NUL), freed normally, and traced by tracemalloc from the line that read it."""
+    import gc
+    import tracemalloc
+
+    small.set(b"k", b"\x00value\xff")
+    small.set(b"one", b"1")
+    for read in (lambda k: small.get(k), lambda k: small.get_many([k])[k]):
+        v = read(b"k")
+        assert type(v) is bytes and v == b"\x00value\xff" and len(v) == 7
+        assert sys.getrefcount(v) == 2  # ours and getrefcount's argument
+        assert hash(v) == hash(b"\x00value\xff") and {v: 1}[b"\x00value\xff"] == 1
+        assert v is not read(b"k")  # a new object each read
+        assert bytes(memoryview(v)) == v and v.decode("latin-1").encode("latin-1") == v
+        w = read(b"one")
+        assert w == b"1" and w + b"" == b"1" and int(w) == 1  # int() reads it as a C string
+        tracemalloc.start()
+        try:
+            traced = read(b"k")
+            tb = tracemalloc.get_object_traceback(traced)
+            assert tb is not None and tb[0].filename == __file__
+        finally:
+            tracemalloc.stop()
+        del v, w, traced
+        gc.collect()

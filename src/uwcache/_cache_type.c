@@ -552,8 +552,8 @@ static void *alloc_bytes_at(void *vctx, uint64_t index, uint64_t size) {
     PyObject **slot = &ctx->objs[index];
     ctx->allocs++;
     Py_CLEAR(*slot);
-    if (size > PY_SSIZE_T_MAX) return NULL;
-    *slot = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)size);
+    if (size > PY_SSIZE_T_MAX - sizeof(PyBytesObject)) return NULL;
+    *slot = new_bytes((Py_ssize_t)size);
     return *slot ? PyBytes_AS_STRING(*slot) : NULL;
 }
 
