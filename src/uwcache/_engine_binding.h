@@ -183,9 +183,11 @@ static inline void fire_full(CacheObject *self, uint32_t events) {
  * instructions a value, half of what get_many spends on a bytes object (issue 12.4). The
  * skipped hook only re-dates the block's traceback when tracemalloc is tracing (this block
  * was traced when it was allocated, from the same frame). Debug, trace-refs and
- * free-threaded builds keep the official call. */
+ * free-threaded builds, and CPython 3.14 on (whose object header this was not written
+ * for), keep the official call. */
 static inline PyObject *new_bytes(Py_ssize_t size) {
-#if defined(Py_REF_DEBUG) || defined(Py_TRACE_REFS) || defined(Py_GIL_DISABLED) || defined(Py_LIMITED_API)
+#if defined(Py_REF_DEBUG) || defined(Py_TRACE_REFS) || defined(Py_GIL_DISABLED) || defined(Py_LIMITED_API) || \
+    PY_VERSION_HEX >= 0x030E0000  /* 3.14 splits the refcount word (flags beside it): its layout, not ours */
     return PyBytes_FromStringAndSize(NULL, size);
 #else
     if (__builtin_expect(size <= 0, 0)) return PyBytes_FromStringAndSize(NULL, size);  /* b"" is shared */
