@@ -1500,22 +1500,30 @@ int uwc_exists(uwc_cache *c, const uint8_t *key, uint64_t klen, uint64_t now, ui
 
 /* ---- delete / clear / keys / sweep ---- */
 
+/* Under the mutex: free the key's item, if any. UWC_OK for a live item, UWC_NOTFOUND for none
+ * or an expired one (freed all the same: *freed is set whenever an item went). */
+static int delete_locked(uwc_cache *c, const uint8_t *key, uint64_t klen, uint32_t h, uint64_t now, int *freed) {
+    touch_hash(c, h);
+    uint64_t s = lookup_locked(c, key, klen, h);
+    if (!s) return UWC_NOTFOUND;
+    int was_expired = expired(rd(SLOT(c, s), F_EXPIRES), now);
+    delete_slot(c, s);
+    *freed = 1;
+    if (was_expired) {
+        c->h->expired_freed++;
+        return UWC_NOTFOUND;
+    }
+    return UWC_OK;
+}
+
 int uwc_delete(uwc_cache *c, const uint8_t *key, uint64_t klen, uint64_t now, uwc_counter_slot *counters) {
     if (klen == 0) return UWC_EKEY_EMPTY;
     if (klen > c->p.key_size) return UWC_EKEY_LONG;
     uint32_t h = key_hash(c, key, klen);
-    int rc = uwc_lock(c);
+    int rc = uwc_lock(c), freed = 0;
     if (rc) return rc;
-    touch_hash(c, h);
-    uint64_t s = lookup_locked(c, key, klen, h);
-    rc = UWC_NOTFOUND;
-    if (s) {
-        int was_expired = expired(rd(SLOT(c, s), F_EXPIRES), now);
-        delete_slot(c, s);
-        if (was_expired) c->h->expired_freed++;
-        if (c->p.options & UWC_OPT_LASTMOD) c->h->last_modified_at = now;
-        rc = was_expired ? UWC_NOTFOUND : UWC_OK;
-    }
+    rc = delete_locked(c, key, klen, h, now, &freed);
+    if (freed && (c->p.options & UWC_OPT_LASTMOD)) c->h->last_modified_at = now;
     uwc_unlock(c);
     if (rc == UWC_OK) count_write(counters);
     return rc;
@@ -2861,19 +2869,8 @@ int uwc_delete_many(uwc_cache *c, const uwc_key *keys, uint64_t n, uint64_t now,
         int changed = 0;
         for (uint64_t i = start; i < end; i++) {
             rc = batch_key_check(c, keys[i].len);
-            if (rc == UWC_OK) {
-                uint32_t h = uwc_hash(c, keys[i].key, keys[i].len);
-                touch_hash(c, h);
-                uint64_t s = lookup_locked(c, keys[i].key, keys[i].len, h);
-                rc = UWC_NOTFOUND;
-                if (s) {
-                    int was_expired = expired(rd(SLOT(c, s), F_EXPIRES), now);
-                    delete_slot(c, s);
-                    changed = 1;
-                    if (was_expired) c->h->expired_freed++;
-                    else rc = UWC_OK;
-                }
-            }
+            if (rc == UWC_OK)
+                rc = delete_locked(c, keys[i].key, keys[i].len, uwc_hash(c, keys[i].key, keys[i].len), now, &changed);
             rcs[i] = rc;
         }
         if (changed && (c->p.options & UWC_OPT_LASTMOD)) c->h->last_modified_at = now;
