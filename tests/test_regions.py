@@ -2,8 +2,10 @@
 reserved at creation (SharedMemoryFull in a small tmpfs), generations across deploys, store
 paths as identity, damaged header names (issues 9 and 10)."""
 import contextlib
+import json
 import os
 import stat
+import struct
 import subprocess
 import sys
 import tempfile
@@ -342,6 +344,38 @@ def test_deploy_with_other_options_overlaps_without_errors(namespace):
         if old.poll() is None:
             old.kill()
             old.wait()
+
+
+def test_stats_lists_an_old_generation_of_another_release(namespace):
+    """An upgrade of uwcache that changes the region format starts a new generation; while
+    processes of the old release still use theirs, `uwcache stats` names it (its format, size
+    and path) instead of leaving it out, although it cannot read its counters."""
+    env = dict(os.environ, PYTHONPATH=SRC)
+    old = uwcache.open_cache("gen", namespace=namespace, max_items=20, block_size=64)
+    old_path = old.path
+    older = uwcache._engine.FORMAT_VERSION - 1
+    with open(old_path, "r+b") as f:  # what the previous release would have written
+        f.seek(8)
+        f.write(struct.pack("=I", older))
+    new = uwcache.open_cache("gen", namespace=namespace, max_items=40, block_size=128)
+    try:
+        assert uwcache.cache.region_format(old_path) == older
+        assert uwcache.cache.region_format(new.path) == uwcache._engine.FORMAT_VERSION
+        text = subprocess.run([sys.executable, "-m", "uwcache", "stats", "--namespace", namespace],
+                              capture_output=True, text=True, env=env, timeout=60)
+        assert text.returncode == 0, text.stderr
+        assert f"gen (old generation): made by another uwcache release (region format {older};" in text.stdout
+        assert old_path in text.stdout and "1 cache" in text.stdout
+        as_json = subprocess.run([sys.executable, "-m", "uwcache", "stats", "--namespace", namespace, "--json"],
+                                 capture_output=True, text=True, env=env, timeout=60)
+        caches = json.loads(as_json.stdout)["caches"]
+        assert [c["path"] for c in caches] == [new.path, old_path]
+        assert caches[1] == {"name": "gen", "generation": "old", "readable": False, "format": older,
+                             "path": old_path, "memory": os.stat(old_path).st_size}
+    finally:
+        new.close()
+        old.close()
+    assert not os.path.exists(old_path)  # its last user left: freed as any old generation
 
 
 def test_killed_old_generation_is_freed_by_the_next_open(namespace):

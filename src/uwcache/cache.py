@@ -268,6 +268,26 @@ def generations(name: str, namespace: Optional[str] = None) -> List[Dict[str, An
     return found
 
 
+def region_format(path: str) -> Optional[int]:
+    """The format version in the header of the uwcache region at ``path``, or None when the
+    file is not one (or cannot be read). Tells a region of another uwcache release, which
+    :func:`attach` refuses, from a damaged one."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        head = os.pread(fd, 12, 0)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    if len(head) < 12 or head[:8] != b"UWCACHE\0":
+        return None
+    version: int = struct.unpack_from("=I", head, 8)[0]
+    return version
+
+
 def current_path(name: str, namespace: Optional[str] = None) -> Optional[str]:
     """The path of the region (or store file) that the name entry of ``name`` points at."""
     _ns, ns_path, fd = _existing_namespace(namespace)

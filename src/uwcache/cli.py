@@ -25,6 +25,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import __version__, _fs
+from ._engine import FORMAT_VERSION
 from .cache import Cache, _human, attach, list_caches, namespace_dir, region_path, shm_dir
 from .config import Caching
 from .errors import CacheError, CLIError, ConfigError, NotAnInteger, OptionError, UnknownCache
@@ -397,10 +398,15 @@ def cmd_stats(args: argparse.Namespace) -> int:
         count = sum(1 for s in stats if s.get("generation") != "old")
         print(f'namespace "{namespace}" ({namespace_dir(namespace)}): {count} cache'
               f"{'' if count == 1 else 's'}")
-        print("\n".join(stats_table(stats)))
+        print("\n".join(stats_table([s for s in stats if s.get("readable", True)])))
         for s in stats:  # the geometry (and the budget= it came from, when this process knows it)
             if s.get("sizing") and s.get("generation") != "old":
                 print(f'{s["name"]}: {s["sizing"]}')
+        for s in stats:  # old generations of another release: no counters to show
+            if not s.get("readable", True):
+                print(f'{s["name"]} (old generation): made by another uwcache release (region format '
+                      f'{s["format"]}; this one reads {FORMAT_VERSION}), {_human(s["memory"])}, still in use: '
+                      f'{s["path"]}; freed once its last process exits')
     return 0
 
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import threading
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
-from .cache import Cache, attach, current_path, generations, list_caches
+from . import _engine
+from .cache import Cache, attach, current_path, generations, list_caches, region_format
 from .options import resolve_namespace
 from .errors import CacheError
 
@@ -33,6 +35,21 @@ UWSGI_STATS_KEYS = ("name", "hash", "hashsize", "keysize", "max_items", "blocks"
                     "items", "hits", "miss", "full", "last_modified_at")
 
 MAX_BLOCK_MAP_SEGMENTS = 200
+
+
+
+def _other_release_generation(name: str, path: str) -> Optional[Dict[str, Any]]:
+    """The entry of an old generation in use that this release cannot attach because another
+    uwcache release made it (an upgrade that changed the region format): what the file says
+    without reading the format. None for a damaged or vanished one."""
+    version = region_format(path)
+    if version is None or version == _engine.FORMAT_VERSION:
+        return None
+    try:
+        size = os.stat(path).st_size
+    except OSError:
+        return None
+    return {"name": name, "generation": "old", "readable": False, "format": version, "path": path, "memory": size}
 
 
 class NamespaceStats:
@@ -88,7 +105,9 @@ class NamespaceStats:
         ``peers`` and ``listen`` addresses) for caches this process configured with them.
 
         With ``old_generations``, each cache is followed by its older generations that are
-        still in use (a deploy that changed the options), with ``"generation": "old"``.
+        still in use (a deploy that changed the options), with ``"generation": "old"``. One
+        that another uwcache release made (another region format) cannot be read: its entry
+        has only ``name, generation, readable`` (False), ``format, path`` and ``memory``.
         """
         stats = []
         for cache in self.caches(only):
@@ -115,6 +134,9 @@ class NamespaceStats:
                 with attach(cache.name, namespace=self.namespace, generation=generation["path"]) as old:
                     stats = old.stats()
             except CacheError:
+                other = _other_release_generation(cache.name, generation["path"])
+                if other is not None:
+                    found.append(other)
                 continue
             stats["generation"] = "old"
             found.append(stats)
