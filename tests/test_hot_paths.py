@@ -238,18 +238,25 @@ def test_values_read_are_ordinary_bytes_objects(small):
     for read in (lambda k: small.get(k), lambda k: small.get_many([k])[k]):
         v = read(b"k")
         assert type(v) is bytes and v == b"\x00value\xff" and len(v) == 7
-        assert sys.getrefcount(v) == 2  # ours and getrefcount's argument
+        assert sys.getrefcount(v) <= 2  # ours and getrefcount's argument (3.14: borrowed locals)
         assert hash(v) == hash(b"\x00value\xff") and {v: 1}[b"\x00value\xff"] == 1
         assert v is not read(b"k")  # a new object each read
         assert bytes(memoryview(v)) == v and v.decode("latin-1").encode("latin-1") == v
         w = read(b"one")
         assert w == b"1" and w + b"" == b"1" and int(w) == 1  # int() reads it as a C string
-        tracemalloc.start()
+        started = not tracemalloc.is_tracing()  # the suite may run under -X tracemalloc
+        if started:
+            tracemalloc.start()
         try:
             traced = read(b"k")
             tb = tracemalloc.get_object_traceback(traced)
             assert tb is not None and tb[0].filename == __file__
         finally:
-            tracemalloc.stop()
+            if started:
+                tracemalloc.stop()
         del v, w, traced
         gc.collect()
+        before = sys.getallocatedblocks()  # freed normally: reading many leaves nothing behind
+        for _ in range(2000):
+            read(b"k")
+        assert sys.getallocatedblocks() - before < 100

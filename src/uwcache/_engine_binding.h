@@ -177,26 +177,25 @@ static inline void fire_full(CacheObject *self, uint32_t events) {
 
 /* ---- get ---- */
 
-/* A new bytes object of `size` bytes for the engine to fill. In the default builds it
- * is made here, as bytesobject.c makes one: the out-of-line PyBytes_FromStringAndSize, its
- * checks for the sizes it special-cases and its out-of-line reference setup were ~30
- * instructions a value, half of what get_many spends on a bytes object (issue 12.4). The
- * skipped hook only re-dates the block's traceback when tracemalloc is tracing (this block
- * was traced when it was allocated, from the same frame). Debug, trace-refs and
- * free-threaded builds, and CPython 3.14 on (whose object header this was not written
+/* A new bytes object of `size` bytes for the engine to fill. In the default builds of 3.9 to
+ * 3.13 it is made here, as bytesobject.c makes one: the out-of-line
+ * PyBytes_FromStringAndSize with its checks for the sizes it special-cases was ~30
+ * instructions a value, half of what get_many spent on a bytes object (issue 12.4). The
+ * reference is set up by _Py_NewReference, as CPython's own constructors do, so tracemalloc,
+ * 3.13's reference tracers (PyRefTracer) and trace-refs interpreters see the object born.
+ * Debug and free-threaded builds, and 3.14 on (whose object header this was not written
  * for), keep the official call. */
 static inline PyObject *new_bytes(Py_ssize_t size) {
-#if defined(Py_REF_DEBUG) || defined(Py_TRACE_REFS) || defined(Py_GIL_DISABLED) || defined(Py_LIMITED_API) || \
-    PY_VERSION_HEX >= 0x030E0000  /* 3.14 splits the refcount word (flags beside it): its layout, not ours */
+#if defined(Py_REF_DEBUG) || defined(Py_GIL_DISABLED) || defined(Py_LIMITED_API) || PY_VERSION_HEX >= 0x030E0000
     return PyBytes_FromStringAndSize(NULL, size);
 #else
     if (__builtin_expect(size <= 0, 0)) return PyBytes_FromStringAndSize(NULL, size);  /* b"" is shared */
     PyBytesObject *op = PyObject_Malloc(offsetof(PyBytesObject, ob_sval) + (size_t)size + 1);
     if (!op) return PyErr_NoMemory();
     PyObject *o = (PyObject *)op;
-    o->ob_refcnt = 1;  /* not Py_SET_REFCNT: 3.12's leaves a refcount that looks immortal alone */
     Py_SET_TYPE(o, &PyBytes_Type);  /* a static type: no reference to take */
     Py_SET_SIZE(op, size);
+    _Py_NewReference(o);  /* the refcount of 1, and the hooks that watch new objects */
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
     op->ob_shash = -1;  /* deprecated since 3.11, still read by bytes' hash */
