@@ -35,6 +35,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 from . import _engine, _fs
 from .options import CacheOptions, cache_options, resolve_namespace
+from .options import _human_size as _human  # the CLI and the node import it from here too
 from .counters import near_stats, net_stats
 from .errors import CacheError, CorruptStore, RegionMismatch, SharedMemoryFull, UnknownCache
 
@@ -557,15 +558,6 @@ def _space_problem(name: str, size: int, directory: str, free: int, *, store: bo
     return (f"cache {name!r} needs {_human(size)} ({size} bytes) of {'disk' if store else 'memory'}, but "
             f"{directory} has only {_human(free)} ({free} bytes) free: {room}, or make the cache smaller "
             "(max_items, block_size, block_count)")
-
-
-def _human(n: float) -> str:
-    """1536 -> '1.5 KiB' (the CLI's and the node's sizes too)."""
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{int(n)} bytes" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)  # pragma: no cover
 
 
 def _reserve(fd: int, path: str, name: str, size: int, reclaimed: int, store: bool) -> None:

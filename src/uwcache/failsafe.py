@@ -29,7 +29,10 @@ FAILURES: Tuple[Type[BaseException], ...] = (CacheError, OSError)
 
 
 class RateLimitedLog:
-    """At most one record per ``interval`` seconds per kind, counting what it suppressed."""
+    """At most one record per ``interval`` seconds per kind, counting what it suppressed.
+
+    The one copy: the framework layers' :class:`FailurePolicy`, the serializers and the
+    network (``uwcache.net``: a flood of bad packets or connections must not flood the log)."""
 
     def __init__(self, logger: logging.Logger, interval: float = 10.0) -> None:
         self.logger = logger

@@ -157,7 +157,7 @@ class CacheServer:
         self.max_connections = int(max_connections)
         self._secret = secret.encode("utf-8") if secret is not None else None
         self._default_path = default_path
-        self._log = RateLimitedLog()
+        self._log = RateLimitedLog(log)
         self._unix_path: Optional[str] = None
         self._conns: Dict[int, _Conn] = {}
         self._dumps = 0

@@ -46,6 +46,7 @@ from .. import _engine, wire
 from .._fs import open_private_path
 from ..address import is_loopback, parse_tcp  # noqa: F401  (is_loopback re-exported)
 from ..errors import CacheError, ConfigError
+from ..failsafe import RateLimitedLog  # also imported from here by net/server.py
 from ..counters import NetCounter, count, net_stats  # noqa: F401  (re-exported)
 from .seen import SeenTable
 from .waker import Waker, stop_thread
@@ -58,29 +59,6 @@ MAX_SKEW = 30
 _IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)  # Linux's value; Python does not export it
 _RCVBUF = 4 << 20  # ask for a large receive buffer: bursts of writes arrive at once
 _STANDBY_RETRY = 0.5  # seconds between takeover attempts of a standby receiver
-
-
-class RateLimitedLog:
-    """At most one log record per `interval` seconds per message kind, with a count of
-    what was suppressed in between (a flood of bad packets must not flood the log)."""
-
-    def __init__(self, interval: float = 10.0) -> None:
-        self.interval = interval
-        self._last: Dict[str, Tuple[float, int]] = {}
-        self._lock = threading.Lock()
-
-    def __call__(self, level: int, kind: str, msg: str, *args: Any) -> None:
-        now = time.monotonic()
-        with self._lock:
-            last, suppressed = self._last.get(kind, (-1e18, 0))
-            if now - last < self.interval:
-                self._last[kind] = (last, suppressed + 1)
-                return
-            self._last[kind] = (now, 0)
-        if suppressed:
-            msg += " (%d similar messages suppressed)"
-            args = (*args, suppressed)
-        log.log(level, msg, *args)
 
 
 # --------------------------------------------------------------------------- addresses
@@ -254,7 +232,7 @@ class Sender:
     def __init__(self) -> None:
         self.sockets: Dict[int, socket.socket] = {}
         self.hooked: List[Any] = []
-        self._log = RateLimitedLog()
+        self._log = RateLimitedLog(log)
 
     def attach(self, cache: Any) -> None:
         options = cache.options
@@ -466,7 +444,7 @@ class UdpReceiver:
 
     def __init__(self, endpoints: List[_Endpoint]) -> None:
         self.endpoints = endpoints
-        self._log = RateLimitedLog()
+        self._log = RateLimitedLog(log)
         self._selector = selectors.DefaultSelector()
         self._waker = Waker(self._selector)
         self._stop = self._closed = False
