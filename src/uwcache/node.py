@@ -15,6 +15,7 @@ and dumps to uWSGI and uwcache peers.
 
 from __future__ import annotations
 
+import encodings.idna  # noqa: F401  (not imported first in a node thread: net/near_listener.py says why)
 import logging
 import os
 import struct

@@ -12,7 +12,11 @@ fill at once.
 
 from __future__ import annotations
 
+import dataclasses
+import encodings.idna  # noqa: F401  (fork safety: see below)
+import json
 import logging
+import os
 import select
 import socket
 import ssl
@@ -22,6 +26,14 @@ from collections import deque
 from typing import Any, Deque, List, Optional, Tuple
 
 from .resp import NEED_MORE, Parser, ProtocolError, Push, ReplyError, encode_command
+
+# Every module the listener threads use is imported here, in the thread that starts the node,
+# never for the first time inside a listener thread. A process that forks while one of its
+# threads is importing a module (gunicorn forks its workers right after on_starting, while
+# the listeners connect) leaves the child that module's import lock held by a thread the
+# child does not have: the child's first import of it waits forever. The first
+# getaddrinfo() of a host name given as str imports the idna codec (encodings.idna,
+# stringprep, unicodedata); a gunicorn worker hung that way on its first Redis connection.
 
 log = logging.getLogger("uwcache.near")
 
@@ -360,8 +372,6 @@ class ClusterSupervisor:
                 log.warning("near cache %r: cluster topology refresh failed: %s", self.cache.name, exc)
 
     def _topology(self) -> List[Tuple[int, int, str]]:
-        import dataclasses
-
         known = [f"{e.host}:{e.port}" for e in self.options.seeds] + list(self.shard_of)
         last: Optional[BaseException] = None
         for address in dict.fromkeys(known):
@@ -391,10 +401,6 @@ class ClusterSupervisor:
         raise ConnectionError(f"no cluster node answered CLUSTER SLOTS (last error: {last})")
 
     def _refresh(self) -> None:
-        import dataclasses
-        import json
-        import os
-
         slots = self._topology()
         masters = sorted({m for _, _, m in slots})
         for address in masters:
