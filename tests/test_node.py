@@ -226,6 +226,15 @@ def test_node_serves_stats_over_http(namespace):
         urllib.request.urlopen(node.stats_url, timeout=2)
 
 
+def _python_prints(code: str) -> str:
+    """What a fresh ``python -S -c code`` prints, with this checkout's uwcache on its path."""
+    src = os.path.dirname(os.path.dirname(os.path.abspath(uwcache.__file__)))
+    out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=60,
+                         env=dict(os.environ, PYTHONPATH=src))
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
 def test_node_threads_import_nothing_for_the_first_time():
     """A gunicorn master starts the node (its listener threads connect to Redis) and forks its
     workers right away. If a node thread is importing a module at the fork, the worker inherits
@@ -233,19 +242,12 @@ def test_node_threads_import_nothing_for_the_first_time():
     of it: a worker hung that way on its first Redis connection, since the first getaddrinfo()
     of a str host imports the idna codec. So importing the node imports what its threads need,
     in the caller's thread."""
-    src = os.path.dirname(os.path.dirname(os.path.abspath(uwcache.__file__)))
-    probe = ("import sys, uwcache.node, uwcache.net.near_listener; "
-             "print(sorted(m for m in ('encodings.idna', 'stringprep', 'unicodedata', 'json', 'dataclasses') "
-             "if m not in sys.modules))")
-    out = subprocess.run([sys.executable, "-S", "-c", probe], capture_output=True, text=True, timeout=60,
-                         env=dict(os.environ, PYTHONPATH=src))
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[]"
+    assert _python_prints(
+        "import sys, uwcache.node, uwcache.net.near_listener; "
+        "print(sorted(m for m in ('encodings.idna', 'stringprep', 'unicodedata', 'json', 'dataclasses') "
+        "if m not in sys.modules))") == "[]"
     # and the first name resolution in a thread then imports nothing new
-    probe = ("import sys, socket, threading, uwcache.node; before = set(sys.modules); "
-             "t = threading.Thread(target=socket.getaddrinfo, args=('127.0.0.1', 6379)); t.start(); t.join(); "
-             "print(sorted(set(sys.modules) - before))")
-    out = subprocess.run([sys.executable, "-S", "-c", probe], capture_output=True, text=True, timeout=60,
-                         env=dict(os.environ, PYTHONPATH=src))
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[]"
+    assert _python_prints(
+        "import sys, socket, threading, uwcache.node; before = set(sys.modules); "
+        "t = threading.Thread(target=socket.getaddrinfo, args=('127.0.0.1', 6379)); t.start(); t.join(); "
+        "print(sorted(set(sys.modules) - before))") == "[]"
