@@ -16,9 +16,10 @@ from uwcache import cli, node as node_module, options as options_module
 def test_one_copy_of_each() -> None:
     assert cli.describe_cache is node_module.describe_cache
     assert cli.FullWatch is node_module.FullWatch
-    assert cli._human is node_module._human is cache_module._human is options_module._human_size
-    assert cache_module._human(1536) == "1.5 KiB" and cache_module._human(5 * 2**40) == "5 TiB"
-    assert [cache_module._human(n) for n in (100, 4096, 64 * 2**20, 2**40 + 2**39)] == [
+    human = options_module._human_size
+    assert cli._human_size is node_module._human_size is cache_module._human_size is human
+    assert human(1536) == "1.5 KiB" and human(5 * 2**40) == "5 TiB"
+    assert [human(n) for n in (100, 4096, 64 * 2**20, 2**40 + 2**39)] == [
         "100 bytes", "4 KiB", "64 MiB", "1.5 TiB"]
     # the engine's full warning and the CLI's watch of other processes use one wording
     assert cache_module.full_warning("c", False) == '*** DANGER cache "c" is FULL !!! ***'

@@ -34,8 +34,7 @@ import urllib.parse
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from . import _engine, _fs
-from .options import CacheOptions, cache_options, resolve_namespace
-from .options import _human_size as _human  # the CLI and the node import it from here too
+from .options import CacheOptions, _human_size, cache_options, resolve_namespace
 from .counters import near_stats, net_stats
 from .errors import CacheError, CorruptStore, RegionMismatch, SharedMemoryFull, UnknownCache
 
@@ -269,6 +268,17 @@ def generations(name: str, namespace: Optional[str] = None) -> List[Dict[str, An
     return found
 
 
+REGION_MAGIC = b"UWCACHE\0"  # the first 8 bytes of every region; the format version follows
+
+
+def _header_version(head: bytes) -> Optional[int]:
+    """The format version in a region header's first 12 bytes, or None without the magic."""
+    if len(head) < 12 or head[:8] != REGION_MAGIC:
+        return None
+    version: int = struct.unpack_from("=I", head, 8)[0]
+    return version
+
+
 def region_format(path: str) -> Optional[int]:
     """The format version in the header of the uwcache region at ``path``, or None when the
     file is not one (or cannot be read). Tells a region of another uwcache release, which
@@ -283,10 +293,7 @@ def region_format(path: str) -> Optional[int]:
         return None
     finally:
         os.close(fd)
-    if len(head) < 12 or head[:8] != b"UWCACHE\0":
-        return None
-    version: int = struct.unpack_from("=I", head, 8)[0]
-    return version
+    return _header_version(head)
 
 
 def current_path(name: str, namespace: Optional[str] = None) -> Optional[str]:
@@ -555,8 +562,8 @@ def _space_problem(name: str, size: int, directory: str, free: int, *, store: bo
     else:
         room = ("give it more room (Docker: docker run --shm-size=..., Compose: shm_size), point "
                 "UWCACHE_SHM_DIR at a bigger tmpfs")
-    return (f"cache {name!r} needs {_human(size)} ({size} bytes) of {'disk' if store else 'memory'}, but "
-            f"{directory} has only {_human(free)} ({free} bytes) free: {room}, or make the cache smaller "
+    return (f"cache {name!r} needs {_human_size(size)} ({size} bytes) of {'disk' if store else 'memory'}, but "
+            f"{directory} has only {_human_size(free)} ({free} bytes) free: {room}, or make the cache smaller "
             "(max_items, block_size, block_count)")
 
 
@@ -859,7 +866,7 @@ def _choose_mode(fd: int, path: str, options: CacheOptions, params: EngineParams
     header = os.pread(fd, min(file_size, _engine.HEADER_SIZE), 0)
     upgrade_to = _engine.cold_upgrade_to(header) if cold else 0
     if upgrade_to:  # judged as the upgraded header; the file changes only if it will be used
-        upgrade_from = struct.unpack_from("=I", header, 8)[0]
+        upgrade_from = _header_version(header) or 0  # cold_upgrade_to checked the magic
         header = header[:8] + struct.pack("=I", upgrade_to) + header[12:]
     problem = _region_problem(fd, header, options, params, size, file_size)
     if problem is None:
@@ -899,7 +906,7 @@ def _region_problem(fd: int, header: bytes, options: CacheOptions, params: Engin
         return _engine.region_problem(header, file_size, params)
     except CorruptStore as exc:
         hint = ""
-        if file_size % 8 == 0 and os.pread(fd, 8, 0) != b"UWCACHE\0":
+        if file_size % 8 == 0 and os.pread(fd, 8, 0) != REGION_MAGIC:
             hint = " (a uWSGI store file has no header: import it with uwcache.import_uwsgi_store)"
         return _Damaged(f"{exc}{hint}")
 

@@ -26,12 +26,12 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import __version__, _fs
 from ._engine import FORMAT_VERSION
-from .cache import Cache, _human, attach, list_caches, namespace_dir, region_path, shm_dir
+from .cache import Cache, attach, list_caches, namespace_dir, region_path, shm_dir
 from .config import Caching
 from .errors import CacheError, CLIError, ConfigError, NotAnInteger, OptionError, UnknownCache
 from .net.stats import parse_address
 from .node import FullWatch, describe_cache
-from .options import cache_options, resolve_namespace
+from .options import _human_size, cache_options, resolve_namespace
 from .stats import NamespaceStats, prometheus_text, stats_json
 from .uwsgi_config import format_cache2
 
@@ -318,7 +318,7 @@ def _run(args: argparse.Namespace, stop: threading.Event, received: List[int]) -
             log.info("%s", describe_cache(cache, caching))
         total = sum(c.region_size for c in caches.values())
         log.info("%d cache%s, %s of shared memory in all", len(caches), "" if len(caches) == 1 else "s",
-                 _human(total))
+                 _human_size(total))
         if args.stats is not None:
             try:
                 node._start_stats(args.stats, f"--stats {args.stats}")  # the node serves, as with Node(stats=)
@@ -375,7 +375,7 @@ def stats_table(stats: List[Dict[str, Any]]) -> List[str]:
         name = s["name"] + (" (old generation)" if s.get("generation") == "old" else "")
         rows.append((name, s["items"], s["capacity"], _percent(s["items"], s["capacity"]),
                      _percent(used, total), s["hits"], s["miss"], _percent(s["hits"], s["hits"] + s["miss"]),
-                     s["writes"], s["full"], s["evictions"], s["expired_freed"], _human(s["memory"]),
+                     s["writes"], s["full"], s["evictions"], s["expired_freed"], _human_size(s["memory"]),
                      s["mode"] + (",lru" if s["purge_lru"] else "")))
     return _table(headers, rows)
 
@@ -405,7 +405,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         for s in stats:  # old generations of another release: no counters to show
             if not s.get("readable", True):
                 print(f'{s["name"]} (old generation): made by another uwcache release (region format '
-                      f'{s["format"]}; this one reads {FORMAT_VERSION}), {_human(s["memory"])}, still in use: '
+                      f'{s["format"]}; this one reads {FORMAT_VERSION}), {_human_size(s["memory"])}, still in use: '
                       f'{s["path"]}; freed once its last process exits')
     return 0
 
@@ -628,7 +628,7 @@ def cmd_drop(args: argparse.Namespace) -> int:
     if store:
         print(f'dropped cache "{args.cache}" from namespace "{namespace}"; its store file {store} is kept')
     else:
-        print(f'dropped cache "{args.cache}" from namespace "{namespace}": {_human(size)} of memory freed')
+        print(f'dropped cache "{args.cache}" from namespace "{namespace}": {_human_size(size)} of memory freed')
     return 0
 
 

@@ -15,7 +15,7 @@ and dumps to uWSGI and uwcache peers.
 
 from __future__ import annotations
 
-import encodings.idna  # noqa: F401  (not imported first in a node thread: net/near_listener.py says why)
+import encodings.idna  # noqa: F401  (fork safety: see below)
 import logging
 import os
 import struct
@@ -25,9 +25,19 @@ import zlib
 from typing import Any, Dict, List, Optional, Union
 
 from . import _engine
-from .cache import Cache, _collect_quietly, _human, full_warning, namespace_dir, open_region, region_path
+from .cache import REGION_MAGIC, Cache, _collect_quietly, full_warning, namespace_dir, open_region, region_path
 from .config import Caching
 from .errors import CacheError, ConfigError, CorruptStore, UnknownCache
+from .options import _human_size
+
+# A node's threads never import a module for the first time: everything they use is imported
+# here or by the modules start() imports, in the thread that starts the node. A process that
+# forks while one of its threads is importing a module (gunicorn forks its workers right after
+# on_starting, while the near listeners connect to Redis) leaves the child that module's
+# import lock held by a thread the child does not have: the child's first import of it waits
+# forever. The first getaddrinfo() of a host name given as str imports the idna codec
+# (encodings.idna, stringprep, unicodedata); a gunicorn worker hung that way on its first
+# Redis connection.
 
 log = logging.getLogger("uwcache")
 
@@ -386,7 +396,7 @@ class Node:
             return
         if size < cache.region_size:
             problem = f"its file {cache.path} was truncated to {size} bytes by another process"
-        elif magic != b"UWCACHE\0":
+        elif magic != REGION_MAGIC:
             problem = f"its file {cache.path} was wiped (truncated and extended again?) by another process"
         else:
             return
@@ -415,9 +425,10 @@ def describe_cache(cache: Cache, caching: Caching) -> str:
     """One line that says what a cache of this node is, for people (``uwcache run``'s start-up)."""
     o = cache.options
     if o.mode_bitmap:
-        layout = f"values up to {_human(o.max_item_size)} (bitmap: {o.blocks} blocks of {_human(o.block_size)})"
+        layout = (f"values up to {_human_size(o.max_item_size)} "
+                  f"(bitmap: {o.blocks} blocks of {_human_size(o.block_size)})")
     else:
-        layout = f"values up to {_human(o.block_size)} (one block each)"
+        layout = f"values up to {_human_size(o.block_size)} (one block each)"
     if caching.no_expire or o.no_expire:
         expiry = "not swept (no_expire): freed when a write needs the room"
     else:
@@ -433,7 +444,7 @@ def describe_cache(cache: Cache, caching: Caching) -> str:
     else:
         where = "memory only"
     return (f'cache "{o.name}": {o.capacity} items, {layout}, keys up to {o.key_size} bytes, '
-            f"{o.hash_algo} hash with {o.hash_size} buckets, {_human(cache.region_size)} of shared memory, "
+            f"{o.hash_algo} hash with {o.hash_size} buckets, {_human_size(cache.region_size)} of shared memory, "
             f"{where}; expired items {expiry}" + (f"; {', '.join(extras)}" if extras else ""))
 
 

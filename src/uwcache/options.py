@@ -388,8 +388,8 @@ def parse_size(option: str, value: object) -> int:
 
 def _human_size(size: float) -> str:
     """1536 -> '1.5 KiB', 4096 -> '4 KiB', 100 -> '100 bytes' (one decimal, a trailing '.0'
-    dropped). The one size formatter: options' messages and sizing, and (as ``cache._human``)
-    the cache's, the node's and the CLI's."""
+    dropped). The one size formatter: options' messages and sizing, and the cache's, the
+    node's and the CLI's."""
     for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
         if abs(size) < 1024 or unit == "TiB":
             text = f"{size:.1f}".rstrip("0").rstrip(".") if unit != "bytes" else str(int(size))

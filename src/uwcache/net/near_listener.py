@@ -13,7 +13,6 @@ fill at once.
 from __future__ import annotations
 
 import dataclasses
-import encodings.idna  # noqa: F401  (fork safety: see below)
 import json
 import logging
 import os
@@ -27,13 +26,9 @@ from typing import Any, Deque, List, Optional, Tuple
 
 from .resp import NEED_MORE, Parser, ProtocolError, Push, ReplyError, encode_command
 
-# Every module the listener threads use is imported here, in the thread that starts the node,
-# never for the first time inside a listener thread. A process that forks while one of its
-# threads is importing a module (gunicorn forks its workers right after on_starting, while
-# the listeners connect) leaves the child that module's import lock held by a thread the
-# child does not have: the child's first import of it waits forever. The first
-# getaddrinfo() of a host name given as str imports the idna codec (encodings.idna,
-# stringprep, unicodedata); a gunicorn worker hung that way on its first Redis connection.
+# Module level only: the listener threads must not import anything for the first time
+# (fork safety, see uwcache/node.py, which also imports the idna codec their
+# getaddrinfo() needs).
 
 log = logging.getLogger("uwcache.near")
 

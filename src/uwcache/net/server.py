@@ -42,7 +42,8 @@ from ..errors import CacheError, ConfigError
 from ..address import format_address, is_loopback, parse_address, unix_sockaddr
 from ..errors import AddressError
 from .client import DEFAULT_TIMEOUT
-from .udp import NetCounter, RateLimitedLog, count, resolve
+from ..failsafe import RateLimitedLog
+from .udp import NetCounter, count, resolve
 from .waker import Waker, stop_thread
 
 log = logging.getLogger("uwcache.net")

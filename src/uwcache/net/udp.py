@@ -46,7 +46,7 @@ from .. import _engine, wire
 from .._fs import open_private_path
 from ..address import is_loopback, parse_tcp  # noqa: F401  (is_loopback re-exported)
 from ..errors import CacheError, ConfigError
-from ..failsafe import RateLimitedLog  # also imported from here by net/server.py
+from ..failsafe import RateLimitedLog
 from ..counters import NetCounter, count, net_stats  # noqa: F401  (re-exported)
 from .seen import SeenTable
 from .waker import Waker, stop_thread
