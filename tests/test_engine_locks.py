@@ -625,13 +625,17 @@ def test_expired_pending_is_exact_when_small_and_sampled_when_large(namespace):
     small = uwcache.open_cache("pend-small", namespace=namespace, max_items=101, block_size=16, key_size=16)
     large = uwcache.open_cache("pend-large", namespace=namespace, max_items=200_001, block_size=16, key_size=16,
                                hash_size=262144)
-    small.set_many({f"t{i}": b"v" for i in range(30)}, expires=1)
-    small.set_many({f"f{i}": b"v" for i in range(20)})
+    # expires=2 (whole seconds from now) and each count read right after its writes: with
+    # expires=1 a second boundary crossed on a slow runner counted the small cache's items
+    # as already expired
     keys = [f"k{i:06d}" for i in range(150_000)]
     large.set_many({k: b"v" for k in keys[::3]})  # 50,000 that never expire
-    large.set_many({k: b"v" for i, k in enumerate(keys) if i % 3}, expires=1)  # 100,000 that do
-    assert small.stats()["expired_pending"] == 0 and large.stats()["expired_pending"] == 0
-    deadline = time.time() + 5
+    large.set_many({k: b"v" for i, k in enumerate(keys) if i % 3}, expires=2)  # 100,000 that do
+    assert large.stats()["expired_pending"] == 0
+    small.set_many({f"f{i}": b"v" for i in range(20)})
+    small.set_many({f"t{i}": b"v" for i in range(30)}, expires=2)
+    assert small.stats()["expired_pending"] == 0
+    deadline = time.time() + 6
     while small.get("t0") is not None and time.time() < deadline:
         time.sleep(0.1)
     assert small.stats()["expired_pending"] == 30
