@@ -27,17 +27,26 @@
 #include <pthread.h>
 
 #define UWC_MAGIC "UWCACHE"          /* 8 bytes with the NUL */
-#define UWC_FORMAT_VERSION 7u  /* 2: 32-bit hash table and free stack; 3: near-cache state at the
+#define UWC_FORMAT_VERSION 8u  /* 2: 32-bit hash table and free stack; 3: near-cache state at the
                                   * header end; 4: a hash tag beside each chain head; 5: a robust
                                   * mutex per stripe, lazy free stack, byte/block counters;
                                   * 6: a stripe names the slot its overwrite is copying into
                                   * (uwc_seq_stripe.writing), instead of flagging the record;
                                   * 7: no stripe waiter sleeps on the stripe's futex, so a
-                                  * stripe-only hold is let go with a plain store */
+                                  * stripe-only hold is let go with a plain store;
+                                  * 8: large caches place a new item in a slot picked from its
+                                  * hash (its home) when that slot is free: the fresh range
+                                  * may hold live slots (fresh_live), each explicit free-stack
+                                  * entry's record holds its position (F_PREV) */
 #define UWC_HEADER_SIZE 32768u
 #define UWC_ITEM_HEADER 88u
 /* A hash-table bucket: the chain head's slot, then its tag (UWC_TAG_*), 4 bytes each. */
 #define UWC_BUCKET_BYTES 8u
+/* Caches with at least this many usable slots give each new item its home slot when free
+ * (format 8): a lookup then fetches the record while it reads the table, one memory read
+ * fewer where the records do not fit in the CPU caches. Smaller caches keep uWSGI's order
+ * (the highest free slot first). */
+#define UWC_HOME_MIN_SLOTS 65536u
 #define UWC_TAG_HASH 0x7FFFFFFFu  /* the head's hash, low 31 bits */
 #define UWC_TAG_MORE 0x80000000u  /* the chain has more than the head */
 #define UWC_COUNTER_SLOTS 160
@@ -194,6 +203,8 @@ typedef struct uwc_header {
     uint64_t last_full_at;      /* for "full" events per second in monitors */
     uint64_t stripe_takeovers;  /* stripes whose holder died, recovered (EOWNERDEAD) */
     uint64_t sweep_on_full_next;
+    uint64_t fresh_live;        /* format 8: live (home) slots at or below stack_fresh; in
+                                   what was padding, so formats 5-7 read it as 0 */
 
     _Alignas(64) int32_t sweeper_pid;
     uint32_t pad1;
@@ -233,6 +244,7 @@ typedef struct uwc_cache {
     uint64_t odd_mask[UWC_SEQ_STRIPES / 64];  /* stripes this lock holder made odd */
     int rebuilding;       /* inside rebuild(): stripes from dead holders need no own repair */
     uint64_t reclaim_cursor;  /* where this process's next full-cache reclaim scan starts */
+    int home_slots;       /* max_items - 1 >= UWC_HOME_MIN_SLOTS: new items go to their home slot */
 } uwc_cache;
 
 typedef struct uwc_write {

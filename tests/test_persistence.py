@@ -124,7 +124,7 @@ def _version_of(store):
     return struct.unpack_from("<I", store.read_bytes(), 8)[0]
 
 
-@pytest.mark.parametrize("older", [5, 6])
+@pytest.mark.parametrize("older", [5, 6, 7])
 def test_a_store_of_an_older_compatible_format_keeps_its_items(namespace, tmp_path, older):
     # formats 5 and 6 differ from the current one only in how live processes lock: a store
     # kept across an upgrade of uwcache is opened (cold) and rewritten in place, not refused
