@@ -714,7 +714,10 @@ static uint64_t stack_pop(uwc_cache *c) {
         c->h->fresh_live--;
         s--;
     }
-    if (!s) return 0;
+    if (!s) {  /* every slot of the range was live: all stepped over */
+        c->h->stack_fresh = 0;
+        return 0;
+    }
     c->h->stack_fresh = s - 1;
     return s;
 }
@@ -761,7 +764,8 @@ static int take_free(uwc_cache *c, uint64_t s) {
     } else if (pos >= 1 && pos <= top && top <= c->p.max_items - 1 && c->stack[pos - 1] == s) {
         uint64_t last = c->stack[top - 1];
         c->stack[pos - 1] = (uint32_t)last;
-        if (last && last < c->p.max_items) wr(SLOT(c, last), F_PREV, pos);
+        if (last && last < c->p.max_items && !rd(SLOT(c, last), F_KEYSIZE)) wr(SLOT(c, last), F_PREV, pos);
+        else corrupt(c);
         c->h->stack_top = top - 1;
         wr(r, F_PREV, 0);
         return 1;
