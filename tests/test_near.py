@@ -488,3 +488,65 @@ def test_a_stalled_redis_stops_l1_reads_within_lease_ms(namespace, redis_client,
         redis_client.set("app:k", b"after the stall")
         assert near.sync(5.0)
         assert near.get("k") == b"after the stall"
+
+
+# -- a Redis that stops answering -------------------------------------------------------------
+
+
+def _error_within(fn, seconds):
+    """The exception fn() raised, failing the test if it still runs after ``seconds`` (a call
+    that would wait for good must fail here, not hang the suite)."""
+    outcome = []
+
+    def run():
+        try:
+            fn()
+            outcome.append(None)
+        except Exception as exc:  # noqa: BLE001 - handed to the test
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert not worker.is_alive(), f"the call still waits after {seconds} s"
+    return outcome[0]
+
+
+@pytest.mark.slow
+def test_a_redis_that_stops_answering_fails_the_call_instead_of_hanging_it(namespace):
+    """The near tier's clients give up after ``REDIS_TIMEOUTS`` (2 s to connect, 5 s for a
+    reply; redis-py before 8 waited for good), and a query string in the URL overrides them."""
+    import importlib
+
+    import redis
+
+    near_module = importlib.import_module("uwcache.near")
+    assert near_module.REDIS_TIMEOUTS == {"socket_connect_timeout": 2.0, "socket_timeout": 5.0}
+    s = Server(redis_server_bin())
+    try:
+        with make_caching(namespace, s.url).start() as node:
+            wait_connected(node)
+            pages = uwcache.near("pages", namespace=namespace)
+            assert pages.set("k", b"v") is True  # the client is connected
+            # (redis-py 8 waits 5 s by default too; 4.x-7.x waited for good)
+            kwargs = pages.redis.connection_pool.connection_kwargs
+            assert (kwargs["socket_connect_timeout"], kwargs["socket_timeout"]) == (2.0, 5.0)
+            os.kill(s.proc.pid, signal.SIGSTOP)  # alive, connected, silent
+            try:
+                t0 = time.monotonic()
+                assert isinstance(_error_within(lambda: pages.set("k", b"w"), 8), redis.TimeoutError)
+                assert time.monotonic() - t0 >= 4.5
+            finally:
+                os.kill(s.proc.pid, signal.SIGCONT)
+        other = namespace + "-url"  # a tier of its own (this process keeps the first one's handle)
+        with make_caching(other, s.url + "?socket_timeout=0.3").start() as node:
+            wait_connected(node)
+            pages = uwcache.near("pages", namespace=other)
+            assert pages.get("k") is not None
+            os.kill(s.proc.pid, signal.SIGSTOP)
+            try:
+                assert isinstance(_error_within(lambda: pages.incr("n"), 2), redis.TimeoutError)
+            finally:
+                os.kill(s.proc.pid, signal.SIGCONT)
+    finally:
+        s.close()

@@ -126,12 +126,13 @@ class Near:
             if asyncio_client:
                 import redis.asyncio
 
-                return redis.asyncio.Redis.from_url(self.options.redis)
+                return redis.asyncio.Redis.from_url(self.options.redis, **REDIS_TIMEOUTS)
             import redis
 
-            return redis.Redis.from_url(self.options.redis)
+            return redis.Redis.from_url(self.options.redis, **REDIS_TIMEOUTS)
         seed = self.options.endpoint
-        kw: Dict[str, Any] = {"username": seed.username, "password": seed.password, "ssl": seed.tls}
+        kw: Dict[str, Any] = {"username": seed.username, "password": seed.password, "ssl": seed.tls,
+                              **REDIS_TIMEOUTS}
         if asyncio_client:
             from redis.asyncio.cluster import ClusterNode as AsyncNode
             from redis.asyncio.cluster import RedisCluster as AsyncCluster
@@ -442,6 +443,22 @@ class Near:
 
 _handles: Dict[Tuple[str, str], Near] = {}
 _client_lock = threading.Lock()
+
+# A Redis that stops answering must fail a request, not hang its worker for good (redis-py
+# waits forever by default). Seconds; a query string in the URL (`?socket_timeout=0.5`,
+# `?socket_connect_timeout=...`) takes precedence for a single Redis.
+REDIS_TIMEOUTS: Dict[str, float] = {"socket_connect_timeout": 2.0, "socket_timeout": 5.0}
+
+
+def _new_lock_in_child() -> None:
+    # a thread of the parent may have held the lock at fork(): the child, which lacks that
+    # thread, would wait for it for good on its first client
+    global _client_lock
+    _client_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_lock_in_child)
 
 
 def near(name: str, *, namespace: Optional[str] = None) -> Near:
