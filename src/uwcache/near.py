@@ -447,7 +447,7 @@ _client_lock = threading.Lock()
 # A Redis that stops answering must fail a request, not hang its worker for good (redis-py
 # waits forever by default). Seconds; a query string in the URL (`?socket_timeout=0.5`,
 # `?socket_connect_timeout=...`) takes precedence for a single Redis.
-REDIS_TIMEOUTS: Dict[str, float] = {"socket_connect_timeout": 2.0, "socket_timeout": 5.0}
+REDIS_TIMEOUTS: Dict[str, Any] = {"socket_connect_timeout": 2.0, "socket_timeout": 5.0}
 
 
 def _new_lock_in_child() -> None:
