@@ -667,11 +667,11 @@ static int64_t bm_alloc(uwc_cache *c, uint64_t needed) {
  * Every value read back from shared memory is checked: a bad one marks the region for a
  * rebuild instead of being followed.
  *
- * Home slots (large caches, format 8): a new item takes the slot its hash picks when that
- * slot is free, wherever it is in the stack. From the explicit entries it is swapped out
- * (each entry's free record keeps its position + 1 in F_PREV, a field no reader of a free
- * record uses; raw images show it as 0, as uWSGI's free records have it); from the fresh range it is simply taken and counted in fresh_live, and the
- * range's pops step over such live slots. A live slot at or below stack_fresh that is freed
+ * Home slots (large caches, format 8): a new item takes a slot its hash picks when that slot
+ * is free, wherever it is in the stack. From the explicit entries it is swapped out (each
+ * entry's free record keeps its position + 1 in F_PREV, a field no reader of a free record
+ * uses; raw images show it as 0, as uWSGI's free records have it); from the fresh range it
+ * is simply taken and counted in fresh_live, and the range's pops step over such live slots. A live slot at or below stack_fresh that is freed
  * goes back to the range (fresh_live - 1), never onto the explicit stack. */
 
 static inline uint64_t free_slots(const uwc_cache *c) {

@@ -11,6 +11,8 @@ import pytest
 import uwcache
 from uwcache import _engine
 
+from test_behaviours import records
+
 HOME_MIN_SLOTS = 65536  # usable slots (max_items - 1) from which items go to their homes
 KEY_SIZE = 16
 
@@ -22,14 +24,8 @@ def _homes(key: bytes, max_items: int) -> set:
 
 def _slots(cache: uwcache.Cache) -> dict:
     """{key: slot} read from the raw image (uWSGI's record layout)."""
-    image = cache._export_image()
-    size = 88 + KEY_SIZE
-    out = {}
-    for s in range(1, cache.max_items):
-        keysize = struct.unpack_from("<Q", image, s * size + 8)[0]
-        if keysize:
-            out[image[s * size + 88: s * size + 88 + keysize]] = s
-    return out
+    recs = records(cache._export_image(), cache.max_items, KEY_SIZE)
+    return {r["key"]: s for s, r in enumerate(recs) if r["keysize"]}
 
 
 def _open(namespace, name, max_items, **extra):
@@ -105,11 +101,9 @@ def test_free_lists_stay_exact_through_fills_deletes_and_clears(namespace, mode)
         assert cache.delete(k)
         del model[k]
     assert cache.check() is None
-    image = cache._export_image()  # a raw image (dumps, sync) shows free records as uWSGI's
-    size = 88 + KEY_SIZE
-    free_prevs = {struct.unpack_from("<Q", image, s * size + 56)[0] for s in range(1, max_items)
-                  if not struct.unpack_from("<Q", image, s * size + 8)[0]}
-    assert free_prevs == {0}
+    # a raw image (dumps, sync) shows free records as uWSGI's: no stack position in prev
+    free = [r for r in records(cache._export_image(), max_items, KEY_SIZE)[1:] if not r["keysize"]]
+    assert free and {r["prev"] for r in free} == {0}
     fill(capacity // 4)
     if mode == "purge-lru":
         model = {k: v for k, v in model.items() if cache.get(k) is not None}
